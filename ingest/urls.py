@@ -1,0 +1,34 @@
+"""Stream URLs: classify them and redact credentials before anything is printed or logged."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#]*)@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|key|secret|auth)=)[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """Replace user:password (and secret-looking query values) with ``***``."""
+    url = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", url)
+    return _SECRET_QUERY.sub(r"\1***", url)
+
+
+def url_scheme(url: str) -> str:
+    """``rtsp``, ``rtsps``, ``http``, ``https`` or ``file`` (a bare path); raises ValueError otherwise."""
+    if "://" not in url:
+        return "file"
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in STREAM_SCHEMES:
+        raise ValueError(
+            f"unsupported URL scheme {scheme!r} in {redact_url(url)}; use one of rtsp://, rtsps://, http(s)://, or a file path"
+        )
+    return scheme
+
+
+def file_path(url: str) -> Path:
+    """The local path of a ``file://`` URL or bare path."""
+    return Path(urlsplit(url).path if url.startswith("file://") else url)

@@ -1,0 +1,24 @@
+"""``guanjia bench``: benchmark commands. Each prints figures and ratios; ``--json`` prints one object."""
+
+from __future__ import annotations
+
+from pipeline.cli import LazyGroup
+
+import click
+
+BENCHES: dict[str, str] = {
+    "config": "pipeline.cli.bench_config:bench_config",
+    "ingest": "ingest.bench:bench_ingest",
+    "detect": "detectors.bench:bench_detect",
+    "events": "pipeline.bench_events:bench_events",
+}
+
+
+@click.group(cls=LazyGroup, lazy=BENCHES)
+def bench() -> None:
+    """Measure speed and memory side by side with a baseline; figures go in docs/benchmarks.md.
+
+    \b
+    Example:
+      guanjia bench config --cameras 450000 --json
+    """

@@ -1,0 +1,1 @@
+"""RTSP server fixtures (owned by the ingest work)."""

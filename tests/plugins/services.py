@@ -1,0 +1,1 @@
+"""Kafka / Redis fixtures (owned by the services work)."""
