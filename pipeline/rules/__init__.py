@@ -1,0 +1,1 @@
+"""The rule engine: pure, event-time functions of (state, input) -> (state, outputs)."""
