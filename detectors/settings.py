@@ -73,6 +73,7 @@ class FireSettings(StrictModel):
     """Fire classification."""
 
     model: str = Field("shufflenetv2_onfire_224", description="Model name from models/models.yaml.")
+    scorer: str = Field("classifier", description="Fire scorer plugin from detectors.plugins.FIRE_SCORERS.")
     threshold: float = Field(0.5, ge=0, le=1, description="P(fire) at or above which a frame counts as fire.")
     confirm_k: int = Field(3, ge=1, description="Frames at or above threshold needed ...")
     confirm_n: int = Field(5, ge=1, description="... within the last this many analysed frames.")
