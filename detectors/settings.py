@@ -66,6 +66,8 @@ class CrowdSettings(StrictModel):
     score_threshold: float = Field(0.5, ge=0, le=1, description="Minimum person score (obj × cls).")
     nms_iou: float = Field(0.45, gt=0, le=1, description="IoU above which overlapping boxes are merged.")
     tiles: tuple[int, int] = Field((1, 1), description="Overlapping tiles (cols, rows) for wide views; boxes merged by NMS.")
+    tile_overlap: float = Field(0.2, ge=0, lt=1, description="Fraction by which neighbouring tiles overlap.")
+    auto_density_above: int = Field(20, ge=1, description="estimator=auto: use the density map when boxes count more people than this.")
     top_k_boxes: int = Field(50, ge=0, le=1000, description="Boxes kept in the detection record.")
 
 
@@ -86,3 +88,5 @@ class RuntimeSettings(StrictModel):
     intra_op_threads: int = Field(0, ge=0, description="Threads per session (0 = onnxruntime default).")
     max_batch: int = Field(8, ge=1, description="Largest cross-camera micro-batch.")
     max_wait_ms: float = Field(20.0, ge=0, description="Longest a frame waits for its batch to fill.")
+    batching: Literal["auto", "dynamic", "parallel"] = Field("auto", description="Serve a batch as one run (batch dimension made dynamic) or as parallel single-image runs; auto = parallel on CPU for batch-1 exports, dynamic otherwise.")
+    parallel_runs: int = Field(0, ge=0, description="Concurrent single-image runs in parallel mode (0 = usable cores).")

@@ -1,0 +1,51 @@
+"""Image → tensor: letterbox or stretch resize, channel order and normalisation, batched."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from detectors.registry import InputSpec
+
+
+def letterbox_scale(height: int, width: int, spec: InputSpec) -> float:
+    """Resize ratio that fits an image into the model input keeping its aspect ratio."""
+    return min(spec.height / height, spec.width / width)
+
+
+def to_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Batch of BGR images → (NCHW float32 tensor, per-image scale ratios r so that original = model / r).
+
+    Stretch resizes return per-axis ratios as an (N, 2) array (x, y); letterbox returns (N,) ratios.
+    """
+    n, h, w = len(images), spec.height, spec.width
+    canvas = np.full((n, h, w, 3), spec.pad_value, dtype=np.uint8)
+    if spec.resize == "letterbox_top_left":
+        ratios = np.empty(n, dtype=np.float32)
+        for i, img in enumerate(images):
+            r = letterbox_scale(img.shape[0], img.shape[1], spec)
+            nw, nh = int(img.shape[1] * r), int(img.shape[0] * r)
+            canvas[i, :nh, :nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            ratios[i] = r
+    else:
+        ratios = np.empty((n, 2), dtype=np.float32)
+        for i, img in enumerate(images):
+            canvas[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            ratios[i] = (w / img.shape[1], h / img.shape[0])
+    return normalise(canvas, spec), ratios
+
+
+def normalise(canvas: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(N, H, W, 3) uint8 BGR → (N, 3, H, W) float32 in the model's colour order and scale."""
+    x = canvas if spec.colour == "BGR" else canvas[..., ::-1]
+    x = x.transpose(0, 3, 1, 2).astype(np.float32)
+    if spec.scale != 1.0:
+        x *= np.float32(spec.scale)
+    if any(spec.mean) or any(s != 1.0 for s in spec.std):
+        mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(spec.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        x -= mean
+        x /= std
+    return np.ascontiguousarray(x)

@@ -1,0 +1,154 @@
+"""ONNX Runtime sessions: one per model per process, providers and threads from settings, batch serving.
+
+A model exported with a static batch of 1 (YOLOX) is served one of two ways:
+
+- ``dynamic``: its batch dimension is made dynamic in memory with the ``onnx`` package (Reshape
+  targets ``[1, …]`` become ``[0, …]``, i.e. "copy the batch dimension") and whole batches run at once;
+  the right choice on a GPU.
+- ``parallel``: single-image runs of the one session from a small thread pool, one intra-op thread
+  each; measured faster on CPU (see docs/benchmarks.md, ``guanjia bench detect``).
+
+``auto`` picks ``parallel`` on the CPU provider and ``dynamic`` on CUDA / TensorRT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+
+from detectors.registry import ModelError, ModelRegistry, ModelSpec
+from detectors.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+BatchMode = Literal["dynamic", "parallel"]
+_LOCK = threading.Lock()
+_SESSIONS: dict[tuple, "OnnxModel"] = {}
+
+
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def resolve_providers(requested: list[str]) -> list[str]:
+    """The requested providers that this onnxruntime build has, CPU last; the fallback is logged."""
+    import onnxruntime as ort
+
+    present = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in present]
+    missing = [p for p in requested if p not in present]
+    if missing:
+        log.warning("execution providers %s are not available (have %s); using %s",
+                    missing, sorted(present), chosen or ["CPUExecutionProvider"])
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def make_batch_dynamic(model_bytes: bytes) -> bytes:
+    """Return the model with a dynamic batch dimension (input, output and batch-1 Reshape targets)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    inits = {init.name: init for init in model.graph.initializer}
+    consts = {node.output[0]: node for node in model.graph.node if node.op_type == "Constant"}
+    for node in model.graph.node:
+        if node.op_type != "Reshape":
+            continue
+        target = node.input[1]
+        if target in inits:
+            tensor = inits[target]
+        elif target in consts:
+            tensor = consts[target].attribute[0].t
+        else:
+            continue  # computed at run time from a Shape: already follows the batch
+        shape = numpy_helper.to_array(tensor).copy()
+        if shape.ndim == 1 and shape.size and shape[0] == 1:
+            shape[0] = 0
+            tensor.CopyFrom(numpy_helper.from_array(shape, tensor.name))
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+class OnnxModel:
+    """A verified model file behind one onnxruntime session."""
+
+    def __init__(self, spec: ModelSpec, model_bytes: bytes, settings: RuntimeSettings):
+        import onnxruntime as ort
+
+        self.spec = spec
+        self.model_id = spec.model_id
+        self.providers = resolve_providers(settings.providers)
+        on_cpu = self.providers[0] == "CPUExecutionProvider"
+        mode = settings.batching if settings.batching != "auto" else ("parallel" if on_cpu else "dynamic")
+        self.batch_mode: BatchMode = mode
+        self.max_batch = settings.max_batch
+        if mode == "dynamic" and spec.input.static_batch:
+            model_bytes = make_batch_dynamic(model_bytes)
+        self.parallel_runs = settings.parallel_runs or cpu_count()
+        options = ort.SessionOptions()
+        intra = settings.intra_op_threads or (1 if mode == "parallel" and self.parallel_runs > 1 else 0)
+        options.intra_op_num_threads = intra
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model_bytes, options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises bare RuntimeError subclasses
+            raise ModelError(f"model {spec.name}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
+        actual = self.session.get_providers()
+        if actual[0] != self.providers[0]:
+            log.warning("model %s: %s did not start; running on %s", spec.name, self.providers[0], actual[0])
+        self.providers = actual
+        self.input_name = spec.input.name
+        self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix=f"ort-{spec.name}") if mode == "parallel" and self.parallel_runs > 1 else None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """First output for an NCHW float32 batch of any size, in order."""
+        if len(batch) == 0:
+            raise ValueError("empty batch")
+        if self.batch_mode == "dynamic":
+            chunks = [batch[i:i + self.max_batch] for i in range(0, len(batch), self.max_batch)]
+            outs = [self.session.run(None, {self.input_name: c})[0] for c in chunks]
+        else:
+            singles = [batch[i:i + 1] for i in range(len(batch))]
+            if self._pool is None or len(singles) == 1:
+                outs = [self._run_one(s) for s in singles]
+            else:
+                outs = list(self._pool.map(self._run_one, singles))
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class Runtime:
+    """Hands out the process-wide :class:`OnnxModel` of each model (created on first use)."""
+
+    def __init__(self, settings: RuntimeSettings | None = None):
+        self.settings = settings or RuntimeSettings()
+
+    def model(self, registry: ModelRegistry, name: str) -> OnnxModel:
+        """The shared session for ``name``; the file is located and sha256-checked first."""
+        spec = registry.spec(name)
+        s = self.settings
+        key = (spec.sha256, tuple(s.providers), s.intra_op_threads, s.batching, s.parallel_runs, s.max_batch)
+        with _LOCK:
+            if key not in _SESSIONS:
+                path = registry.locate(name)
+                _SESSIONS[key] = OnnxModel(spec, path.read_bytes(), s)
+                log.info("model %s loaded from %s on %s (%s batches)", spec.model_id, path,
+                         _SESSIONS[key].providers[0], _SESSIONS[key].batch_mode)
+            return _SESSIONS[key]
