@@ -37,6 +37,16 @@ class FireRule(StrictModel):
         return self
 
 
+class SensorRule(StrictModel):
+    """IoT sensors: the device's alarm flag, or a value at or above a per-kind threshold, raises an alarm."""
+
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"temperature": 70.0, "gas": 25.0, "water_level": 0.3},
+        description="Kind → value that raises an alarm (°C, %LEL, m, people); kinds not listed rely on the alarm flag.",
+    )
+    confidence: float = Field(0.7, ge=0, le=1, description="Confidence of a sensor alarm on its own.")
+
+
 class RuleSettings(StrictModel):
     """Event rules; every threshold can be overridden per group, camera and (crowding) zone."""
 
@@ -44,4 +54,6 @@ class RuleSettings(StrictModel):
     fire: FireRule = Field(default_factory=FireRule, description="Fire rule.")
     fusion_window_s: float = Field(120, ge=0, description="A sensor alarm and a video fire signal in one grid cell within this many seconds fuse into one event.")
     offline_minutes: float = Field(10, gt=0, description="A camera offline this long raises an equipment-fault event.")
+    sensors: SensorRule = Field(default_factory=SensorRule, description="Sensor alarm rule.")
+    update_ratio: float = Field(1.2, ge=1, description="An open event is re-published when its peak grows by this factor.")
     allowed_lateness_s: float = Field(30, ge=0, description="Out-of-order input up to this late is still applied.")

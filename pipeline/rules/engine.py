@@ -1,0 +1,407 @@
+"""The rule engine: pure functions of (state, input) -> (state, outputs), driven by event time.
+
+State is partitioned the way Kafka partitions the inputs, and every state is a plain JSON dict:
+
+* camera state (key camera id): crowding per zone and fire k-of-n → event drafts and fire signals;
+* grid state (key grid id): fire signals + sensor readings → fused fire events and sensor alarms;
+* health state (key camera id): camera health → equipment-fault events;
+* desk state (key event id): drafts from the owners above + acks + deadline ticks → the public
+  governance events, with revisions, routing and escalation.
+
+The Faust app keeps these dicts in tables, the embedded runner in plain dicts; both call the same
+methods. Nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterable
+
+from detectors.records import Detection
+from pipeline.catalog import CatalogIndex
+from pipeline.catalog.models import Item
+from pipeline.config.models import ResolvedCamera
+from pipeline.evidence import snapshot_key
+from pipeline.records import (
+    FIRE_SENSOR_KINDS,
+    Ack,
+    CameraHealth,
+    EventAction,
+    FireSignal,
+    GovernanceEvent,
+    Routing,
+    SensorReading,
+    Severity,
+)
+from pipeline.routing import Place, escalate, route
+from pipeline.rules import crowding, fire
+from pipeline.rules.settings import RuleSettings
+
+EVENT_NAMESPACE = uuid.UUID("6f0b7c2e-54a1-4d3e-9a55-3a8f1c0e9d21")
+CLOSED_RETENTION_S = 24 * 3600.0
+
+
+def event_id(rule: str, subject: str, started_at: float) -> str:
+    """Deterministic id: the same rule, subject and opening time always give the same id."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{rule}|{subject}|{started_at:.3f}"))
+
+
+def _dump(event: GovernanceEvent) -> dict:
+    return event.model_dump(mode="json", by_alias=True)
+
+
+def _revise(event: dict, **changes) -> GovernanceEvent:
+    return GovernanceEvent.model_validate({**event, **changes, "revision": event["revision"] + 1})
+
+
+class RuleEngine:
+    """Rules over the configured cameras and the catalog; holds configuration only, never state."""
+
+    def __init__(self, cameras: Iterable[ResolvedCamera], catalog: CatalogIndex, defaults: RuleSettings | None = None):
+        self.cameras = {cam.id: cam for cam in cameras}
+        self.catalog = catalog
+        self.defaults = defaults or RuleSettings()
+        self._zone_rules: dict[tuple[str, str], tuple[crowding.ZoneRule, bool]] = {}
+
+    # ---- configuration lookups -------------------------------------------------------------
+    def rules_for(self, camera_id: str) -> RuleSettings:
+        cam = self.cameras.get(camera_id)
+        return cam.settings.rules if cam else self.defaults
+
+    def _zone_rule(self, camera_id: str, zone: str) -> tuple[crowding.ZoneRule, bool]:
+        """(rule, use_density) for one zone: zone thresholds override the camera's rules."""
+        key = (camera_id, zone)
+        if key not in self._zone_rules:
+            rules = self.rules_for(camera_id)
+            cam = self.cameras.get(camera_id)
+            cfg = next((z for z in cam.zones if z.name == zone), None) if cam else None
+            threshold = cfg.crowd_threshold if cfg and cfg.crowd_threshold is not None else rules.crowding.threshold
+            clear = cfg.crowd_clear_threshold if cfg and cfg.crowd_clear_threshold is not None else rules.crowding.clear_threshold
+            rule = crowding.ZoneRule(
+                threshold=threshold,
+                clear_threshold=min(clear, threshold),
+                dwell_s=rules.crowding.dwell_s,
+                clear_s=rules.crowding.clear_s,
+                lateness_s=rules.allowed_lateness_s,
+            )
+            self._zone_rules[key] = (rule, bool(cfg and cfg.area_m2))
+        return self._zone_rules[key]
+
+    def _camera_place(self, camera_id: str, grid_id: str | None) -> tuple[Place, float | None, float | None]:
+        cam = self.cameras.get(camera_id)
+        if cam:
+            return Place(cam.grid, cam.village, cam.town), cam.lat, cam.lon
+        return Place(grid_id or f"camera:{camera_id}"), None, None
+
+    def _draft(self, *, rule: str, trigger: str, subject: str, started_at: float, t: float, place: Place,
+               value: float, peak: float, confidence: float, severity: Severity | None = None,
+               **fields) -> GovernanceEvent:
+        item = self.catalog.for_trigger(trigger)
+        return GovernanceEvent(
+            event_id=event_id(rule, subject, started_at),
+            revision=0,
+            action=EventAction.opened,
+            status="open",
+            rule=rule,
+            catalog_code=item.code,
+            title_zh=item.name_zh,
+            title_en=item.name_en,
+            severity=severity or item.severity,
+            confidence=min(max(confidence, 0.0), 1.0),
+            grid_id=place.grid,
+            village=place.village,
+            town=place.town,
+            started_at=started_at,
+            updated_at=t,
+            value=value,
+            peak=peak,
+            handling_requirement=item.requirement,
+            legal_basis=item.legal_basis,
+            routing=route(self.catalog, item, place, started_at),
+            **fields,
+        )
+
+    # ---- camera partition: detections --------------------------------------------------------
+    def on_detection(self, state: dict, det: Detection) -> tuple[dict, list[GovernanceEvent], list[FireSignal]]:
+        """Crowding per zone and fire k-of-n for one analysed frame."""
+        drafts: list[GovernanceEvent] = []
+        signals: list[FireSignal] = []
+        rules = self.rules_for(det.camera_id)
+        place, lat, lon = self._camera_place(det.camera_id, det.grid_id)
+        t = det.capture_time
+        zones = state.setdefault("zones", {})
+        for zc in det.zones:
+            rule, use_density = self._zone_rule(det.camera_id, zc.zone)
+            level = zc.density_per_m2 if use_density and zc.density_per_m2 is not None else zc.count
+            zs = zones.setdefault(zc.zone, {})
+            zs, change = crowding.step(zs, t, level, rule)
+            ev = zs.get("event")
+            if change == "open":
+                severity = Severity.high if zs["peak"] >= 2 * rule.threshold else None
+                draft = self._draft(
+                    rule="crowding", trigger="crowding", subject=f"{det.camera_id}/{zc.zone}",
+                    started_at=zs["started_at"], t=t, place=place, value=level, peak=zs["peak"],
+                    confidence=0.9 if det.crowd_estimator == "density" else 0.8, severity=severity,
+                    camera_id=det.camera_id, zone=zc.zone, lat=lat, lon=lon,
+                    sources=[f"camera:{det.camera_id}"], evidence_key=snapshot_key(det.camera_id, t),
+                )
+                drafts.append(draft)
+                zs["event"], zs["reported_peak"] = _dump(draft), zs["peak"]
+            elif change == "close" and ev:
+                draft = _revise(ev, action=EventAction.closed, status="closed", updated_at=t, ended_at=t,
+                                duration_s=max(t - ev["started_at"], 0.0), value=level, peak=zs["peak"])
+                drafts.append(draft)
+                zs["event"] = None
+            elif ev and zs.get("open") and zs["peak"] >= zs["reported_peak"] * rules.update_ratio:
+                severity = Severity.high if zs["peak"] >= 2 * rule.threshold else Severity(ev["severity"])
+                draft = _revise(ev, action=EventAction.updated, updated_at=t, value=level, peak=zs["peak"],
+                                duration_s=max(t - ev["started_at"], 0.0), severity=max_severity(severity, ev["severity"]),
+                                evidence_key=snapshot_key(det.camera_id, t))
+                drafts.append(draft)
+                zs["event"], zs["reported_peak"] = _dump(draft), zs["peak"]
+        if det.fire is not None:
+            fr = rules.fire
+            params = fire.FireRuleParams(fr.threshold, fr.k, fr.n, fr.clear_s, rules.allowed_lateness_s)
+            fs, change = fire.step(state.setdefault("fire", {}), t, det.fire.score, params)
+            state["fire"] = fs
+            if change in ("on", "off"):
+                signals.append(FireSignal(
+                    camera_id=det.camera_id, grid_id=place.grid, village=place.village, town=place.town,
+                    lat=lat, lon=lon, time=t, on=change == "on", score=fs["peak"], started_at=fs["started_at"],
+                    evidence_key=snapshot_key(det.camera_id, t) if change == "on" else None,
+                ))
+        return state, drafts, signals
+
+    # ---- grid partition: fire signals and sensor readings ------------------------------------
+    def on_grid_input(self, state: dict, item: FireSignal | SensorReading) -> tuple[dict, list[GovernanceEvent]]:
+        """Fuse video fire signals and smoke/heat alarms per grid cell; other sensor alarms per sensor."""
+        if isinstance(item, SensorReading) and item.kind not in FIRE_SENSOR_KINDS:
+            return state, self._sensor_alarm(state, item)
+        sources = state.setdefault("sources", {})
+        if isinstance(item, FireSignal):
+            key, kind, on, score, t = f"camera:{item.camera_id}", "video", item.on, item.score, item.time
+        else:
+            key, kind, t = f"sensor:{item.sensor_id}", "sensor", item.time
+            on, score = self._alarming(item), self.defaults.sensors.confidence
+        src = sources.get(key)
+        if src and t < src["max_t"]:
+            return state, []  # older than what this source already told us
+        was_on = bool(src and src["on"])
+        began = item.started_at if isinstance(item, FireSignal) else t
+        src = sources[key] = {
+            "kind": kind, "on": on, "max_t": t, "score": max(score, src["score"]) if src and was_on and on else score,
+            "t_on": (src["t_on"] if was_on else began) if on else (src or {}).get("t_on", t),
+            "t_off": None if on else (src["t_off"] if src and not was_on and src.get("t_off") is not None else t),
+        }
+        place = Place(item.grid_id, item.village, item.town)
+        state["place"] = {"grid": place.grid, "village": place.village, "town": place.town}
+        if isinstance(item, FireSignal) and item.on and item.evidence_key:
+            state["evidence_key"] = item.evidence_key
+        lat, lon = item.lat, item.lon
+        return state, self._fire_incident(state, t, place, lat, lon)
+
+    def _alarming(self, reading: SensorReading) -> bool:
+        limit = self.defaults.sensors.thresholds.get(reading.kind.value)
+        return reading.alarm or (limit is not None and reading.value >= limit)
+
+    def _fire_incident(self, state: dict, t: float, place: Place, lat, lon) -> list[GovernanceEvent]:
+        window = self.defaults.fusion_window_s
+        sources = state["sources"]
+
+        def recent(kind: str) -> bool:
+            return any(s["kind"] == kind and (s["on"] or (s["t_off"] is not None and s["t_off"] >= t - window))
+                       for s in sources.values())
+
+        on = {k: s for k, s in sources.items() if s["on"]}
+        video_on = any(s["kind"] == "video" for s in on.values())
+        sensor_on = any(s["kind"] == "sensor" for s in on.values())
+        fused = (video_on and recent("sensor")) or (sensor_on and recent("video"))
+        p_video = max((s["score"] for s in sources.values() if s["kind"] == "video" and (s["on"] or fused)), default=0.0)
+        p_sensor = self.defaults.sensors.confidence
+        ev = state.get("event")
+        if ev is None:
+            if not on:
+                return []
+            trigger = "fire.fused" if fused else ("fire.video" if video_on else "fire.sensor")
+            started = min(s["t_on"] for s in on.values())
+            confidence = 1 - (1 - p_video) * (1 - p_sensor) if fused else (p_video if video_on else p_sensor)
+            draft = self._draft(
+                rule="fire", trigger=trigger, subject=f"grid:{place.grid}", started_at=started, t=t, place=place,
+                value=p_video, peak=p_video, confidence=confidence, fused=fused, lat=lat, lon=lon,
+                camera_id=next((k.split(":", 1)[1] for k in on if k.startswith("camera:")), None),
+                sensor_ids=sorted(k.split(":", 1)[1] for k in on if k.startswith("sensor:")),
+                sources=sorted(on), evidence_key=state.get("evidence_key"),
+            )
+            state["event"] = _dump(draft)
+            return [draft]
+        if not on:
+            draft = _revise(ev, action=EventAction.closed, status="closed", updated_at=t, ended_at=t,
+                            duration_s=max(t - ev["started_at"], 0.0))
+            state["event"] = None
+            state["sources"] = {k: s for k, s in sources.items() if s["t_off"] is not None and s["t_off"] >= t - window}
+            state.pop("evidence_key", None)
+            return [draft]
+        all_sources = sorted(set(ev["sources"]) | set(on))
+        sensor_ids = sorted({*ev["sensor_ids"], *(k.split(":", 1)[1] for k in on if k.startswith("sensor:"))})
+        changes: dict = {}
+        if fused and not ev["fused"]:
+            item: Item = self.catalog.for_trigger("fire.fused")
+            changes = dict(
+                fused=True, catalog_code=item.code, title_zh=item.name_zh, title_en=item.name_en,
+                severity=max_severity(item.severity, Severity(ev["severity"]).raised()),
+                confidence=min(1.0, 1 - (1 - p_video) * (1 - p_sensor)),
+                handling_requirement=item.requirement, legal_basis=item.legal_basis,
+                routing=route(self.catalog, item, place, t).model_dump(mode="json"),
+            )
+        elif p_video >= max(ev["peak"], 1e-9) * self.defaults.update_ratio:
+            changes = dict(confidence=max(ev["confidence"], p_video))
+        if all_sources != ev["sources"] and not changes:
+            ev["sources"], ev["sensor_ids"] = all_sources, sensor_ids  # recorded, published with the next change
+        if not changes:
+            return []
+        if ev.get("camera_id") is None:
+            changes["camera_id"] = next((k.split(":", 1)[1] for k in on if k.startswith("camera:")), None)
+        if ev.get("evidence_key") is None and state.get("evidence_key"):
+            changes["evidence_key"] = state["evidence_key"]
+        draft = _revise(ev, action=EventAction.updated, updated_at=t, value=p_video, peak=max(ev["peak"], p_video),
+                        duration_s=max(t - ev["started_at"], 0.0), sources=all_sources, sensor_ids=sensor_ids, **changes)
+        state["event"] = _dump(draft)
+        return [draft]
+
+    def _sensor_alarm(self, state: dict, reading: SensorReading) -> list[GovernanceEvent]:
+        alarms = state.setdefault("alarms", {})
+        st = alarms.setdefault(reading.sensor_id, {"max_t": None, "event": None})
+        t = reading.time
+        if st["max_t"] is not None and t < st["max_t"]:
+            return []
+        st["max_t"] = t
+        ev = st["event"]
+        place = Place(reading.grid_id, reading.village, reading.town)
+        if self._alarming(reading):
+            if ev is None:
+                draft = self._draft(
+                    rule="sensor_alarm", trigger=f"sensor.{reading.kind.value}", subject=f"sensor:{reading.sensor_id}",
+                    started_at=t, t=t, place=place, value=reading.value, peak=reading.value,
+                    confidence=self.defaults.sensors.confidence, sensor_ids=[reading.sensor_id],
+                    sources=[f"sensor:{reading.sensor_id}"], lat=reading.lat, lon=reading.lon,
+                )
+                st["event"] = _dump(draft)
+                return [draft]
+            if reading.value >= max(ev["peak"], 1e-9) * self.defaults.update_ratio:
+                draft = _revise(ev, action=EventAction.updated, updated_at=t, value=reading.value, peak=reading.value,
+                                duration_s=max(t - ev["started_at"], 0.0))
+                st["event"] = _dump(draft)
+                return [draft]
+            return []
+        if ev is not None:
+            draft = _revise(ev, action=EventAction.closed, status="closed", updated_at=t, ended_at=t,
+                            value=reading.value, duration_s=max(t - ev["started_at"], 0.0))
+            del alarms[reading.sensor_id]
+            return [draft]
+        del alarms[reading.sensor_id]
+        return []
+
+    # ---- health partition ------------------------------------------------------------------
+    def on_health(self, state: dict, health: CameraHealth) -> tuple[dict, list[GovernanceEvent]]:
+        """A camera's health report: offline for offline_minutes → equipment fault; streaming again → closed."""
+        if state.get("max_t") is not None and health.time < state["max_t"]:
+            return state, []
+        state["max_t"] = health.time
+        state["camera_id"] = health.camera_id
+        state["grid_id"] = health.grid_id
+        ev = state.get("event")
+        if health.state == "streaming":
+            state["offline_since"] = None
+            if ev:
+                state["event"] = None
+                return state, [_revise(ev, action=EventAction.closed, status="closed", updated_at=health.time,
+                                       ended_at=health.time, duration_s=max(health.time - ev["started_at"], 0.0))]
+            return state, []
+        if state.get("offline_since") is None:
+            state["offline_since"] = health.last_frame_time if health.last_frame_time is not None else health.time
+        state["reason"] = health.reason
+        return self.check_offline(state, health.time)
+
+    def check_offline(self, state: dict, now: float) -> tuple[dict, list[GovernanceEvent]]:
+        """Open the fault event when the camera has been offline (or silent) for offline_minutes by ``now``."""
+        if state.get("event") or state.get("camera_id") is None:
+            return state, []
+        camera_id = state["camera_id"]
+        limit = self.rules_for(camera_id).offline_minutes * 60.0
+        since = state.get("offline_since")
+        if since is None and state.get("max_t") is not None and now - state["max_t"] >= limit:
+            since = state["max_t"]  # no report at all for the whole period
+        if since is None or now - since < limit:
+            return state, []
+        place, lat, lon = self._camera_place(camera_id, state.get("grid_id"))
+        draft = self._draft(
+            rule="camera_offline", trigger="camera.offline", subject=f"camera:{camera_id}", started_at=since, t=now,
+            place=place, value=now - since, peak=now - since, confidence=1.0, camera_id=camera_id, lat=lat, lon=lon,
+            sources=[f"camera:{camera_id}"],
+        )
+        state["event"] = _dump(draft)
+        return state, [draft]
+
+    # ---- desk partition: the public event ----------------------------------------------------
+    def on_draft(self, state: dict, draft: GovernanceEvent) -> tuple[dict, list[GovernanceEvent]]:
+        """Merge an owner's draft into the public event: revision, routing and acknowledgement are the desk's."""
+        if draft.revision <= state.get("seq", -1):
+            return state, []  # a replayed draft
+        state["seq"] = draft.revision
+        prev = state.get("event")
+        fields = _dump(draft)
+        if prev is None:
+            fields["revision"] = 0 if draft.action is EventAction.opened else draft.revision
+        else:
+            fields["revision"] = prev["revision"] + 1
+            if draft.catalog_code == prev["catalog_code"]:
+                fields["routing"] = prev["routing"]
+            fields["acknowledged_by"] = prev["acknowledged_by"]
+        pending = state.pop("pending_ack", None)
+        if pending and fields["acknowledged_by"] is None:
+            fields["acknowledged_by"] = pending
+        event = GovernanceEvent.model_validate(fields)
+        state["event"] = _dump(event)
+        return state, [event]
+
+    def on_ack(self, state: dict, ack: Ack) -> tuple[dict, list[GovernanceEvent]]:
+        """Acknowledge once; an ack before the event arrives is kept until it does."""
+        ev = state.get("event")
+        if ev is None:
+            state["pending_ack"] = ack.by
+            return state, []
+        if ev["acknowledged_by"] is not None or ev["status"] == "closed":
+            return state, []
+        event = _revise(ev, action=EventAction.acknowledged, acknowledged_by=ack.by)
+        state["event"] = _dump(event)
+        return state, [event]
+
+    def due(self, state: dict, now: float) -> bool:
+        """True when the desk should look at this event at ``now`` (deadline passed unacknowledged)."""
+        ev = state.get("event")
+        return bool(ev and ev["status"] == "open" and ev["acknowledged_by"] is None and not state.get("exhausted")
+                    and now >= ev["routing"]["deadline_at"])
+
+    def on_tick(self, state: dict, now: float) -> tuple[dict | None, list[GovernanceEvent]]:
+        """Escalate an unacknowledged event past its deadline; returns None state when it can be forgotten."""
+        ev = state.get("event")
+        if ev and ev["status"] == "closed" and now - (ev["ended_at"] or now) > CLOSED_RETENTION_S:
+            return None, []
+        if not self.due(state, now):
+            return state, []
+        item = self.catalog.items.get(ev["catalog_code"])
+        place = Place(ev["grid_id"], ev["village"], ev["town"])
+        nxt = escalate(self.catalog, item, Routing.model_validate(ev["routing"]), place, now) if item else None
+        if nxt is None:
+            state["exhausted"] = True  # top level reached: stop asking
+            return state, []
+        event = _revise(ev, action=EventAction.escalated, routing=nxt.model_dump(mode="json"),
+                        severity=Severity(ev["severity"]).raised())
+        state["event"] = _dump(event)
+        return state, [event]
+
+
+def max_severity(a: Severity | str, b: Severity | str) -> Severity:
+    order = list(Severity)
+    a, b = Severity(a), Severity(b)
+    return a if order.index(a) >= order.index(b) else b

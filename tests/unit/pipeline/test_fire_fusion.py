@@ -1,0 +1,87 @@
+"""Fire k-of-n per camera, fusion with smoke/heat sensors per grid cell, other sensor alarms."""
+
+from pipeline.records import EventAction, SensorKind, SensorReading
+
+from .helpers import T0, camera, det, runner
+
+
+def reading(t, sensor="s1", kind=SensorKind.smoke, value=1.0, alarm=True, grid="G1"):
+    return SensorReading(sensor_id=sensor, kind=kind, time=T0 + t, value=value, alarm=alarm, grid_id=grid, village="V1", town="T1")
+
+
+def test_two_of_five_does_not_fire_three_does():
+    r = runner(camera(k=3, n=5))
+    out = []
+    for t, p in enumerate([0.1, 0.9, 0.1, 0.9, 0.2]):
+        out += r.feed(det(t, fire=p))
+    assert out == []
+    ev = r.feed(det(5, fire=0.95))
+    assert [e.catalog_code for e in ev] == ["01.01.01.01"] and ev[0].rule == "fire" and not ev[0].fused
+    assert ev[0].camera_id == "cam1" and ev[0].started_at == T0 + 1
+
+
+def test_old_hits_slide_out_of_the_window():
+    r = runner(camera(k=2, n=3))
+    out = []
+    for t, p in enumerate([0.9, 0.1, 0.1, 0.9, 0.1, 0.1, 0.9]):
+        out += r.feed(det(t, fire=p))
+    assert out == []
+
+
+def test_sensor_alarm_plus_video_fire_in_one_grid_is_one_fused_event():
+    r = runner(camera(k=1, n=1))
+    first = r.feed(reading(0))
+    assert [e.catalog_code for e in first] == ["01.01.02.01"]  # the sensor alone opens its own event
+    fused = r.feed(det(30, fire=0.8))
+    assert len(fused) == 1 and fused[0].event_id == first[0].event_id
+    ev = fused[0]
+    assert ev.fused and ev.catalog_code == "01.01.01.02" and ev.severity.value == "critical"
+    assert ev.confidence > max(0.8, first[0].confidence)
+    assert ev.routing.level.value == "town" and ev.sources == ["camera:cam1", "sensor:s1"]
+
+
+def test_video_then_sensor_within_window_fuses_and_outside_does_not():
+    r = runner(camera(k=1, n=1, fire_clear_s=0))
+    r.feed(det(0, fire=0.9))
+    r.feed(det(1, fire=0.0))  # video fire over at t=1
+    late = r.feed(reading(1 + 121))  # default fusion window 120 s: too late → its own event
+    assert [e.catalog_code for e in late] == ["01.01.02.01"] and not late[0].fused
+
+    r2 = runner(camera(k=1, n=1, fire_clear_s=0))
+    opened = r2.feed(det(0, fire=0.9))
+    r2.feed(det(1, fire=0.0))  # closes the video-only event
+    r3 = runner(camera(k=1, n=1, fire_clear_s=0))
+    r3.feed(det(0, fire=0.9))
+    fused = r3.feed(reading(60))
+    assert fused[0].fused and fused[0].event_id == opened[0].event_id
+
+
+def test_sensor_alarm_in_another_grid_stays_separate():
+    r = runner(camera(k=1, n=1))
+    a = r.feed(det(0, fire=0.9))
+    b = r.feed(reading(5, grid="G2"))
+    assert a[0].event_id != b[0].event_id and not b[0].fused
+
+
+def test_fire_event_closes_when_every_source_is_quiet():
+    r = runner(camera(k=1, n=1, fire_clear_s=0))
+    r.feed(reading(0))
+    r.feed(det(1, fire=0.9))
+    assert r.feed(reading(2, alarm=False, value=0)) == []  # video still on
+    closed = r.feed(det(3, fire=0.1))
+    assert [e.action for e in closed] == [EventAction.closed] and closed[0].duration_s == 3
+
+
+def test_temperature_over_threshold_counts_as_alarm_without_flag():
+    r = runner(camera())
+    assert r.feed(reading(0, kind=SensorKind.temperature, value=50, alarm=False)) == []
+    assert [e.catalog_code for e in r.feed(reading(1, kind=SensorKind.temperature, value=75, alarm=False))] == ["01.01.02.01"]
+
+
+def test_gas_alarm_opens_and_closes_its_own_event():
+    r = runner(camera())
+    opened = r.feed(reading(0, sensor="gas1", kind=SensorKind.gas, value=30, alarm=False))
+    assert [e.catalog_code for e in opened] == ["02.01.01.01"] and opened[0].routing.level.value == "town"
+    assert r.feed(reading(-5, sensor="gas1", kind=SensorKind.gas, value=0, alarm=False)) == []  # stale reading
+    closed = r.feed(reading(60, sensor="gas1", kind=SensorKind.gas, value=3, alarm=False))
+    assert [e.action for e in closed] == [EventAction.closed] and closed[0].event_id == opened[0].event_id

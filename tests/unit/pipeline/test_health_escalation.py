@@ -1,0 +1,74 @@
+"""Camera offline → equipment fault; deadlines, escalation through the levels, acknowledgement."""
+
+from pipeline.records import Ack, CameraHealth, EventAction
+
+from .helpers import T0, camera, det, runner
+
+
+def health(t, state, cam="cam1"):
+    return CameraHealth(camera_id=cam, time=T0 + t, state=state, reason=None if state == "streaming" else "ConnectionRefused")
+
+
+def test_offline_for_x_minutes_opens_fault_and_streaming_closes_it():
+    r = runner(camera(offline_minutes=5))
+    assert r.feed(health(0, "streaming")) == []
+    assert r.feed(health(60, "backoff")) == []
+    assert r.feed(health(60 + 299, "backoff")) == []
+    opened = r.feed(health(60 + 300, "backoff"))
+    assert [(e.catalog_code, e.rule) for e in opened] == [("03.01.01.01", "camera_offline")]
+    assert opened[0].started_at == T0 + 60 and opened[0].routing.department == "政务服务和数据管理局"
+    closed = r.feed(health(1000, "streaming"))
+    assert [e.action for e in closed] == [EventAction.closed] and closed[0].duration_s == 940
+
+
+def test_silent_camera_detected_by_tick():
+    r = runner(camera(offline_minutes=5))
+    r.feed(health(0, "streaming"))
+    assert r.tick(T0 + 299) == []
+    assert [e.rule for e in r.tick(T0 + 300)] == ["camera_offline"]
+    assert r.tick(T0 + 400) == []  # once
+
+
+def test_escalation_walks_up_levels_until_acknowledged():
+    r = runner(camera(threshold=1, dwell=0))
+    ev = r.feed(det(0, 5))[0]
+    assert ev.routing.level.value == "grid"
+    assert r.tick(ev.routing.deadline_at - 1) == []
+    up = r.tick(ev.routing.deadline_at)
+    assert [(e.action, e.routing.level.value, e.routing.escalations) for e in up] == [(EventAction.escalated, "village", 1)]
+    assert up[0].routing.unit == "V1 村(社区)居委会" and up[0].revision == 1 and up[0].severity.value == "critical"
+    assert r.tick(ev.routing.deadline_at + 1) == []  # new deadline is 15 min later
+    acked = r.feed(Ack(event_id=ev.event_id, by="V1 值班员", time=T0 + 1000))
+    assert [(e.action, e.acknowledged_by) for e in acked] == [(EventAction.acknowledged, "V1 值班员")]
+    assert r.tick(T0 + 10**6) == []
+
+
+def test_escalation_skips_unknown_levels_and_stops_at_city():
+    r = runner(camera(threshold=1, dwell=0, village=None))
+    ev = r.feed(det(0, 5))[0]
+    levels = []
+    now = ev.routing.deadline_at
+    for _ in range(6):
+        out = r.tick(now)
+        levels += [e.routing.level.value for e in out]
+        now += 3600
+    assert levels == ["town", "city"]
+
+
+def test_ack_before_event_is_kept():
+    r = runner(camera(threshold=1, dwell=0))
+    from pipeline.rules.engine import event_id
+
+    eid = event_id("crowding", "cam1/gate", T0)
+    assert r.feed(Ack(event_id=eid, by="grid", time=T0)) == []
+    ev = r.feed(det(0, 5))[0]
+    assert ev.event_id == eid and ev.acknowledged_by == "grid"
+    assert r.tick(T0 + 10**5) == []
+
+
+def test_lifecycle_revisions_continue_after_escalation():
+    r = runner(camera(threshold=1, clear=0.5, dwell=0, clear_s=0))
+    ev = r.feed(det(0, 5))[0]
+    r.tick(ev.routing.deadline_at)
+    closed = r.feed(det(2000, 0))[0]
+    assert closed.action is EventAction.closed and closed.revision == 2 and closed.routing.level.value == "village"
