@@ -1,0 +1,170 @@
+"""Prometheus metrics: the names a worker serves, over real HTTP, and who may read them."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from pipeline.metrics import Metrics, camera_label, serve_metrics
+from pipeline.web import UnsafeBindError
+
+SECRET = "S3cretMarker-91c4"
+TOKEN = "metrics-token-5e2d"
+
+PUSH_NAMES = [
+    'guanjia_frames_decoded_total{camera="cam-1"} 25.0',
+    'guanjia_frames_analysed_total{camera="cam-1"} 5.0',
+    'guanjia_frames_dropped_total{camera="cam-1"} 2.0',
+    'guanjia_reconnects_total{camera="cam-1"} 1.0',
+    'guanjia_camera_up{camera="cam-1"} 1.0',
+    'guanjia_inference_latency_seconds_bucket{le="0.025",model="yolox_nano_coco_416"} 1.0',
+    'guanjia_inference_latency_seconds_count{model="yolox_nano_coco_416"} 2.0',
+    'guanjia_inference_batch_size_bucket{le="8.0",model="yolox_nano_coco_416"} 1.0',
+    'guanjia_inference_batch_size_sum{model="yolox_nano_coco_416"} 40.0',
+    'guanjia_events_opened_total{type="crowding"} 1.0',
+    'guanjia_events_closed_total{type="fire"} 1.0',
+    'guanjia_consumer_lag_messages{partition="3",topic="guanjia.detections.v1"} 42.0',
+    "guanjia_detections_produced_total 5.0",
+    "process_cpu_seconds_total",
+]
+
+
+def get(url: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def fill(metrics: Metrics) -> None:
+    metrics.frames_decoded.labels("cam-1").inc(25)
+    metrics.frames_analysed.labels("cam-1").inc(5)
+    metrics.frames_dropped.labels("cam-1").inc(2)
+    metrics.reconnects.labels("cam-1").inc()
+    metrics.camera_up.labels("cam-1").set(1)
+    metrics.inference_latency.labels("yolox_nano_coco_416").observe(0.02)
+    metrics.inference_latency.labels("yolox_nano_coco_416").observe(0.3)
+    metrics.batch_size.labels("yolox_nano_coco_416").observe(8)
+    metrics.batch_size.labels("yolox_nano_coco_416").observe(32)
+    metrics.observe_event({"rule": "crowding", "action": "opened"})
+    metrics.observe_event({"rule": "crowding", "action": "updated"})
+    metrics.observe_event({"rule": "fire", "action": "closed"})
+    metrics.set_consumer_lag({("guanjia.detections.v1", 3): 42})
+    metrics.detections_produced.inc(5)
+
+
+def test_endpoint_serves_the_documented_names_over_http() -> None:
+    metrics = Metrics()
+    fill(metrics)
+    server = serve_metrics(metrics.registry, port=0)
+    try:
+        status, body = get(server.url)
+        assert status == 200
+        for line in PUSH_NAMES:
+            assert line in body, line
+        assert get(server.url.replace("/metrics", "/"))[0] == 200  # prometheus_client serves any path
+        request = urllib.request.Request(server.url, data=b"x", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=5)
+        assert err.value.code == 405
+    finally:
+        server.close()
+
+
+def test_scrape_time_camera_stats_cost_nothing_between_scrapes() -> None:
+    calls = []
+
+    def stats() -> list[dict]:
+        calls.append(1)
+        return [
+            {"camera_id": "c1", "frames_decoded": 100, "frames_analysed": 50, "frames_dropped": 3, "reconnects": 2,
+             "state": "streaming", "last_frame_time": 1_800_000_000.5},
+            {"camera_id": "c2", "decoded": 7, "analysed": 1, "dropped": 0, "reconnects": 9, "state": "backoff"},
+            {"camera_id": f"rtsp://admin:{SECRET}@10.0.0.9/live", "frames_decoded": 1},
+            {"no_camera": True},
+        ]
+
+    metrics = Metrics(camera_stats=stats, process=False)
+    metrics.detections_produced.inc()
+    assert calls == []  # nothing is read until a scrape
+    server = serve_metrics(metrics.registry, port=0)
+    try:
+        status, body = get(server.url)
+    finally:
+        server.close()
+    assert status == 200 and len(calls) == 1
+    for line in ('guanjia_frames_decoded_total{camera="c1"} 100.0', 'guanjia_frames_analysed_total{camera="c1"} 50.0',
+                 'guanjia_frames_dropped_total{camera="c1"} 3.0', 'guanjia_reconnects_total{camera="c2"} 9.0',
+                 'guanjia_frames_decoded_total{camera="c2"} 7.0', 'guanjia_camera_up{camera="c1"} 1.0',
+                 'guanjia_camera_up{camera="c2"} 0.0',
+                 'guanjia_camera_last_frame_timestamp_seconds{camera="c1"} 1.8000000005e+09'):
+        assert line in body, line
+    assert SECRET not in body and "rtsp" not in body and "admin" not in body
+    assert 'camera="invalid-' in body
+    with pytest.raises(RuntimeError, match="camera_stats"):
+        metrics.frames_decoded.labels("c1")
+
+
+def test_a_failing_stats_source_does_not_break_the_scrape() -> None:
+    def broken() -> list[dict]:
+        raise ConnectionError("redis down")
+
+    metrics = Metrics(camera_stats=broken, process=False)
+    metrics.detections_produced.inc()
+    assert b"guanjia_detections_produced_total 1.0" in metrics.render()
+
+
+def test_push_labels_never_carry_urls_or_credentials() -> None:
+    metrics = Metrics(process=False)
+    metrics.frames_analysed.labels(f"rtsp://admin:{SECRET}@10.0.0.9/live").inc()
+    metrics.frames_analysed.labels("cam-2").inc()
+    body = metrics.render().decode()
+    assert SECRET not in body and "10.0.0.9" not in body
+    assert 'guanjia_frames_analysed_total{camera="cam-2"} 1.0' in body
+
+
+@pytest.mark.parametrize("raw, safe", [("cam-1", True), ("dg.humen:0042_a", True), ("rtsp://u:p@h/x", False),
+                                       ("/dev/video0", False), ("a b", False), ("x" * 200, False)])
+def test_camera_label(raw: str, safe: bool) -> None:
+    assert (camera_label(raw) == raw) is safe
+    assert camera_label(raw) == camera_label(raw)
+
+
+def test_token_protects_the_endpoint() -> None:
+    metrics = Metrics(process=False)
+    fill(metrics)
+    server = serve_metrics(metrics.registry, host="127.0.0.1", port=0, token=TOKEN)
+    try:
+        status, body = get(server.url)
+        assert status == 401 and "guanjia_" not in body
+        assert get(server.url, token="wrong")[0] == 401
+        status, body = get(server.url, token=TOKEN)
+        assert status == 200 and "guanjia_frames_analysed_total" in body
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.20.30.40"])
+def test_refuses_non_loopback_bind_without_a_token(host: str) -> None:
+    with pytest.raises(UnsafeBindError, match="GUANJIA_METRICS_TOKEN"):
+        serve_metrics(Metrics(process=False).registry, host=host, port=0)
+
+
+def test_all_interfaces_with_a_token() -> None:
+    metrics = Metrics(process=False)
+    server = serve_metrics(metrics.registry, host="0.0.0.0", port=0, token=TOKEN)
+    try:
+        assert get(f"http://127.0.0.1:{server.port}/metrics", token=TOKEN)[0] == 200
+    finally:
+        server.close()
+
+
+def test_each_worker_has_its_own_registry() -> None:
+    first, second = Metrics(process=False), Metrics(process=False)
+    first.detections_produced.inc(3)
+    assert b"guanjia_detections_produced_total 3.0" in first.render()
+    assert b"guanjia_detections_produced_total 0.0" in second.render()
