@@ -143,11 +143,11 @@ class Runtime:
     def model(self, registry: ModelRegistry, name: str) -> OnnxModel:
         """The shared session for ``name``; the file is located and sha256-checked first."""
         spec = registry.spec(name)
+        path = registry.locate(name)  # every registry proves its own file, even when the session exists
         s = self.settings
         key = (spec.sha256, tuple(s.providers), s.intra_op_threads, s.batching, s.parallel_runs, s.max_batch)
         with _LOCK:
             if key not in _SESSIONS:
-                path = registry.locate(name)
                 _SESSIONS[key] = OnnxModel(spec, path.read_bytes(), s)
                 log.info("model %s loaded from %s on %s (%s batches)", spec.model_id, path,
                          _SESSIONS[key].providers[0], _SESSIONS[key].batch_mode)

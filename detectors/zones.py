@@ -15,12 +15,24 @@ WHOLE_FRAME = "*"
 
 
 def polygon_mask(polygons: Sequence[Sequence[Point]], height: int, width: int) -> np.ndarray:
-    """Boolean (height, width) mask of relative 0–1 polygons drawn on a frame of that size."""
-    mask = np.zeros((height, width), dtype=np.uint8)
-    if polygons:
-        pts = [np.round(np.asarray(p, dtype=np.float64) * (width, height)).astype(np.int32) for p in polygons]
-        cv2.fillPoly(mask, pts, 1)
-    return mask.astype(bool)
+    """Boolean (height, width) mask of relative 0–1 polygons: a pixel is inside when its centre is (even-odd rule).
+
+    Unlike ``cv2.fillPoly``, which also paints the pixels an edge passes through, this keeps fractional
+    coverage exact when the mask is averaged down to density-map cells.
+    """
+    mask = np.zeros((height, width), dtype=bool)
+    ys = np.arange(height, dtype=np.float64)[:, None] + 0.5
+    xs = np.arange(width, dtype=np.float64)[None, :] + 0.5
+    for polygon in polygons:
+        p = np.asarray(polygon, dtype=np.float64) * (width, height)
+        q = np.roll(p, -1, axis=0)
+        for (x0, y0), (x1, y1) in zip(p, q):
+            if y0 == y1:
+                continue  # horizontal edges never cross a scanline
+            rows = ((y0 <= ys) & (ys < y1)) | ((y1 <= ys) & (ys < y0))
+            x_cross = x0 + (ys - y0) * (x1 - x0) / (y1 - y0)
+            mask ^= rows & (x_cross > xs)
+    return mask
 
 
 def cell_weights(mask: np.ndarray, stride: float, map_shape: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,98 @@
+"""The model registry: lookup order, sha256 check, and one clear error for a missing or corrupt model."""
+
+import os
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from detectors.registry import ModelError, ModelRegistry, REGISTRY_FILE
+from detectors.runtime import Runtime
+from tests.plugins.shared import shared_path
+
+FIRE = "shufflenetv2_onfire_224"
+
+
+def registry_in(*dirs, cache=None):
+    reg = ModelRegistry.load(search_dirs=list(dirs))
+    reg._verify_cache = cache
+    return reg
+
+
+def test_registry_lists_the_three_shared_models():
+    reg = ModelRegistry.load()
+    assert {"yolox_nano_coco_416", "person_detector_light_192", FIRE} <= set(reg.names)
+    assert reg.model_id(FIRE) == "shufflenetv2_onfire_224@0d541ee83d8c"
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        reg.spec("nope")
+
+
+def test_missing_model_names_model_paths_and_sha(tmp_path):
+    reg = registry_in(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(ModelError) as err:
+        Runtime().model(reg, FIRE)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert FIRE in msg and str(tmp_path / "a" / f"{FIRE}.onnx") in msg and str(tmp_path / "b") in msg
+    assert "0d541ee83d8caf6eed8461ca55b1b2cbeccb181f584bb87ab47fdcf52e8e685e" in msg
+    assert "missing" in msg
+
+
+def test_corrupt_copy_is_refused_and_next_folder_used(tmp_path):
+    good = shared_path("models", f"{FIRE}.onnx")
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    data = bytearray(good.read_bytes())
+    data[1000] ^= 0xFF  # same size, one byte flipped
+    (bad_dir / good.name).write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"sha256 .* differs") as err:
+        registry_in(bad_dir).locate(FIRE)
+    assert "Traceback" not in str(err.value) and FIRE in str(err.value)
+    assert registry_in(bad_dir, good.parent).locate(FIRE) == good.parent / good.name
+
+
+def test_truncated_copy_reports_size(tmp_path):
+    good = shared_path("models", f"{FIRE}.onnx")
+    (tmp_path / good.name).write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ModelError, match="size 100 != 737680"):
+        registry_in(tmp_path).locate(FIRE)
+
+
+def test_verification_cache_notices_a_rewritten_file(tmp_path):
+    good = shared_path("models", f"{FIRE}.onnx")
+    copy = tmp_path / "m" / good.name
+    copy.parent.mkdir()
+    shutil.copy(good, copy)
+    cache = tmp_path / "verified.json"
+    assert registry_in(copy.parent, cache=cache).locate(FIRE) == copy
+    assert cache.exists()
+    data = bytearray(copy.read_bytes())
+    data[5000] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(1, 1))  # a different mtime than the cached one
+    with pytest.raises(ModelError, match="differs"):
+        registry_in(copy.parent, cache=cache).locate(FIRE)
+
+
+def test_models_verify_cli_fails_with_the_message(tmp_path, monkeypatch):
+    from pipeline.cli import cli
+
+    monkeypatch.setenv("GUANJIA_SHARED_DIR", str(tmp_path / "noshared"))
+    monkeypatch.setenv("GUANJIA_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, ["models", "verify", "--models-dir", str(tmp_path / "empty"), FIRE])
+    assert result.exit_code == 1
+    assert "FAILED" in result.output and "expected sha256 0d541ee8" in result.output
+
+
+def test_models_fetch_without_url_says_where_to_place_the_file(tmp_path, monkeypatch):
+    from pipeline.cli import cli
+
+    monkeypatch.setenv("GUANJIA_SHARED_DIR", str(tmp_path / "noshared"))
+    monkeypatch.setenv("GUANJIA_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, ["models", "fetch", FIRE])
+    assert result.exit_code == 1
+    assert f"place {FIRE}.onnx" in result.output and str(tmp_path / "cache" / "models") in result.output
+
+
+def test_registry_file_is_in_the_repo():
+    assert REGISTRY_FILE.is_file()
