@@ -21,7 +21,9 @@ CORRELATION_ID = 0x6A6A
 
 
 def _request(client_id: bytes = b"guanjia-probe") -> bytes:
-    header = struct.pack(">hhih", METADATA_API_KEY, METADATA_VERSION, CORRELATION_ID, len(client_id))
+    header = struct.pack(
+        ">hhih", METADATA_API_KEY, METADATA_VERSION, CORRELATION_ID, len(client_id)
+    )
     body = struct.pack(">i", -1)  # null topic array: every topic, and always the broker list
     payload = header + client_id + body
     return struct.pack(">i", len(payload)) + payload

@@ -16,7 +16,9 @@ TARGETS = click.Choice(["all", "kafka", "redis"])
 def run_script(action: str, target: str, script: Path = SCRIPT) -> int:
     """Run ``services.sh ACTION TARGET`` with this terminal's output; return its exit code."""
     if not script.is_file():
-        raise click.ClickException(f"{script} is missing: `guanjia services` needs a source checkout")
+        raise click.ClickException(
+            f"{script} is missing: `guanjia services` needs a source checkout"
+        )
     return subprocess.call(["bash", str(script), action, target])
 
 

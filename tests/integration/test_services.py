@@ -20,7 +20,9 @@ KEYS = [f"cam-{i:03d}" for i in range(7)]
 
 
 def _load_probe():
-    spec = importlib.util.spec_from_file_location("kafka_probe", REPO_ROOT / "scripts" / "kafka_probe.py")
+    spec = importlib.util.spec_from_file_location(
+        "kafka_probe", REPO_ROOT / "scripts" / "kafka_probe.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,7 +32,9 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+        )
     finally:
         await admin.close()
 
@@ -101,7 +105,9 @@ def test_keyed_messages_keep_per_key_order_and_group_resumes_from_commit(
             seq_by_key[key].append(int(r.value.decode().split("/")[1]))
             offsets_by_partition[r.partition].append(r.offset)
         assert all(len(p) == 1 for p in partitions_by_key.values()), partitions_by_key
-        assert len({p for ps in partitions_by_key.values() for p in ps}) > 1, "keys should spread over partitions"
+        assert len({p for ps in partitions_by_key.values() for p in ps}) > 1, (
+            "keys should spread over partitions"
+        )
         for key, seqs in seq_by_key.items():
             assert seqs == sorted(seqs), f"{key} out of order: {seqs}"
         for offsets in offsets_by_partition.values():
@@ -141,7 +147,10 @@ def test_redis_sorted_set_ranking_and_window(redis_client, redis_key_prefix: str
     key = f"{redis_key_prefix}risk"
     redis_client.zadd(key, {"G0001": 0.2, "G0002": 0.9, "G0003": 0.5, "G0004": 0.05})
     redis_client.zincrby(key, 0.6, "G0001")
-    assert redis_client.zrevrange(key, 0, 1, withscores=True) == [("G0002", 0.9), ("G0001", pytest.approx(0.8))]
+    assert redis_client.zrevrange(key, 0, 1, withscores=True) == [
+        ("G0002", 0.9),
+        ("G0001", pytest.approx(0.8)),
+    ]
     assert redis_client.zrangebyscore(key, 0.4, 0.85) == ["G0003", "G0001"]
     assert redis_client.zremrangebyscore(key, "-inf", 0.1) == 1
     assert redis_client.zcard(key) == 3
