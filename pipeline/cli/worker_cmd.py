@@ -1,0 +1,60 @@
+"""``guanjia worker``: long-running worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def worker() -> None:
+    """Run a worker process (one per core).
+
+    \b
+    Example:
+      guanjia worker events --config configs/demo.yaml
+    """
+
+
+# ---- guanjia worker events (the Faust app) -------------------------------------------------------
+@worker.command("events")
+@click.option("--config", "configs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Camera-group file(s) for zone thresholds and grid/village/town (repeatable).")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Event catalog and routing (default configs/catalog.yaml).")
+@click.option("--app-id", default=None, help="Consumer group / changelog name (default <topic prefix>-events).")
+@click.option("--batch", default=1000, show_default=True, help="Messages taken per agent batch.")
+@click.option("--tick", "tick_s", default=1.0, show_default=True, help="Seconds between deadline checks.")
+@click.option("--loglevel", default="warning", show_default=True)
+def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str | None, batch: int,
+                  tick_s: float, loglevel: str) -> None:
+    """Faust worker: detections, sensor readings and health in → governance events out."""
+    import faust
+
+    from pipeline.catalog import DEFAULT_CATALOG, load_catalog
+    from pipeline.config import ConfigError, load_config
+    from pipeline.faust_app import create_app
+    from pipeline.rules.engine import RuleEngine
+    from pipeline.settings import get_settings
+    from pipeline.topics import ensure_topics
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    try:
+        cameras = load_config(list(configs)).cameras if configs else []
+        index = load_catalog(catalog or DEFAULT_CATALOG)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings, RuleEngine(cameras, index), app_id=app_id, batch=batch, tick_s=tick_s)
+    click.echo(f"events worker: {len(cameras)} cameras, catalog {index.file.catalog.version}, "
+               f"broker {settings.kafka_bootstrap}, topics {settings.topic_prefix}.*.v1", err=True)
+    faust.Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+
+
+# ---- guanjia worker ingest (added by the ingest/detector integration) ----------------------------

@@ -1,0 +1,86 @@
+"""Decode Kafka message values into records; anything unusable becomes a DeadLetter with a reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from detectors.records import Detection
+from pipeline.records import Ack, CameraHealth, DeadLetter, DeskTick, FireSignal, GovernanceEvent, SensorReading
+
+MAX_MESSAGE_BYTES = 256 * 1024
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "guanjia.detection.v1": Detection,
+    "guanjia.sensor-reading.v1": SensorReading,
+    "guanjia.camera-health.v1": CameraHealth,
+    "guanjia.governance-event.v1": GovernanceEvent,
+    "guanjia.event-ack.v1": Ack,
+    "guanjia.fire-signal.v1": FireSignal,
+    "guanjia.desk-tick.v1": DeskTick,
+}
+
+
+class DecodeError(ValueError):
+    """Why a message cannot be used: ``reason`` is one of DeadLetter's reasons."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def decode(value: bytes | None, accept: tuple[type[BaseModel], ...], max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
+    """The record in ``value`` (one of ``accept``) or DecodeError (too_large, not_json, unknown_schema, invalid)."""
+    if value is None:
+        raise DecodeError("invalid", "empty message (tombstone)")
+    if len(value) > max_bytes:
+        raise DecodeError("too_large", f"{len(value)} bytes > limit {max_bytes}")
+    if len(accept) == 1:
+        model = accept[0]
+        try:
+            return model.model_validate_json(value)
+        except ValidationError as exc:
+            if exc.errors()[0]["type"] != "json_invalid":
+                raise DecodeError("invalid", _one_line(_first_error(exc))) from None
+            raise DecodeError("not_json", _one_line(exc.errors()[0]["msg"])) from None
+    try:
+        obj = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError("not_json", _one_line(str(exc))) from None
+    schema = obj.get("schema") if isinstance(obj, dict) else None
+    model = SCHEMAS.get(schema) if isinstance(schema, str) else None
+    if model is None or model not in accept:
+        raise DecodeError("unknown_schema", f"schema {schema!r} is not one of {[m.__name__ for m in accept]}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise DecodeError("invalid", _one_line(_first_error(exc))) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {err['msg']}{more}"
+
+
+def dead_letter(err: DecodeError | Exception, *, topic: str, partition: int, offset: int, key: bytes | None,
+                value: bytes | None) -> DeadLetter:
+    """A dead-letter record for a message that failed (payload head kept for triage, never more)."""
+    reason = err.reason if isinstance(err, DecodeError) else "processing_error"
+    detail = err.detail if isinstance(err, DecodeError) else _one_line(f"{type(err).__name__}: {err}")
+    return DeadLetter(
+        topic=topic, partition=partition, offset=offset,
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        reason=reason, detail=detail,
+        payload_head=(value or b"")[:200].decode("utf-8", "replace"),
+        size=len(value or b""), time=time.time(),
+    )

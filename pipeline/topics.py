@@ -1,0 +1,47 @@
+"""Topic names and their creation with the configured partition count."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# short name → what travels on it (key)
+TOPICS: dict[str, str] = {
+    "detections": "Detection (key: camera_id)",
+    "sensor-readings": "SensorReading (key: sensor_id)",
+    "governance-events": "GovernanceEvent (key: event_id)",
+    "camera-health": "CameraHealth (key: camera_id)",
+    "dead-letter": "DeadLetter (key: source topic)",
+    "event-acks": "Ack (key: event_id)",
+    "grid-signals": "internal: FireSignal / SensorReading re-keyed by grid_id",
+    "event-changes": "internal: GovernanceEvent drafts and DeskTick (key: event_id)",
+}
+
+
+def topic_names(settings: Settings) -> dict[str, str]:
+    return {short: settings.topic(short) for short in TOPICS}
+
+
+async def ensure_topics(settings: Settings, partitions: int | None = None) -> list[str]:
+    """Create the missing topics (idempotent); returns the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        n = partitions or settings.topic_partitions
+        new = [NewTopic(name, n, 1) for name in topic_names(settings).values() if name not in existing]
+        if new:
+            await admin.create_topics(new)
+            for _ in range(50):  # wait until metadata shows them
+                if {t.name for t in new} <= set(await admin.list_topics()):
+                    break
+                await asyncio.sleep(0.1)
+        return [t.name for t in new]
+    finally:
+        await admin.close()

@@ -1,0 +1,108 @@
+"""Helpers for the events integration tests: a real `guanjia worker events` subprocess and Kafka I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from pipeline.settings import Settings
+from pipeline.topics import ensure_topics
+
+GUANJIA = str(Path(sys.executable).with_name("guanjia"))
+
+
+def unique_prefix(tag: str) -> str:
+    return f"t5{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def write_config(path: Path, cameras: list[dict], rules: dict) -> Path:
+    doc = {"defaults": {"rules": rules}, "groups": [{"id": "test", "town": "T1", "village": "V1", "cameras": cameras}]}
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+class Worker:
+    """One `guanjia worker events` process with its own topic prefix."""
+
+    def __init__(self, settings: Settings, config: Path, catalog: Path | None, log: Path):
+        self.settings, self.config, self.catalog, self.log = settings, config, catalog, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "GUANJIA_TOPIC_PREFIX": self.settings.topic_prefix,
+               "GUANJIA_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
+               "GUANJIA_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap}
+        cmd = [GUANJIA, "worker", "events", "--config", str(self.config), "--tick", "0.5", "--loglevel", "warning"]
+        if self.catalog:
+            cmd += ["--catalog", str(self.catalog)]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def create_topics(settings: Settings) -> None:
+    asyncio.run(ensure_topics(settings))
+
+
+def produce(settings: Settings, short: str, items: list[tuple[str, bytes]]) -> None:
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, acks="all")
+        await producer.start()
+        try:
+            for key, value in items:
+                await producer.send(settings.topic(short), value, key=key.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def read_until(settings: Settings, short: str, done, timeout_s: float = 60.0) -> list[dict]:
+    """Every JSON message of a topic from the beginning, read until ``done(messages)`` or the timeout."""
+
+    async def run() -> list[dict]:
+        topic = settings.topic(short)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            out: list[dict] = []
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                for msgs in (await consumer.getmany(timeout_ms=300)).values():
+                    out += [json.loads(m.value) for m in msgs]
+                if done(out):
+                    break
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
