@@ -32,3 +32,12 @@ def url_scheme(url: str) -> str:
 def file_path(url: str) -> Path:
     """The local path of a ``file://`` URL or bare path."""
     return Path(urlsplit(url).path if url.startswith("file://") else url)
+
+
+_USERINFO_ANYWHERE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]*@")
+
+
+def redact_text(text: str) -> str:
+    """Redact credentials of every URL inside free text (e.g. an FFmpeg error message)."""
+    text = _USERINFO_ANYWHERE.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _SECRET_QUERY.sub(r"\1***", text)

@@ -1,0 +1,237 @@
+"""Many cameras per process: a few reader threads, each multiplexing a share of the cameras.
+
+Why not one thread per camera: every packet wakes its thread, and with dozens of threads over
+two cores the GIL hand-offs and context switches cost more than demuxing itself (see
+docs/benchmarks.md). Here each thread reads its cameras in turn, draining what is buffered and
+moving on after the first read that had to wait for the network, so a thread wakes about once
+per camera per turn instead of once per packet. Opening and closing streams run on a small
+executor so that a camera that is slow to connect never holds up the others.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from ingest.board import FrameBoard
+from ingest.camera import CameraReader
+from ingest.frame import Frame
+from ingest.health import CameraHealth
+from ingest.source import CameraSource
+
+log = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
+    """Raise glibc's malloc thresholds so that decoded frames reuse heap memory instead of
+    mmap/munmap (and page faults) per frame. Same effect as the ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` environment variables; a no-op where glibc is absent."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+def default_threads() -> int:
+    """Reader threads: one per usable core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class _ReaderThread(threading.Thread):
+    def __init__(self, index: int, pool: "IngestPool"):
+        super().__init__(name=f"ingest-reader-{index}", daemon=True)
+        self.pool = pool
+        self.readers: list[CameraReader] = []
+        self.wake = threading.Event()
+        self._lock = threading.Lock()
+
+    def add(self, reader: CameraReader) -> None:
+        with self._lock:
+            self.readers = [*self.readers, reader]
+        self.wake.set()
+
+    def remove(self, camera_id: str) -> CameraReader | None:
+        with self._lock:
+            found = [r for r in self.readers if r.src.camera_id == camera_id]
+            self.readers = [r for r in self.readers if r.src.camera_id != camera_id]
+        for r in found:
+            r.closed = True
+        self.wake.set()
+        return found[0] if found else None
+
+    def run(self) -> None:
+        stopping = self.pool._stopping
+        while not stopping.is_set():
+            now = time.monotonic()
+            next_wake = now + 1.0
+            busy = False
+            for reader in self.readers:
+                if stopping.is_set():
+                    break
+                if reader.closed:
+                    continue
+                try:
+                    wake_at = reader.service(time.monotonic())
+                except Exception:  # noqa: BLE001 - one camera's bug must not stop the others
+                    log.exception("camera %s: unexpected error in reader", reader.src.camera_id)
+                    reader._fail(RuntimeError("internal reader error"), time.monotonic(), "InternalError")
+                    continue
+                if wake_at is None:
+                    busy = True
+                else:
+                    next_wake = min(next_wake, wake_at)
+            if not busy:
+                self.wake.wait(max(0.0, next_wake - time.monotonic()))
+                self.wake.clear()
+        for reader in self.readers:
+            reader.close()
+
+
+class IngestPool:
+    """Pull many cameras and hand out their latest sampled frames.
+
+    >>> pool = IngestPool([CameraSource("cam-1", "rtsp://user:pw@10.0.0.5/stream1")])
+    >>> with pool:
+    ...     for frame in pool.frames():
+    ...         detect(frame.image)
+
+    ``take()`` returns every frame that is ready (at most one per camera), handy for batching.
+    ``on_health`` (e.g. ``HealthPublisher(redis_client).publish``) is called with all cameras'
+    :class:`CameraHealth` every ``health_interval_s`` from a background thread.
+    """
+
+    def __init__(self, cameras: Iterable[CameraSource] = (), *, threads: int | None = None,
+                 open_workers: int = 4, malloc_tuning: bool = True,
+                 on_health: Callable[[list[CameraHealth]], object] | None = None,
+                 health_interval_s: float = 5.0, seed: int | None = None):
+        self.board = FrameBoard()
+        self._sources = list(cameras)
+        ids = [c.camera_id for c in self._sources]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate camera id(s): {', '.join(dupes)}")
+        self._n_threads = threads or default_threads()
+        self._open_workers = open_workers
+        self._malloc_tuning = malloc_tuning
+        self._on_health = on_health
+        self._health_interval_s = health_interval_s
+        self._rng = random.Random(seed)
+        self._stopping = threading.Event()
+        self._threads: list[_ReaderThread] = []
+        self._opener: ThreadPoolExecutor | None = None
+        self._health_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._running = False
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "IngestPool":
+        """Start the reader threads and connect every camera."""
+        with self._lock:
+            if self._running:
+                return self
+            if self._malloc_tuning:
+                tune_malloc()
+            self._stopping.clear()
+            self.board.reopen()
+            self._opener = ThreadPoolExecutor(self._open_workers, thread_name_prefix="ingest-open")
+            self._threads = [_ReaderThread(i, self) for i in range(self._n_threads)]
+            self._running = True
+            for src in self._sources:
+                self._assign(src)
+            for t in self._threads:
+                t.start()
+            if self._on_health is not None:
+                self._health_thread = threading.Thread(target=self._health_loop, name="ingest-health", daemon=True)
+                self._health_thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop reading, close every stream and wait for the threads (a blocked read ends
+        within its read timeout)."""
+        with self._lock:
+            if not self._running:
+                return
+            self._stopping.set()
+            for t in self._threads:
+                t.wake.set()
+            self.board.close()
+            deadline = time.monotonic() + timeout
+            for t in self._threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            if self._health_thread is not None:
+                self._health_thread.join(max(0.0, deadline - time.monotonic()))
+            self._opener.shutdown(wait=True)
+            self._running = False
+            self._threads = []
+
+    def __enter__(self) -> "IngestPool":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- cameras -------------------------------------------------------------------------
+    def _assign(self, src: CameraSource) -> None:
+        thread = min(self._threads, key=lambda t: len(t.readers))
+        thread.add(CameraReader(src, self.board, self._opener, thread.wake, random.Random(self._rng.random())))
+
+    def add_camera(self, src: CameraSource) -> None:
+        """Start pulling one more camera (e.g. after a Kafka partition assignment)."""
+        with self._lock:
+            if any(s.camera_id == src.camera_id for s in self._sources):
+                raise ValueError(f"camera {src.camera_id} is already in the pool")
+            self._sources.append(src)
+            if self._running:
+                self._assign(src)
+
+    def remove_camera(self, camera_id: str) -> None:
+        """Stop pulling a camera; its stream is closed by its reader thread."""
+        with self._lock:
+            self._sources = [s for s in self._sources if s.camera_id != camera_id]
+            for t in self._threads:
+                reader = t.remove(camera_id)
+                if reader is not None and self._opener is not None:
+                    self._opener.submit(reader.close)
+            self.board.discard(camera_id)
+
+    @property
+    def cameras(self) -> list[CameraSource]:
+        return list(self._sources)
+
+    # ---- frames and health ---------------------------------------------------------------
+    def take(self, timeout: float | None = 1.0, max_frames: int | None = None) -> list[Frame]:
+        """Ready frames, oldest first, at most one per camera; [] after ``timeout`` or on stop."""
+        return self.board.take(timeout, max_frames)
+
+    def frames(self, poll_s: float = 0.5) -> Iterator[Frame]:
+        """Yield frames until the pool is stopped."""
+        while not self._stopping.is_set():
+            yield from self.board.take(poll_s)
+
+    def health(self) -> list[CameraHealth]:
+        """One snapshot per camera."""
+        return [r.health() for t in list(self._threads) for r in t.readers]
+
+    def _health_loop(self) -> None:
+        while not self._stopping.wait(self._health_interval_s):
+            try:
+                self._on_health(self.health())
+            except Exception:  # noqa: BLE001 - health reporting must never stop ingest
+                log.exception("health callback failed")

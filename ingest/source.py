@@ -1,0 +1,73 @@
+"""What to pull (:class:`CameraSource`) and how to open it with PyAV (:func:`open_input`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import av
+
+from ingest.settings import DecodeMode, ReconnectPolicy, SourceSettings
+from ingest.urls import file_path, redact_url, url_scheme
+
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
+
+
+@dataclass(frozen=True)
+class CameraSource:
+    """One camera for the ingest pool; independent of the pipeline's config types."""
+
+    camera_id: str
+    url: str
+    source: SourceSettings = field(default_factory=SourceSettings)
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    analysis_interval_s: float = 2.0
+    decode_mode: DecodeMode = DecodeMode.keyframes
+    keyframe_fallback_ratio: float = 2.0
+    """In keyframes mode, fall back to interval mode when keyframes are this many intervals apart."""
+
+    def __post_init__(self) -> None:
+        url_scheme(self.url)  # raises a clear ValueError for unsupported schemes
+        if self.analysis_interval_s <= 0:
+            raise ValueError(f"camera {self.camera_id}: analysis_interval_s must be > 0")
+        object.__setattr__(self, "decode_mode", DecodeMode(self.decode_mode))
+
+    @property
+    def scheme(self) -> str:
+        return url_scheme(self.url)
+
+    @property
+    def live(self) -> bool:
+        """Live sources treat end of stream as a disconnect; files end (or loop)."""
+        return self.scheme in LIVE_SCHEMES
+
+    @property
+    def display_url(self) -> str:
+        """The URL with credentials redacted: the only form that may be logged or published."""
+        return redact_url(self.url)
+
+
+def av_options(src: CameraSource) -> dict[str, str]:
+    """FFmpeg options for opening ``src``: fast probing and socket timeouts (in microseconds)."""
+    s = src.source
+    options = {
+        "analyzeduration": str(int(s.analyze_duration_s * 1e6)),
+        "probesize": str(s.probe_size),
+    }
+    scheme = src.scheme
+    if scheme in ("rtsp", "rtsps"):
+        options["rtsp_transport"] = s.rtsp_transport
+        options["timeout"] = str(int(s.read_timeout_s * 1e6))
+    elif scheme in ("http", "https"):
+        options["rw_timeout"] = str(int(s.read_timeout_s * 1e6))
+    return options
+
+
+def open_input(src: CameraSource) -> av.container.InputContainer:
+    """Open ``src`` with explicit open/read timeouts; raises the PyAV/OS error on failure."""
+    target = str(file_path(src.url)) if src.scheme == "file" else src.url
+    return av.open(
+        target,
+        mode="r",
+        options=av_options(src),
+        timeout=(src.source.open_timeout_s, src.source.read_timeout_s),
+    )
