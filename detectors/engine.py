@@ -58,7 +58,7 @@ class DetectorEngine:
 
     def configure(self, camera: CameraDetectors) -> None:
         """Add or replace a camera; its estimators are built (and models verified) now, not on the first frame."""
-        for name, _ in self._crowd_names(camera.crowd) if DetectorName.crowd in camera.detectors else []:
+        for name in self._crowd_names(camera.crowd) if DetectorName.crowd in camera.detectors else []:
             self._crowd_estimator(name, camera.crowd)
         if DetectorName.fire in camera.detectors:
             self._fire_scorer(camera.fire)
@@ -99,14 +99,13 @@ class DetectorEngine:
         for members in groups.values():
             settings = states[members[0]].setup.crowd
             names = self._crowd_names(settings)
-            first_name, first_fallback = names[0]
-            estimator = self._crowd_estimator(first_name, settings)
+            estimator = self._crowd_estimator(names[0], settings)
             for i, est in zip(members, estimator.estimate([frames[i].image for i in members])):
-                out[i] = (first_name, estimator.model_id, est)
+                out[i] = (names[0], estimator.model_id, est)
             if len(names) > 1:  # auto: dense scenes go to the density map
                 dense = [i for i in members if len(out[i][2].boxes) > settings.auto_density_above]
                 if dense:
-                    name = names[1][0]
+                    name = names[1]
                     density = self._crowd_estimator(name, settings)
                     for i, est in zip(dense, density.estimate([frames[i].image for i in dense])):
                         out[i] = (name, density.model_id, est)
@@ -144,13 +143,14 @@ class DetectorEngine:
             latency_ms=latency_ms,
         )
 
-    def _crowd_names(self, settings: CrowdSettings) -> list[tuple[str, bool]]:
+    def _crowd_names(self, settings: CrowdSettings) -> list[str]:
+        """Estimators to run, in order; ``auto`` is boxes then density for the dense frames."""
         if settings.estimator != "auto":
-            return [(settings.estimator, False)]
+            return [settings.estimator]
         if "density" not in available(CROWD_ESTIMATORS):
             log.warning("crowd estimator auto: the density estimator is not installed; counting by boxes only")
-            return [("boxes", False)]
-        return [("boxes", False), ("density", True)]
+            return ["boxes"]
+        return ["boxes", "density"]
 
     def _crowd_estimator(self, name: str, settings: CrowdSettings) -> CrowdEstimator:
         key = (name, settings.model_dump_json())

@@ -40,12 +40,12 @@ def to_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray
 def normalise(canvas: np.ndarray, spec: InputSpec) -> np.ndarray:
     """(N, H, W, 3) uint8 BGR → (N, 3, H, W) float32 in the model's colour order and scale."""
     x = canvas if spec.colour == "BGR" else canvas[..., ::-1]
-    x = x.transpose(0, 3, 1, 2).astype(np.float32)
-    if spec.scale != 1.0:
-        x *= np.float32(spec.scale)
-    if any(spec.mean) or any(s != 1.0 for s in spec.std):
-        mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(spec.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        x -= mean
-        x /= std
-    return np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)  # one copy: layout and dtype
+    std = np.asarray(spec.std, dtype=np.float32)
+    gain = (np.float32(spec.scale) / std).reshape(1, 3, 1, 1)
+    offset = (-np.asarray(spec.mean, dtype=np.float32) / std).reshape(1, 3, 1, 1)
+    if not np.all(gain == 1):
+        x *= gain
+    if np.any(offset):
+        x += offset
+    return x
