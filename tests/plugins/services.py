@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from ingest.urls import redact_text, redact_url
+from ingest.urls import redact_url
 from pipeline.settings import Settings, get_settings
 
 REQUIRE_ENV = "GUANJIA_REQUIRE_SERVICES"
@@ -60,7 +60,7 @@ def kafka_bootstrap(services_settings: Settings) -> str:
     bootstrap = services_settings.kafka_bootstrap
     error = _tcp_reachable(bootstrap)
     if error is not None:
-        unavailable(f"Kafka at {redact_url(bootstrap)}", redact_text(error))
+        unavailable(f"Kafka at {redact_url(bootstrap)}", redact_url(error))
     return bootstrap
 
 
@@ -73,7 +73,7 @@ def redis_url(services_settings: Settings) -> str:
         with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
             client.ping()
     except redis.RedisError as exc:
-        error = redact_text(f"{type(exc).__name__}: {exc}")
+        error = redact_url(f"{type(exc).__name__}: {exc}")
     if error is not None:
         unavailable(f"Redis at {redact_url(url)}", error)
     return url
