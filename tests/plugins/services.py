@@ -60,7 +60,7 @@ def kafka_bootstrap(services_settings: Settings) -> str:
     bootstrap = services_settings.kafka_bootstrap
     error = _tcp_reachable(bootstrap)
     if error is not None:
-        unavailable(f"Kafka at {redact_url(bootstrap)}", redact_url(error))
+        unavailable(f"Kafka at {redact_url(bootstrap)}", error)
     return bootstrap
 
 
@@ -73,7 +73,7 @@ def redis_url(services_settings: Settings) -> str:
         with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
             client.ping()
     except redis.RedisError as exc:
-        error = redact_url(f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"  # host:port only, never the password
     if error is not None:
         unavailable(f"Redis at {redact_url(url)}", error)
     return url
