@@ -64,19 +64,32 @@ def camera_label(camera_id: Any) -> str:
 
 
 class CameraMetric:
-    """A per-camera metric whose ``labels(camera)`` passes the id through :func:`camera_label`."""
+    """A per-camera metric whose ``labels(camera)`` passes the id through :func:`camera_label`.
+
+    Children are cached per camera, so the per-frame call is one dict lookup plus the increment.
+    """
+
+    MAX_CACHED = 100_000
 
     def __init__(self, metric: Counter | Gauge | None, name: str) -> None:
         self._metric = metric
         self._name = name
+        self._children: dict[str, Any] = {}
 
     def labels(self, camera: str) -> Any:
+        child = self._children.get(camera)
+        if child is not None:
+            return child
         if self._metric is None:
             raise RuntimeError(f"{PREFIX}_{self._name} comes from camera_stats in this Metrics; update ingest's counters")
-        return self._metric.labels(camera_label(camera))
+        child = self._metric.labels(camera_label(camera))
+        if len(self._children) < self.MAX_CACHED:
+            self._children[camera] = child
+        return child
 
     def remove(self, camera: str) -> None:
         """Forget a camera that left this worker (keeps the page small)."""
+        self._children.pop(camera, None)
         if self._metric is not None:
             try:
                 self._metric.remove(camera_label(camera))

@@ -90,14 +90,14 @@
     for (const cam of snap.cameras || []) {
       if (num(cam.x) === null) { unplaced += 1; continue; }
       const x = cam.x * 1000, y = cam.y * 1000, st = state(cam.state);
-      const r = 9 + Math.min(16, Math.sqrt(num(cam.count) || 0) * 2);
+      const r = 15 + Math.min(18, Math.sqrt(num(cam.count) || 0) * 2);
       const group = svg("g", { "data-camera": cam.id }, "cam state-" + st);
       if (st === "down") group.appendChild(svg("circle", { cx: x, cy: y, r: r + 9 }, "halo"));
       group.appendChild(svg("circle", { cx: x, cy: y, r: r }, "dot"));
-      const count = svg("text", { x: x, y: y + 4 }, "count");
+      const count = svg("text", { x: x, y: y + 8 }, "count");
       count.textContent = st === "down" ? "✕" : fmtCount(cam.count);
       group.appendChild(count);
-      const name = svg("text", { x: x, y: y + r + 16 }, "name");
+      const name = svg("text", { x: x, y: y + r + 24 }, "name");
       name.textContent = cam.name || cam.id;
       group.appendChild(name);
       const title = svg("title");

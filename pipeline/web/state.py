@@ -219,8 +219,12 @@ class LiveState:
 
     # -- output -------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything the page shows, JSON-serialisable; positions ``x``/``y`` in 0–1 (north up)."""
+    def snapshot(self, max_events: int | None = None) -> dict[str, Any]:
+        """Everything the page shows, JSON-serialisable; positions ``x``/``y`` in 0–1 (north up).
+
+        ``max_events`` keeps only the most urgent open events in the list (``totals.open_events``
+        still counts them all).
+        """
         with self._lock:
             now = self._clock()
             kinds_by_camera: dict[str, set[str]] = {}
@@ -240,6 +244,9 @@ class LiveState:
                 events.append(dict(ev, camera_name=cam["name"] if cam else None, x=x, y=y,
                                    time_left_s=None if ev["deadline"] is None else round(ev["deadline"] - now, 1)))
             events.sort(key=lambda e: (-e["severity_rank"], e["deadline"] if e["deadline"] is not None else math.inf))
+            open_count = len(events)
+            if max_events is not None:
+                events = events[:max_events]
             closed = [dict(ev) for ev in reversed(self._closed)]
             for ev in events + closed:
                 ev.pop("closed", None)
@@ -257,7 +264,7 @@ class LiveState:
                     "cameras": len(cameras),
                     **totals,
                     "people": round(sum(c["count"] or 0 for c in cameras), 1),
-                    "open_events": len(events),
+                    "open_events": open_count,
                     "dropped_events": self.dropped_events,
                 },
             }
@@ -374,7 +381,7 @@ def _projection(points: list[tuple[float | None, float | None]]) -> Any:
     def project(lat: float | None, lon: float | None) -> tuple[float | None, float | None]:
         if lat is None or lon is None:
             return None, None
-        return round(0.5 + 0.9 * (lon * kx - cx) / span, 5), round(0.5 - 0.9 * (lat - cy) / span, 5)
+        return round(0.5 + 0.8 * (lon * kx - cx) / span, 5), round(0.5 - 0.8 * (lat - cy) / span, 5)
 
     return project
 

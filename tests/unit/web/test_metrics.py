@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 
@@ -168,3 +169,26 @@ def test_each_worker_has_its_own_registry() -> None:
     first.detections_produced.inc(3)
     assert b"guanjia_detections_produced_total 3.0" in first.render()
     assert b"guanjia_detections_produced_total 0.0" in second.render()
+
+
+def test_bench_page_reports_its_figures() -> None:
+    from click.testing import CliRunner
+
+    from pipeline.web.bench import bench_page
+
+    result = CliRunner().invoke(bench_page, ["--cameras", "20", "--events", "10", "--repeat", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["cameras"] == 20 and figures["snapshot_kb"] > 0
+    assert figures["scrape_ratio_scrape_time_vs_push"] > 0
+    bad = CliRunner().invoke(bench_page, ["--cameras", "0"])
+    assert bad.exit_code != 0 and "--cameras" in bad.output
+
+
+def test_removed_cameras_leave_the_page() -> None:
+    metrics = Metrics(process=False)
+    metrics.frames_analysed.labels("cam-gone").inc()
+    metrics.frames_analysed.remove("cam-gone")
+    assert b'camera="cam-gone"' not in metrics.render()
+    metrics.frames_analysed.labels("cam-gone").inc(2)
+    assert b'guanjia_frames_analysed_total{camera="cam-gone"} 2.0' in metrics.render()

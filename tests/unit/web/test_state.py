@@ -253,3 +253,17 @@ def test_set_cameras_keeps_live_readings_and_drops_removed_cameras(state: LiveSt
                                          ("重大", 3), ("whatever", 2), (None, 2)])
 def test_severity_rank(value, rank) -> None:
     assert severity_rank(value) == rank
+
+
+def test_config_dumps_can_be_passed_whole_and_their_urls_are_ignored() -> None:
+    from pipeline.config.models import ResolvedCamera
+
+    resolved = ResolvedCamera(id="c9", name="Pier", url="rtsp://admin:S3cretMarker@10.0.0.7/h264", group_id="g",
+                              grid="G9", town="Humen", village="V9", lat=22.8, lon=113.6,
+                              zones=[{"name": "pier", "polygon": [[0, 0], [1, 0], [1, 1]], "crowd_threshold": 3}])
+    live = LiveState(clock=Clock())
+    live.set_cameras([resolved.model_dump(mode="json")])
+    live.apply_detection(detection("c9", zones=[{"zone": "pier", "count": 3}]))
+    snap = live.snapshot()
+    assert "S3cretMarker" not in json.dumps(snap) and "10.0.0.7" not in json.dumps(snap)
+    assert (cam(snap, "c9")["name"], cam(snap, "c9")["state"]) == ("Pier", "crowding")
