@@ -7,13 +7,43 @@ which is all the rest of the code sees.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from typing import Any
 
-from detectors.settings import CrowdSettings, DetectorName, FireSettings, RuntimeSettings, Zone, check_polygon
+from pydantic import Field, PrivateAttr, field_validator
+
+from detectors.settings import (
+    CrowdSettings,
+    DetectorName,
+    FireSettings,
+    RuntimeSettings,
+    Zone,
+    check_polygon,
+)
 from ingest.settings import DecodeMode, ReconnectPolicy, SourceSettings, StrictModel
+from ingest.urls import STREAM_SCHEMES, url_scheme
 from pipeline.rules.settings import RuleSettings
 
 Point = tuple[float, float]
+ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+
+
+_KNOWN_PREFIXES = tuple(f"{scheme}://" for scheme in STREAM_SCHEMES)
+
+
+def check_url(url: str) -> str:
+    """Accept rtsp://, rtsps://, http(s)://, file:// or a bare path (errors never show credentials)."""
+    if not url.startswith(_KNOWN_PREFIXES):  # the common case skips urlsplit: 450k cameras load faster
+        url_scheme(url)
+    return url
+
+
+def check_zone_names(zones: list[Zone]) -> list[Zone]:
+    """Zone names are unique within a camera."""
+    names = [z.name for z in zones]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate zone name(s): {', '.join(dupes)}")
+    return zones
 
 
 class Schedule(StrictModel):
@@ -58,7 +88,7 @@ class ZoneConfig(Zone):
 class CameraConfig(StrictModel):
     """One camera as written in YAML or an inventory CSV row; may carry any settings key."""
 
-    id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$", description="Unique camera id across all files.")
+    id: str = Field(..., min_length=1, pattern=ID_PATTERN, description="Unique camera id across all files.")
     name: str | None = Field(None, description="Human-readable name.")
     url: str = Field(..., description="rtsp://, rtsps://, http(s):// or a file path; ${VAR} allowed for secrets.")
     grid: str = Field(..., min_length=1, description="Grid cell (网格) id.")
@@ -71,25 +101,19 @@ class CameraConfig(StrictModel):
     schedule: Schedule | None = Field(None, description="Analyse only in this window.")
     enabled: bool = Field(True, description="Set false to keep a camera configured but not pulled.")
 
+    _valid_url = field_validator("url")(check_url)
+    _unique_zone_names = field_validator("zones")(check_zone_names)
+
     @field_validator("ignore_masks")
     @classmethod
     def _valid_masks(cls, masks: list[list[Point]]) -> list[list[Point]]:
         return [check_polygon(m) for m in masks]
 
-    @field_validator("zones")
-    @classmethod
-    def _unique_zone_names(cls, zones: list[ZoneConfig]) -> list[ZoneConfig]:
-        names = [z.name for z in zones]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate zone name(s): {', '.join(dupes)}")
-        return zones
-
 
 class GroupConfig(StrictModel):
     """A camera group: a place or a purpose, with shared settings."""
 
-    id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$", description="Group id.")
+    id: str = Field(..., min_length=1, pattern=ID_PATTERN, description="Group id, unique across all files.")
     name: str | None = Field(None, description="Display name.")
     town: str | None = Field(None, description="Town/street (镇街) of the group's cameras.")
     village: str | None = Field(None, description="Default village/community for the group's cameras.")
@@ -100,33 +124,60 @@ class GroupConfig(StrictModel):
 
 
 class ResolvedCamera(StrictModel):
-    """A camera after merging defaults → group → camera: what workers and rules consume."""
+    """A camera after merging defaults → group → camera: what workers and rules consume.
 
-    id: str
-    name: str | None = None
-    url: str = Field(..., description="Secrets already interpolated: never print it, use redact_url().")
-    group_id: str
-    town: str | None = None
-    village: str | None = None
-    grid: str
-    lat: float | None = None
-    lon: float | None = None
-    zones: list[ZoneConfig] = Field(default_factory=list)
-    ignore_masks: list[list[Point]] = Field(default_factory=list)
-    schedule: Schedule | None = None
-    enabled: bool = True
-    settings: CameraSettings = Field(default_factory=CameraSettings)
+    Cameras without their own settings keys share their group's ``settings`` object: treat it as
+    read-only (use ``model_copy(update=...)`` to derive a variant).
+    """
+
+    id: str = Field(..., min_length=1, pattern=ID_PATTERN, description="Unique camera id.")
+    name: str | None = Field(None, description="Human-readable name.")
+    url: str = Field(..., description="Secrets already interpolated, relative file paths made absolute: never print it, use redact_url().")
+    group_id: str = Field(..., description="Id of the group the camera belongs to.")
+    town: str | None = Field(None, description="Town/street (镇街).")
+    village: str | None = Field(None, description="Village/community (村居).")
+    grid: str = Field(..., min_length=1, description="Grid cell (网格) id.")
+    lat: float | None = Field(None, ge=-90, le=90, description="Latitude (WGS84).")
+    lon: float | None = Field(None, ge=-180, le=180, description="Longitude (WGS84).")
+    zones: list[ZoneConfig] = Field(default_factory=list, description="Named counting zones.")
+    ignore_masks: list[list[Point]] = Field(default_factory=list, description="Polygons whose detections are ignored.")
+    schedule: Schedule | None = Field(None, description="Analyse only in this window.")
+    enabled: bool = Field(True, description="False: configured but not pulled.")
+    settings: CameraSettings = Field(default_factory=CameraSettings, description="Merged settings (defaults → group → camera).")
+
+    _valid_url = field_validator("url")(check_url)
+    _unique_zone_names = field_validator("zones")(check_zone_names)
+
+
+class ConfigFile(StrictModel):
+    """A camera-group YAML file (the top level)."""
+
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Any settings key (see Settings below); applies to every group in this file and in the files it includes.")
+    include: list[str] = Field(default_factory=list, description="Other camera-group files, relative to this file; they inherit this file's defaults.")
+    groups: list[dict[str, Any]] = Field(default_factory=list, description="Camera groups (see Group below).")
 
 
 class CityConfig(StrictModel):
     """The whole loaded configuration."""
 
-    groups: list[GroupConfig] = Field(default_factory=list)
-    cameras: list[ResolvedCamera] = Field(default_factory=list)
-    source_files: list[str] = Field(default_factory=list)
+    groups: list[GroupConfig] = Field(default_factory=list, description="Groups as written (inline cameras only; inventory rows are in ``cameras``).")
+    cameras: list[ResolvedCamera] = Field(default_factory=list, description="Every camera, resolved.")
+    source_files: list[str] = Field(default_factory=list, description="YAML and CSV files read, in order.")
+    _by_id: dict[str, ResolvedCamera] | None = PrivateAttr(None)
 
     def camera(self, camera_id: str) -> ResolvedCamera:
-        for cam in self.cameras:
-            if cam.id == camera_id:
-                return cam
-        raise KeyError(camera_id)
+        """The camera with this id (KeyError if none)."""
+        if self._by_id is None:
+            self._by_id = {cam.id: cam for cam in self.cameras}
+        return self._by_id[camera_id]
+
+    def summary(self) -> dict[str, int]:
+        """Counts for a one-line report: groups, cameras, enabled cameras, zones, grid cells, towns."""
+        return {
+            "groups": len(self.groups),
+            "cameras": len(self.cameras),
+            "enabled": sum(1 for c in self.cameras if c.enabled),
+            "zones": sum(len(c.zones) for c in self.cameras),
+            "grid_cells": len({c.grid for c in self.cameras}),
+            "towns": len({c.town for c in self.cameras if c.town}),
+        }

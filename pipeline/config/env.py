@@ -1,0 +1,48 @@
+"""``${VAR}`` and ``${VAR:-default}`` interpolation for string values (secrets stay out of files)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
+
+
+class MissingVariable(ValueError):
+    """An environment variable without a default is not set."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        joined = ", ".join(names)
+        super().__init__(
+            f"environment variable {joined} is not set (or write ${{{names[0]}:-default}})"
+        )
+
+
+def interpolate(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` / ``${VAR:-default}``; ``$$`` is a literal ``$``.
+
+    Raises :class:`MissingVariable` naming every unset variable (never their values).
+    """
+    if "$" not in text:
+        return text
+    env = os.environ if environ is None else environ
+    missing: list[str] = []
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name is None:
+            return "$"
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                missing.append(name)
+                return ""
+            return default
+        return value
+
+    result = _VAR.sub(repl, text)
+    if missing:
+        raise MissingVariable(missing)
+    return result

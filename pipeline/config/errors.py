@@ -1,0 +1,48 @@
+"""Configuration problems with their place: ``file:line:col: key.path: message``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class ConfigIssue:
+    """One problem in one file. ``col`` is None for CSV rows (``file.csv:ROW: column: message``)."""
+
+    file: str
+    line: int | None
+    col: int | None
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.col is not None:
+                where += f":{self.col}"
+        return f"{where}: {self.key_path}: {self.message}" if self.key_path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Raised with every problem found, not only the first."""
+
+    def __init__(self, issues: Iterable[ConfigIssue]):
+        self.issues: list[ConfigIssue] = sorted(set(issues), key=_order)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+def _order(issue: ConfigIssue) -> tuple:
+    return (issue.file, issue.line or 0, issue.col or 0, issue.key_path, issue.message)
+
+
+def format_key_path(path: Iterable[str | int]) -> str:
+    """``("groups", 0, "cameras", 1, "url")`` → ``groups[0].cameras[1].url``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

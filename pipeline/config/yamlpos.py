@@ -1,0 +1,115 @@
+"""Read YAML into plain Python values while remembering where every key and value was written.
+
+PyYAML's composer gives each node a start mark; walking the node tree ourselves keeps a map from key
+path (``("groups", 0, "url")``) to ``(line, col)``, which is how validation errors find their place.
+String values get ``${VAR}`` interpolation here, so a missing variable is reported where it is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.config.env import MissingVariable, interpolate
+from pipeline.config.errors import ConfigIssue, format_key_path
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR_TAG = "tag:yaml.org,2002:str"
+
+KeyPath = tuple[str | int, ...]
+Pos = tuple[int, int]
+
+
+@dataclass
+class YamlDoc:
+    """A parsed file: plain data plus 1-based ``(line, col)`` of every value and mapping key."""
+
+    file: str
+    data: Any = None
+    values: dict[KeyPath, Pos] = field(default_factory=dict)
+    keys: dict[KeyPath, Pos] = field(default_factory=dict)
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def locate(self, path: KeyPath, *, key: bool = False) -> Pos:
+        """Position of ``path`` (its key when ``key``), else of its nearest written ancestor."""
+        table = self.keys if key else self.values
+        if path in table:
+            return table[path]
+        for cut in range(len(path) - 1, -1, -1):
+            prefix = path[:cut]
+            if prefix in self.values:
+                return self.values[prefix]
+        return (1, 1)
+
+    def issue(self, path: KeyPath, message: str, *, key: bool = False) -> ConfigIssue:
+        line, col = self.locate(path, key=key)
+        return ConfigIssue(self.file, line, col, format_key_path(path), message)
+
+
+def load_yaml(path: Path, *, display: str | None = None) -> YamlDoc:
+    """Parse ``path``; syntax errors, duplicate keys and missing variables land in ``doc.issues``."""
+    doc = YamlDoc(display or str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        doc.issues.append(ConfigIssue(doc.file, None, None, "", f"cannot read file: {_reason(exc)}"))
+        return doc
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        doc.issues.append(ConfigIssue(doc.file, line, col, "", f"YAML syntax: {exc.problem or exc}"))
+        return doc
+    if node is not None:
+        doc.data = _Walker(doc).value(node, ())
+    return doc
+
+
+def _reason(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+
+
+class _Walker:
+    def __init__(self, doc: YamlDoc):
+        self.doc = doc
+        self.constructor = yaml.SafeLoader("")  # only its scalar constructors and merge-key flattening are used
+
+    def value(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = self.constructor.construct_object(node)
+        if node.tag == _STR_TAG and isinstance(value, str):
+            try:
+                value = interpolate(value)
+            except MissingVariable as exc:
+                self.doc.issues.append(self.doc.issue(path, str(exc)))
+        return value
+
+    def mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict:
+        try:
+            self.constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+        except yaml.MarkedYAMLError as exc:
+            self.doc.issues.append(self.doc.issue(path, f"YAML merge: {exc.problem}"))
+        out: dict = {}
+        for key_node, value_node in node.value:
+            key = self.constructor.construct_object(key_node)
+            if not isinstance(key, str):
+                key = str(key)
+            kpath = (*path, key)
+            pos = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in out:
+                first = self.doc.keys[kpath][0]
+                self.doc.issues.append(
+                    ConfigIssue(self.doc.file, *pos, format_key_path(kpath), f"duplicate key (first written on line {first})")
+                )
+                continue
+            self.doc.keys[kpath] = pos
+            out[key] = self.value(value_node, kpath)
+        return out
