@@ -46,12 +46,19 @@ reconnects (monotonic counts), state (e.g. streaming / backoff / error) and last
 # family name → (help, stats keys accepted, in order)
 CAMERA_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "frames_decoded": ("Frames decoded per camera.", ("frames_decoded", "decoded")),
-    "frames_analysed": ("Frames analysed by the detectors per camera.", ("frames_analysed", "frames_analyzed", "analysed")),
-    "frames_dropped": ("Frames decoded but dropped (a newer frame replaced them before analysis) per camera.",
-                       ("frames_dropped", "dropped")),
+    "frames_analysed": (
+        "Frames analysed by the detectors per camera.",
+        ("frames_analysed", "frames_analyzed", "analysed"),
+    ),
+    "frames_dropped": (
+        "Frames decoded but dropped (a newer frame replaced them before analysis) per camera.",
+        ("frames_dropped", "dropped"),
+    ),
     "reconnects": ("Stream reconnects per camera.", ("reconnects", "reconnect_count")),
 }
-CAMERA_UP_HELP = "1 while the camera is streaming, 0 otherwise (connecting, backoff, error, stopped)."
+CAMERA_UP_HELP = (
+    "1 while the camera is streaming, 0 otherwise (connecting, backoff, error, stopped)."
+)
 LAST_FRAME_HELP = "Capture time of the camera's last frame, seconds since the epoch."
 
 
@@ -81,7 +88,9 @@ class CameraMetric:
         if child is not None:
             return child
         if self._metric is None:
-            raise RuntimeError(f"{PREFIX}_{self._name} comes from camera_stats in this Metrics; update ingest's counters")
+            raise RuntimeError(
+                f"{PREFIX}_{self._name} comes from camera_stats in this Metrics; update ingest's counters"
+            )
         child = self._metric.labels(camera_label(camera))
         if len(self._children) < self.MAX_CACHED:
             self._children[camera] = child
@@ -116,11 +125,15 @@ class CameraStatsCollector(Collector):
         return self._families()
 
     def _families(self) -> list[Any]:
-        counters = [CounterMetricFamily(f"{PREFIX}_{name}", help_, labels=["camera"])
-                    for name, (help_, _) in CAMERA_COUNTERS.items()]
+        counters = [
+            CounterMetricFamily(f"{PREFIX}_{name}", help_, labels=["camera"])
+            for name, (help_, _) in CAMERA_COUNTERS.items()
+        ]
         return counters + [
             GaugeMetricFamily(f"{PREFIX}_camera_up", CAMERA_UP_HELP, labels=["camera"]),
-            GaugeMetricFamily(f"{PREFIX}_camera_last_frame_timestamp_seconds", LAST_FRAME_HELP, labels=["camera"]),
+            GaugeMetricFamily(
+                f"{PREFIX}_camera_last_frame_timestamp_seconds", LAST_FRAME_HELP, labels=["camera"]
+            ),
         ]
 
     def collect(self) -> Iterable[Any]:
@@ -128,7 +141,7 @@ class CameraStatsCollector(Collector):
         try:
             rows = list(self._stats())
             self._failed = False
-        except Exception as exc:  # a scrape must not crash the worker
+        except Exception as exc:  # noqa: BLE001 - a scrape must not crash the worker
             if not self._failed:
                 log.warning("camera stats unavailable for metrics: %s", type(exc).__name__)
             self._failed = True
@@ -153,42 +166,82 @@ class CameraStatsCollector(Collector):
 class Metrics:
     """The worker's metrics, registered in ``self.registry`` (its own ``CollectorRegistry``)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, camera_stats: CameraStats | None = None,
-                 process: bool = True) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        camera_stats: CameraStats | None = None,
+        process: bool = True,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         reg = self.registry
         push = camera_stats is None
 
         def camera_counter(name: str) -> CameraMetric:
             help_ = CAMERA_COUNTERS[name][0]
-            return CameraMetric(Counter(f"{PREFIX}_{name}", help_, ["camera"], registry=reg) if push else None, name)
+            return CameraMetric(
+                Counter(f"{PREFIX}_{name}", help_, ["camera"], registry=reg) if push else None, name
+            )
 
         self.frames_decoded = camera_counter("frames_decoded")
         self.frames_analysed = camera_counter("frames_analysed")
         self.frames_dropped = camera_counter("frames_dropped")
         self.reconnects = camera_counter("reconnects")
         self.camera_up = CameraMetric(
-            Gauge(f"{PREFIX}_camera_up", CAMERA_UP_HELP, ["camera"], registry=reg) if push else None, "camera_up")
+            Gauge(f"{PREFIX}_camera_up", CAMERA_UP_HELP, ["camera"], registry=reg)
+            if push
+            else None,
+            "camera_up",
+        )
         self.camera_last_frame = CameraMetric(
-            Gauge(f"{PREFIX}_camera_last_frame_timestamp_seconds", LAST_FRAME_HELP, ["camera"], registry=reg)
-            if push else None, "camera_last_frame_timestamp_seconds")
+            Gauge(
+                f"{PREFIX}_camera_last_frame_timestamp_seconds",
+                LAST_FRAME_HELP,
+                ["camera"],
+                registry=reg,
+            )
+            if push
+            else None,
+            "camera_last_frame_timestamp_seconds",
+        )
         if not push:
             reg.register(CameraStatsCollector(camera_stats))
         self.inference_latency = Histogram(
-            f"{PREFIX}_inference_latency_seconds", "Wall time of one ONNX Runtime batch, per model.", ["model"],
-            buckets=LATENCY_BUCKETS, registry=reg)
+            f"{PREFIX}_inference_latency_seconds",
+            "Wall time of one ONNX Runtime batch, per model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
         self.batch_size = Histogram(
-            f"{PREFIX}_inference_batch_size", "Images per ONNX Runtime batch, per model.", ["model"],
-            buckets=BATCH_BUCKETS, registry=reg)
+            f"{PREFIX}_inference_batch_size",
+            "Images per ONNX Runtime batch, per model.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
         self.detections_produced = Counter(
-            f"{PREFIX}_detections_produced", "Detection records produced (published or queued).", registry=reg)
-        self.events_opened = Counter(f"{PREFIX}_events_opened", "Governance events opened, by type (rule).",
-                                     ["type"], registry=reg)
-        self.events_closed = Counter(f"{PREFIX}_events_closed", "Governance events closed, by type (rule).",
-                                     ["type"], registry=reg)
-        self.consumer_lag = Gauge(f"{PREFIX}_consumer_lag_messages",
-                                  "Messages not yet consumed (high watermark − committed/position), per topic-partition.",
-                                  ["topic", "partition"], registry=reg)
+            f"{PREFIX}_detections_produced",
+            "Detection records produced (published or queued).",
+            registry=reg,
+        )
+        self.events_opened = Counter(
+            f"{PREFIX}_events_opened",
+            "Governance events opened, by type (rule).",
+            ["type"],
+            registry=reg,
+        )
+        self.events_closed = Counter(
+            f"{PREFIX}_events_closed",
+            "Governance events closed, by type (rule).",
+            ["type"],
+            registry=reg,
+        )
+        self.consumer_lag = Gauge(
+            f"{PREFIX}_consumer_lag_messages",
+            "Messages not yet consumed (high watermark − committed/position), per topic-partition.",
+            ["topic", "partition"],
+            registry=reg,
+        )
         if process:
             from prometheus_client import PlatformCollector, ProcessCollector
 
@@ -215,7 +268,7 @@ class Metrics:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -230,11 +283,18 @@ class _ThreadingServer6(_ThreadingServer):
 def _guarded(app: Callable[..., Any], token: str | None) -> Callable[..., Any]:
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")])
+            start_response(
+                "405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")]
+            )
             return [b"405: read-only\n"]
         if token and not bearer_matches(environ.get("HTTP_AUTHORIZATION"), token):
-            start_response("401 Unauthorized", [("WWW-Authenticate", 'Bearer realm="guanjia-metrics"'),
-                                                ("Content-Type", "text/plain")])
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("WWW-Authenticate", 'Bearer realm="guanjia-metrics"'),
+                    ("Content-Type", "text/plain"),
+                ],
+            )
             return [b"401: send 'Authorization: Bearer <token>'\n"]
 
         def with_headers(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
@@ -265,8 +325,9 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108,
-                  token: str | None = None) -> MetricsServer:
+def serve_metrics(
+    registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108, token: str | None = None
+) -> MetricsServer:
     """Serve ``/metrics`` from a background thread (port 0 picks a free one).
 
     A non-loopback ``host`` needs a ``token`` (scrapers send ``Authorization: Bearer``); without one this
@@ -275,8 +336,13 @@ def serve_metrics(registry: CollectorRegistry, host: str = "127.0.0.1", port: in
     check_bind(host, token, what="the metrics endpoint", env="GUANJIA_METRICS_TOKEN")
     server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
     try:
-        server = make_server(host, port, _guarded(make_wsgi_app(registry), token),
-                             server_class=server_class, handler_class=_QuietHandler)
+        server = make_server(
+            host,
+            port,
+            _guarded(make_wsgi_app(registry), token),
+            server_class=server_class,
+            handler_class=_QuietHandler,
+        )
     except OSError as exc:
         raise OSError(exc.errno, f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
     thread = threading.Thread(target=server.serve_forever, name="guanjia-metrics", daemon=True)
@@ -289,6 +355,8 @@ def aiohttp_metrics_handler(registry: CollectorRegistry) -> Callable[..., Any]:
     from aiohttp import web
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     return metrics

@@ -24,7 +24,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, token: str | None, what: str = "the risk-map page", env: str = "GUANJIA_PAGE_TOKEN") -> None:
+def check_bind(
+    host: str, token: str | None, what: str = "the risk-map page", env: str = "GUANJIA_PAGE_TOKEN"
+) -> None:
     """Refuse to serve on a non-loopback address without a token (the data is live crowd and fire state)."""
     if token is not None and not token.strip():
         raise UnsafeBindError(f"{what}: the token is empty; set a real secret in {env} or unset it")
@@ -41,7 +43,9 @@ def bearer_matches(authorization: str | None, token: str) -> bool:
     if not authorization:
         return False
     scheme, _, value = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
 
 
 def session_value(token: str) -> str:

@@ -31,18 +31,20 @@ log = logging.getLogger(__name__)
 
 COOKIE = "guanjia_page"
 PUBLIC_PATHS = frozenset({"/healthz"})
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    "font-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -62,7 +64,9 @@ HUB_KEY = web.AppKey("hub", object)
 class _Hub:
     """Builds one snapshot per change and hands it to every open stream (slow clients skip versions)."""
 
-    def __init__(self, state: LiveState, interval_s: float, max_clients: int, max_events: int) -> None:
+    def __init__(
+        self, state: LiveState, interval_s: float, max_clients: int, max_events: int
+    ) -> None:
         self.state = state
         self.interval_s = interval_s
         self.max_clients = max_clients
@@ -94,7 +98,9 @@ class _PathOnlyAccessLogger(AbstractAccessLogger):
     """Access log without query strings (``?token=`` must never reach a log)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+        self.logger.info(
+            "%s %s %s %.1fms", request.method, request.path, response.status, time * 1000
+        )
 
 
 def _authorised(request: web.Request, token: str) -> bool:
@@ -108,7 +114,9 @@ def _authorised(request: web.Request, token: str) -> bool:
 
 
 @web.middleware
-async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     token = request.app.get(TOKEN_KEY)
     if not token or request.path in PUBLIC_PATHS:
         return await handler(request)
@@ -121,7 +129,9 @@ async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable
     if "token" in request.query and request.path == "/":
         # Trade the token in the URL for a cookie, then drop it from the address bar and history.
         response = web.Response(status=303, headers={"Location": "/", "Cache-Control": "no-store"})
-        response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict", path="/")
+        response.set_cookie(
+            COOKIE, session_value(token), httponly=True, samesite="Strict", path="/"
+        )
         return response
     return await handler(request)
 
@@ -135,23 +145,34 @@ def _asset(name: str) -> bytes:
 
 
 async def _index(request: web.Request) -> web.Response:
-    return web.Response(body=_asset("index.html"), content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store"})
+    return web.Response(
+        body=_asset("index.html"),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def _static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in ASSETS:
         raise web.HTTPNotFound()
-    return web.Response(body=_asset(name), content_type=ASSETS[name], charset="utf-8",
-                        headers={"Cache-Control": "no-cache"})
+    return web.Response(
+        body=_asset(name),
+        content_type=ASSETS[name],
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 async def _snapshot(request: web.Request) -> web.Response:
     hub: _Hub = request.app[HUB_KEY]  # type: ignore[assignment]
     snapshot = await asyncio.to_thread(request.app[STATE_KEY].snapshot, hub.max_events)
-    return web.json_response(snapshot, headers={"Cache-Control": "no-store"},
-                             dumps=lambda obj: json.dumps(obj, ensure_ascii=False))
+    return web.json_response(
+        snapshot,
+        headers={"Cache-Control": "no-store"},
+        dumps=lambda obj: json.dumps(obj, ensure_ascii=False),
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -163,11 +184,13 @@ def _stream_handler(heartbeat_s: float) -> Callable[[web.Request], Awaitable[web
         hub: _Hub = request.app[HUB_KEY]  # type: ignore[assignment]
         if len(hub.clients) >= hub.max_clients:
             raise web.HTTPServiceUnavailable(text="too many live viewers; retry later\n")
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        })
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
         await response.prepare(request)
         queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1)
         hub.clients.add(queue)
@@ -176,7 +199,7 @@ def _stream_handler(heartbeat_s: float) -> Callable[[web.Request], Awaitable[web
             while True:
                 try:
                     message = await asyncio.wait_for(queue.get(), heartbeat_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     message = ": heartbeat\n\n"
                 if message is None:
                     break
@@ -190,9 +213,16 @@ def _stream_handler(heartbeat_s: float) -> Callable[[web.Request], Awaitable[web
     return stream
 
 
-def create_app(state: LiveState, token: str | None = None, *, registry: Any = None,
-               push_interval_s: float = 1.0, heartbeat_s: float = 15.0, max_clients: int = 64,
-               max_events: int = 300) -> web.Application:
+def create_app(
+    state: LiveState,
+    token: str | None = None,
+    *,
+    registry: Any = None,
+    push_interval_s: float = 1.0,
+    heartbeat_s: float = 15.0,
+    max_clients: int = 64,
+    max_events: int = 300,
+) -> web.Application:
     """The page's aiohttp application.
 
     ``registry``: a prometheus ``CollectorRegistry`` to expose on ``/metrics`` too. Changes are pushed at
@@ -247,20 +277,32 @@ class PageServer:
         await self.runner.cleanup()
 
 
-async def start_page(state: LiveState, host: str = "127.0.0.1", port: int = 8088, token: str | None = None,
-                     **app_options: Any) -> PageServer:
+async def start_page(
+    state: LiveState,
+    host: str = "127.0.0.1",
+    port: int = 8088,
+    token: str | None = None,
+    **app_options: Any,
+) -> PageServer:
     """Serve the page inside the running event loop (port 0 picks a free one); raises
     :class:`~pipeline.web.access.UnsafeBindError` for a non-loopback host without a token."""
     check_bind(host, token)
-    runner = web.AppRunner(create_app(state, token, **app_options), access_log_class=_PathOnlyAccessLogger,
-                           shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        create_app(state, token, **app_options),
+        access_log_class=_PathOnlyAccessLogger,
+        shutdown_timeout=2.0,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise OSError(exc.errno, f"cannot serve the risk-map page on {host}:{port}: {exc.strerror}") from None
+        raise OSError(
+            exc.errno, f"cannot serve the risk-map page on {host}:{port}: {exc.strerror}"
+        ) from None
     bound_port = runner.addresses[0][1] if runner.addresses else port
-    log.info("risk-map page on http://%s:%s/%s", host, bound_port, " (token required)" if token else "")
+    log.info(
+        "risk-map page on http://%s:%s/%s", host, bound_port, " (token required)" if token else ""
+    )
     return PageServer(runner, host, bound_port)

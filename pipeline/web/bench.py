@@ -38,32 +38,71 @@ def run(cameras: int, events: int, repeat: int, seed: int = 7) -> dict[str, floa
     rng = random.Random(seed)
     ids = [f"dg-{i:06d}" for i in range(cameras)]
     state = LiveState(max_events=max(events, 1))
-    state.set_cameras({"id": cam, "name": f"Camera {i}", "grid": f"G{i // 4:05d}", "town": "T", "village": "V",
-                       "lat": 22.7 + rng.random() * 0.3, "lon": 113.5 + rng.random() * 0.4,
-                       "zones": [{"name": "gate", "crowd_threshold": 30}]} for i, cam in enumerate(ids))
+    state.set_cameras(
+        {
+            "id": cam,
+            "name": f"Camera {i}",
+            "grid": f"G{i // 4:05d}",
+            "town": "T",
+            "village": "V",
+            "lat": 22.7 + rng.random() * 0.3,
+            "lon": 113.5 + rng.random() * 0.4,
+            "zones": [{"name": "gate", "crowd_threshold": 30}],
+        }
+        for i, cam in enumerate(ids)
+    )
     now = time.time()
     tick = iter(range(10**9))
 
     def one_detection() -> None:
         k = next(tick)
-        state.apply_detection({"camera_id": ids[k % cameras], "capture_time": now + k, "fire": {"score": 0.1},
-                               "zones": [{"zone": "*", "count": k % 40}, {"zone": "gate", "count": k % 9}]})
+        state.apply_detection(
+            {
+                "camera_id": ids[k % cameras],
+                "capture_time": now + k,
+                "fire": {"score": 0.1},
+                "zones": [{"zone": "*", "count": k % 40}, {"zone": "gate", "count": k % 9}],
+            }
+        )
 
     apply_s = _per_call(one_detection, max(repeat * 50, cameras))
     for j in range(events):
-        state.apply_event({"event_id": f"e{j}", "status": "open", "rule": "crowding", "severity": "high",
-                           "camera_id": ids[j % cameras], "routing": {"unit": "grid", "deadline_at": now + j}})
+        state.apply_event(
+            {
+                "event_id": f"e{j}",
+                "status": "open",
+                "rule": "crowding",
+                "severity": "high",
+                "camera_id": ids[j % cameras],
+                "routing": {"unit": "grid", "deadline_at": now + j},
+            }
+        )
     payload = json.dumps(state.snapshot(300), ensure_ascii=False).encode()
     snapshot_s = _per_call(lambda: json.dumps(state.snapshot(300), ensure_ascii=False), repeat)
 
     push = Metrics(process=False)
     for cam in ids:
-        for family in (push.frames_decoded, push.frames_analysed, push.frames_dropped, push.reconnects):
+        for family in (
+            push.frames_decoded,
+            push.frames_analysed,
+            push.frames_dropped,
+            push.reconnects,
+        ):
             family.labels(cam).inc(5)
         push.camera_up.labels(cam).set(1)
         push.camera_last_frame.labels(cam).set(now)
-    stats = {cam: {"camera_id": cam, "frames_decoded": 5, "frames_analysed": 5, "frames_dropped": 5,
-                   "reconnects": 5, "state": "streaming", "last_frame_time": now} for cam in ids}
+    stats = {
+        cam: {
+            "camera_id": cam,
+            "frames_decoded": 5,
+            "frames_analysed": 5,
+            "frames_dropped": 5,
+            "reconnects": 5,
+            "state": "streaming",
+            "last_frame_time": now,
+        }
+        for cam in ids
+    }
     pulled = Metrics(camera_stats=lambda: stats.values(), process=False)
     scrape_push_s = _per_call(push.render, repeat)
     scrape_pulled_s = _per_call(pulled.render, repeat)

@@ -17,8 +17,12 @@ from pipeline.web.access import check_bind, is_loopback, session_value
 TOKEN = "tok-7f3a9c1e5b"
 
 
-def with_client(state: LiveState, test: Callable[[TestClient], Awaitable[None]], token: str | None = None,
-                **options) -> None:
+def with_client(
+    state: LiveState,
+    test: Callable[[TestClient], Awaitable[None]],
+    token: str | None = None,
+    **options,
+) -> None:
     async def main() -> None:
         async with TestClient(TestServer(create_app(state, token, **options))) as client:
             await test(client)
@@ -52,8 +56,14 @@ def test_page_assets_and_security_headers() -> None:
         html = await page.text()
         assert '<script src="/static/app.js"' in html
         csp = page.headers["Content-Security-Policy"]
-        for directive in ("default-src 'self'", "script-src 'self'", "connect-src 'self'", "img-src 'self' data:",
-                          "object-src 'none'", "frame-ancestors 'none'"):
+        for directive in (
+            "default-src 'self'",
+            "script-src 'self'",
+            "connect-src 'self'",
+            "img-src 'self' data:",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ):
             assert directive in csp
         assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
         assert page.headers["X-Content-Type-Options"] == "nosniff"
@@ -73,7 +83,9 @@ def test_page_assets_and_security_headers() -> None:
 
 def test_snapshot_endpoint_and_read_only() -> None:
     state = live_state()
-    state.apply_detection({"camera_id": "c1", "capture_time": 1.0, "zones": [{"zone": "*", "count": 4}]})
+    state.apply_detection(
+        {"camera_id": "c1", "capture_time": 1.0, "zones": [{"zone": "*", "count": 4}]}
+    )
 
     async def test(client: TestClient) -> None:
         response = await client.get("/api/snapshot")
@@ -97,7 +109,9 @@ def test_token_required_on_every_route_but_healthz() -> None:
             assert TOKEN not in await response.text()
         wrong = await client.get("/api/snapshot", headers={"Authorization": "Bearer nope"})
         assert wrong.status == 401
-        assert (await client.get("/api/snapshot", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
+        assert (
+            await client.get("/api/snapshot", headers={"Authorization": f"Bearer {TOKEN}"})
+        ).status == 200
         assert (await client.get("/healthz")).status == 200
 
     with_client(live_state(), test, token=TOKEN)
@@ -130,16 +144,27 @@ def test_stream_sends_a_snapshot_then_each_change_then_heartbeats() -> None:
         assert "Content-Security-Policy" in response.headers
         first = await read_sse_event(response)
         assert first["cameras"][0]["count"] is None
-        state.apply_detection({"camera_id": "c1", "capture_time": 2.0, "zones": [{"zone": "*", "count": 11}]})
-        state.apply_event({"event_id": "e1", "status": "open", "rule": "crowding", "severity": "high",
-                           "camera_id": "c1", "routing": {"unit": "grid:g1", "deadline_at": 4e9}})
+        state.apply_detection(
+            {"camera_id": "c1", "capture_time": 2.0, "zones": [{"zone": "*", "count": 11}]}
+        )
+        state.apply_event(
+            {
+                "event_id": "e1",
+                "status": "open",
+                "rule": "crowding",
+                "severity": "high",
+                "camera_id": "c1",
+                "routing": {"unit": "grid:g1", "deadline_at": 4e9},
+            }
+        )
         second = await read_sse_event(response)
         assert second["version"] > first["version"]
         assert second["cameras"][0]["count"] == 11
         assert second["events"][0]["event_id"] == "e1"
         async with asyncio.timeout(5):
-            while (line := await response.content.readline()) != b": heartbeat\n":
-                pass
+            lines = []
+            while not lines or lines[-1] != b": heartbeat\n":
+                lines.append(await response.content.readline())
         response.close()
 
     with_client(state, test, push_interval_s=0.05, heartbeat_s=0.3)
@@ -167,14 +192,26 @@ def test_empty_token_is_refused() -> None:
         check_bind("127.0.0.1", "  ")
 
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True),
-                                            ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
-                                            ("10.1.2.3", False), ("localhost.evil.com", False)])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.1.2.3", False),
+        ("localhost.evil.com", False),
+    ],
+)
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-def test_start_page_serves_on_a_real_port_and_logs_no_token(caplog: pytest.LogCaptureFixture) -> None:
+def test_start_page_serves_on_a_real_port_and_logs_no_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
 
     async def main() -> None:
@@ -202,11 +239,14 @@ def test_start_page_serves_on_a_real_port_and_logs_no_token(caplog: pytest.LogCa
 def test_start_page_with_a_token_may_bind_all_interfaces() -> None:
     async def main() -> None:
         server = await start_page(LiveState(), host="0.0.0.0", port=0, token=TOKEN)
+        url = f"http://127.0.0.1:{server.port}/api/snapshot"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
         try:
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"http://127.0.0.1:{server.port}/api/snapshot",
-                                       headers={"Authorization": f"Bearer {TOKEN}"}) as response:
-                    assert response.status == 200
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(url, headers=headers) as response,
+            ):
+                assert response.status == 200
         finally:
             await server.close()
 
@@ -225,3 +265,16 @@ def test_metrics_can_be_mounted_on_the_page_app() -> None:
         assert 'guanjia_frames_analysed_total{camera="c1"} 3.0' in await response.text()
 
     with_client(LiveState(), test, registry=metrics.registry)
+
+
+def test_closing_the_page_ends_open_streams() -> None:
+    async def main() -> None:
+        server = await start_page(live_state(), port=0)
+        async with aiohttp.ClientSession() as session:
+            response = await session.get(server.url + "api/stream")
+            await read_sse_event(response)
+            await server.close()
+            async with asyncio.timeout(10):
+                assert await response.content.read() == b""  # EOF, not a hang
+
+    asyncio.run(main())

@@ -16,15 +16,27 @@ def asset(name: str) -> str:
 
 @pytest.mark.parametrize("name", ASSETS)
 def test_assets_ship_with_the_package_and_load_nothing_external(name: str) -> None:
-    text = asset(name).replace("http://www.w3.org/2000/svg", "")  # the SVG namespace name is not a fetch
-    assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), "external URL (machines are offline)"
+    text = asset(name).replace(
+        "http://www.w3.org/2000/svg", ""
+    )  # the SVG namespace name is not a fetch
+    assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), (
+        "external URL (machines are offline)"
+    )
     assert "@import" not in text and "@font-face" not in text
 
 
 def test_script_never_builds_html_from_strings() -> None:
     js = asset("app.js")
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
-                 "setTimeout(\"", "setInterval(\""):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        'setTimeout("',
+        'setInterval("',
+    ):
         assert sink not in js, sink
     assert "textContent" in js
 

@@ -33,7 +33,9 @@ PUSH_NAMES = [
 
 
 def get(url: str, token: str | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read().decode()
@@ -67,7 +69,9 @@ def test_endpoint_serves_the_documented_names_over_http() -> None:
         assert status == 200
         for line in PUSH_NAMES:
             assert line in body, line
-        assert get(server.url.replace("/metrics", "/"))[0] == 200  # prometheus_client serves any path
+        assert (
+            get(server.url.replace("/metrics", "/"))[0] == 200
+        )  # prometheus_client serves any path
         request = urllib.request.Request(server.url, data=b"x", method="POST")
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(request, timeout=5)
@@ -82,9 +86,23 @@ def test_scrape_time_camera_stats_cost_nothing_between_scrapes() -> None:
     def stats() -> list[dict]:
         calls.append(1)
         return [
-            {"camera_id": "c1", "frames_decoded": 100, "frames_analysed": 50, "frames_dropped": 3, "reconnects": 2,
-             "state": "streaming", "last_frame_time": 1_800_000_000.5},
-            {"camera_id": "c2", "decoded": 7, "analysed": 1, "dropped": 0, "reconnects": 9, "state": "backoff"},
+            {
+                "camera_id": "c1",
+                "frames_decoded": 100,
+                "frames_analysed": 50,
+                "frames_dropped": 3,
+                "reconnects": 2,
+                "state": "streaming",
+                "last_frame_time": 1_800_000_000.5,
+            },
+            {
+                "camera_id": "c2",
+                "decoded": 7,
+                "analysed": 1,
+                "dropped": 0,
+                "reconnects": 9,
+                "state": "backoff",
+            },
             {"camera_id": f"rtsp://admin:{SECRET}@10.0.0.9/live", "frames_decoded": 1},
             {"no_camera": True},
         ]
@@ -98,11 +116,16 @@ def test_scrape_time_camera_stats_cost_nothing_between_scrapes() -> None:
     finally:
         server.close()
     assert status == 200 and len(calls) == 1
-    for line in ('guanjia_frames_decoded_total{camera="c1"} 100.0', 'guanjia_frames_analysed_total{camera="c1"} 50.0',
-                 'guanjia_frames_dropped_total{camera="c1"} 3.0', 'guanjia_reconnects_total{camera="c2"} 9.0',
-                 'guanjia_frames_decoded_total{camera="c2"} 7.0', 'guanjia_camera_up{camera="c1"} 1.0',
-                 'guanjia_camera_up{camera="c2"} 0.0',
-                 'guanjia_camera_last_frame_timestamp_seconds{camera="c1"} 1.8000000005e+09'):
+    for line in (
+        'guanjia_frames_decoded_total{camera="c1"} 100.0',
+        'guanjia_frames_analysed_total{camera="c1"} 50.0',
+        'guanjia_frames_dropped_total{camera="c1"} 3.0',
+        'guanjia_reconnects_total{camera="c2"} 9.0',
+        'guanjia_frames_decoded_total{camera="c2"} 7.0',
+        'guanjia_camera_up{camera="c1"} 1.0',
+        'guanjia_camera_up{camera="c2"} 0.0',
+        'guanjia_camera_last_frame_timestamp_seconds{camera="c1"} 1.8000000005e+09',
+    ):
         assert line in body, line
     assert SECRET not in body and "rtsp" not in body and "admin" not in body
     assert 'camera="invalid-' in body
@@ -128,8 +151,17 @@ def test_push_labels_never_carry_urls_or_credentials() -> None:
     assert 'guanjia_frames_analysed_total{camera="cam-2"} 1.0' in body
 
 
-@pytest.mark.parametrize("raw, safe", [("cam-1", True), ("dg.humen:0042_a", True), ("rtsp://u:p@h/x", False),
-                                       ("/dev/video0", False), ("a b", False), ("x" * 200, False)])
+@pytest.mark.parametrize(
+    "raw, safe",
+    [
+        ("cam-1", True),
+        ("dg.humen:0042_a", True),
+        ("rtsp://u:p@h/x", False),
+        ("/dev/video0", False),
+        ("a b", False),
+        ("x" * 200, False),
+    ],
+)
 def test_camera_label(raw: str, safe: bool) -> None:
     assert (camera_label(raw) == raw) is safe
     assert camera_label(raw) == camera_label(raw)
@@ -176,7 +208,9 @@ def test_bench_page_reports_its_figures() -> None:
 
     from pipeline.web.bench import bench_page
 
-    result = CliRunner().invoke(bench_page, ["--cameras", "20", "--events", "10", "--repeat", "1", "--json"])
+    result = CliRunner().invoke(
+        bench_page, ["--cameras", "20", "--events", "10", "--repeat", "1", "--json"]
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert figures["cameras"] == 20 and figures["snapshot_kb"] > 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,27 +23,68 @@ class Clock:
 
 def cameras() -> list[dict]:
     return [
-        {"id": "c1", "name": "Gate", "grid": "g1", "town": "Humen", "village": "V1", "lat": 22.80, "lon": 113.60,
-         "zones": [{"name": "gate", "polygon": [[0, 0], [1, 0], [1, 1]], "crowd_threshold": 5}]},
-        {"id": "c2", "name": "Mall", "grid": "g2", "town": "Humen", "village": "V2", "lat": 22.90, "lon": 113.70,
-         "zones": ["hall"]},
+        {
+            "id": "c1",
+            "name": "Gate",
+            "grid": "g1",
+            "town": "Humen",
+            "village": "V1",
+            "lat": 22.80,
+            "lon": 113.60,
+            "zones": [{"name": "gate", "polygon": [[0, 0], [1, 0], [1, 1]], "crowd_threshold": 5}],
+        },
+        {
+            "id": "c2",
+            "name": "Mall",
+            "grid": "g2",
+            "town": "Humen",
+            "village": "V2",
+            "lat": 22.90,
+            "lon": 113.70,
+            "zones": ["hall"],
+        },
         {"id": "c3", "name": HOSTILE, "grid": "g2", "town": "Humen"},
     ]
 
 
 def detection(camera: str = "c1", t: float = NOW, zones=None, fire=None) -> dict:
-    return {"schema": "guanjia.detection.v1", "camera_id": camera, "seq": 1, "capture_time": t,
-            "frame_width": 640, "frame_height": 480, "zones": zones or [], "fire": fire}
+    return {
+        "schema": "guanjia.detection.v1",
+        "camera_id": camera,
+        "seq": 1,
+        "capture_time": t,
+        "frame_width": 640,
+        "frame_height": 480,
+        "zones": zones or [],
+        "fire": fire,
+    }
 
 
 def event(event_id: str = "e1", **fields) -> dict:
     base = {
-        "event_id": event_id, "revision": 0, "action": "opened", "status": "open", "rule": "crowding",
-        "catalog_code": "01.01.01.01", "title_zh": "人员密集", "title_en": "Crowding", "severity": "medium",
-        "camera_id": "c1", "zone": "gate", "grid_id": "g1", "village": "V1", "town": "Humen",
-        "started_at": NOW - 60, "updated_at": NOW,
-        "routing": {"level": "grid", "unit": "grid:g1 网格员", "department": "综治", "deadline_at": NOW + 600,
-                    "escalations": 0},
+        "event_id": event_id,
+        "revision": 0,
+        "action": "opened",
+        "status": "open",
+        "rule": "crowding",
+        "catalog_code": "01.01.01.01",
+        "title_zh": "人员密集",
+        "title_en": "Crowding",
+        "severity": "medium",
+        "camera_id": "c1",
+        "zone": "gate",
+        "grid_id": "g1",
+        "village": "V1",
+        "town": "Humen",
+        "started_at": NOW - 60,
+        "updated_at": NOW,
+        "routing": {
+            "level": "grid",
+            "unit": "grid:g1 网格员",
+            "department": "综治",
+            "deadline_at": NOW + 600,
+            "escalations": 0,
+        },
     }
     base.update(fields)
     return base
@@ -61,7 +102,9 @@ def cam(snapshot: dict, camera_id: str) -> dict:
 
 
 def test_detection_counts_per_camera_and_zone(state: LiveState) -> None:
-    state.apply_detection(detection(zones=[{"zone": "*", "count": 12.4}, {"zone": "gate", "count": 3}]))
+    state.apply_detection(
+        detection(zones=[{"zone": "*", "count": 12.4}, {"zone": "gate", "count": 3}])
+    )
     snap = state.snapshot()
     c1 = cam(snap, "c1")
     assert c1["count"] == 12.4
@@ -72,7 +115,9 @@ def test_detection_counts_per_camera_and_zone(state: LiveState) -> None:
 
 
 def test_count_without_whole_frame_zone_sums_zones(state: LiveState) -> None:
-    state.apply_detection(detection("c2", zones=[{"zone": "hall", "count": 4}, {"zone": "door", "count": 2}]))
+    state.apply_detection(
+        detection("c2", zones=[{"zone": "hall", "count": 4}, {"zone": "door", "count": 2}])
+    )
     assert cam(state.snapshot(), "c2")["count"] == 6
 
 
@@ -84,7 +129,9 @@ def test_zone_over_its_threshold_marks_crowding(state: LiveState) -> None:
 
 
 def test_confirmed_fire_beats_crowding_and_down_beats_fire(state: LiveState) -> None:
-    state.apply_detection(detection(zones=[{"zone": "gate", "count": 9}], fire={"score": 0.93, "confirmed": True}))
+    state.apply_detection(
+        detection(zones=[{"zone": "gate", "count": 9}], fire={"score": 0.93, "confirmed": True})
+    )
     c1 = cam(state.snapshot(), "c1")
     assert (c1["state"], c1["fire_score"], c1["fire_confirmed"]) == ("fire", 0.93, True)
     state.apply_health({"camera_id": "c1", "state": "error", "reason": "TimeoutError", "time": NOW})
@@ -94,8 +141,16 @@ def test_confirmed_fire_beats_crowding_and_down_beats_fire(state: LiveState) -> 
     assert cam(state.snapshot(), "c1")["state"] == "fire"
 
 
-@pytest.mark.parametrize("health, down", [("streaming", False), ("connecting", False), ("backoff", True),
-                                          ("error", True), ("DOWN", True)])
+@pytest.mark.parametrize(
+    "health, down",
+    [
+        ("streaming", False),
+        ("connecting", False),
+        ("backoff", True),
+        ("error", True),
+        ("DOWN", True),
+    ],
+)
 def test_health_states_that_flag_down(state: LiveState, health: str, down: bool) -> None:
     state.apply_health({"camera_id": "c2", "state": health})
     snap = state.snapshot()
@@ -117,7 +172,11 @@ def test_open_event_fields_and_time_left(state: LiveState) -> None:
     assert ev["event_id"] == "e1"
     assert (ev["type"], ev["catalog_code"], ev["title"]) == ("crowding", "01.01.01.01", "人员密集")
     assert (ev["severity"], ev["severity_rank"]) == ("medium", 2)
-    assert (ev["handling_unit"], ev["department"], ev["level"]) == ("grid:g1 网格员", "综治", "grid")
+    assert (ev["handling_unit"], ev["department"], ev["level"]) == (
+        "grid:g1 网格员",
+        "综治",
+        "grid",
+    )
     assert ev["deadline"] == NOW + 600
     assert ev["time_left_s"] == 500
     assert ev["camera_name"] == "Gate"
@@ -127,23 +186,49 @@ def test_open_event_fields_and_time_left(state: LiveState) -> None:
 
 def test_events_sorted_by_severity_then_deadline(state: LiveState) -> None:
     state.apply_event(event("low", severity="low"))
-    state.apply_event(event("crit-late", severity="critical", routing={"unit": "u", "deadline_at": NOW + 900}))
-    state.apply_event(event("crit-soon", severity="critical", routing={"unit": "u", "deadline_at": NOW + 60}))
+    state.apply_event(
+        event("crit-late", severity="critical", routing={"unit": "u", "deadline_at": NOW + 900})
+    )
+    state.apply_event(
+        event("crit-soon", severity="critical", routing={"unit": "u", "deadline_at": NOW + 60})
+    )
     state.apply_event(event("high", severity="high"))
-    assert [e["event_id"] for e in state.snapshot()["events"]] == ["crit-soon", "crit-late", "high", "low"]
+    assert [e["event_id"] for e in state.snapshot()["events"]] == [
+        "crit-soon",
+        "crit-late",
+        "high",
+        "low",
+    ]
 
 
 def test_a_later_revision_replaces_the_event(state: LiveState) -> None:
     state.apply_event(event())
-    state.apply_event(event(revision=1, action="escalated", severity="high",
-                            routing={"level": "village", "unit": "village:V1", "department": "综治",
-                                     "deadline_at": NOW + 1200, "escalations": 1}))
+    state.apply_event(
+        event(
+            revision=1,
+            action="escalated",
+            severity="high",
+            routing={
+                "level": "village",
+                "unit": "village:V1",
+                "department": "综治",
+                "deadline_at": NOW + 1200,
+                "escalations": 1,
+            },
+        )
+    )
     events = state.snapshot()["events"]
     assert len(events) == 1
-    assert (events[0]["handling_unit"], events[0]["escalations"], events[0]["severity"]) == ("village:V1", 1, "high")
+    assert (events[0]["handling_unit"], events[0]["escalations"], events[0]["severity"]) == (
+        "village:V1",
+        1,
+        "high",
+    )
 
 
-def test_closed_events_leave_the_open_list_and_a_late_update_does_not_reopen(state: LiveState) -> None:
+def test_closed_events_leave_the_open_list_and_a_late_update_does_not_reopen(
+    state: LiveState,
+) -> None:
     state.apply_event(event())
     state.apply_event(event(revision=2, action="closed", status="closed"))
     snap = state.snapshot()
@@ -176,7 +261,9 @@ def test_camera_offline_event_marks_the_camera_down(state: LiveState) -> None:
 
 
 def test_fire_event_without_camera_is_placed_by_its_lat_lon(state: LiveState) -> None:
-    state.apply_event(event("s1", rule="sensor_alarm", title_zh="烟感报警", camera_id=None, lat=22.85, lon=113.65))
+    state.apply_event(
+        event("s1", rule="sensor_alarm", title_zh="烟感报警", camera_id=None, lat=22.85, lon=113.65)
+    )
     ev = state.snapshot()["events"][0]
     assert ev["kind"] == "fire"
     assert 0 < ev["x"] < 1 and 0 < ev["y"] < 1
@@ -195,8 +282,13 @@ def test_layout_is_north_up_and_unplaced_cameras_have_no_position(state: LiveSta
 
 
 def test_credentials_in_free_text_are_redacted_and_text_capped(state: LiveState) -> None:
-    state.apply_health({"camera_id": "c1", "state": "error",
-                        "reason": "cannot open rtsp://admin:S3cret@10.0.0.5/live " + "x" * 500})
+    state.apply_health(
+        {
+            "camera_id": "c1",
+            "state": "error",
+            "reason": "cannot open rtsp://admin:S3cret@10.0.0.5/live " + "x" * 500,
+        }
+    )
     reason = cam(state.snapshot(), "c1")["reason"]
     assert "S3cret" not in reason and "admin" not in reason
     assert "rtsp://***@10.0.0.5" in reason
@@ -208,30 +300,49 @@ def test_hostile_text_is_kept_verbatim_as_data(state: LiveState) -> None:
     assert cam(state.snapshot(), "c3")["name"] == HOSTILE
 
 
-@pytest.mark.parametrize("bad", [
-    {}, {"camera_id": None}, {"camera_id": "c1", "zones": "nope"}, {"camera_id": "c1", "zones": [1, None, {"zone": "a"}]},
-    {"camera_id": "c1", "zones": [{"zone": "a", "count": float("nan")}]}, {"camera_id": "c1", "fire": [1, 2]},
-    {"camera_id": ["x"], "capture_time": "yesterday"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},
+        {"camera_id": None},
+        {"camera_id": "c1", "zones": "nope"},
+        {"camera_id": "c1", "zones": [1, None, {"zone": "a"}]},
+        {"camera_id": "c1", "zones": [{"zone": "a", "count": float("nan")}]},
+        {"camera_id": "c1", "fire": [1, 2]},
+        {"camera_id": ["x"], "capture_time": "yesterday"},
+    ],
+)
 def test_malformed_detections_do_not_crash(state: LiveState, bad: dict) -> None:
     state.apply_detection(bad)
     json.dumps(state.snapshot(), allow_nan=False)
 
 
-@pytest.mark.parametrize("bad", [{}, {"event_id": ""}, {"event_id": "x", "routing": "str", "severity": {"a": 1}},
-                                 {"event_id": "y", "routing": {"deadline_at": "2026-13-99"}}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},
+        {"event_id": ""},
+        {"event_id": "x", "routing": "str", "severity": {"a": 1}},
+        {"event_id": "y", "routing": {"deadline_at": "2026-13-99"}},
+    ],
+)
 def test_malformed_events_do_not_crash(state: LiveState, bad: dict) -> None:
     state.apply_event(bad)
     json.dumps(state.snapshot(), allow_nan=False)
 
 
 def test_iso_and_millisecond_deadlines_are_understood(state: LiveState) -> None:
-    state.apply_event(event("iso", routing={"unit": "u", "deadline_at": "2027-01-15T08:00:00+08:00"}))
+    state.apply_event(
+        event("iso", routing={"unit": "u", "deadline_at": "2027-01-15T08:00:00+08:00"})
+    )
     state.apply_event(event("ms", routing={"unit": "u", "deadline_at": (NOW + 60) * 1000}))
     state.apply_event(event("naive", routing={"unit": "u", "deadline_at": "2027-01-15T08:00:00"}))
     deadlines = {e["event_id"]: e["deadline"] for e in state.snapshot()["events"]}
-    assert deadlines == {"iso": datetime(2027, 1, 15, 0, 0, tzinfo=timezone.utc).timestamp(), "ms": NOW + 60,
-                         "naive": None}
+    assert deadlines == {
+        "iso": datetime(2027, 1, 15, 0, 0, tzinfo=UTC).timestamp(),
+        "ms": NOW + 60,
+        "naive": None,
+    }
 
 
 def test_version_changes_only_on_input(state: LiveState) -> None:
@@ -246,11 +357,25 @@ def test_set_cameras_keeps_live_readings_and_drops_removed_cameras(state: LiveSt
     state.apply_detection(detection(zones=[{"zone": "*", "count": 7}]))
     state.set_cameras([{"id": "c1", "name": "Gate (renamed)", "grid": "g1"}])
     snap = state.snapshot()
-    assert [(c["id"], c["name"], c["count"]) for c in snap["cameras"]] == [("c1", "Gate (renamed)", 7)]
+    assert [(c["id"], c["name"], c["count"]) for c in snap["cameras"]] == [
+        ("c1", "Gate (renamed)", 7)
+    ]
 
 
-@pytest.mark.parametrize("value, rank", [("low", 1), ("medium", 2), ("HIGH", 3), ("critical", 4), (4, 4), (9, 4),
-                                         ("重大", 3), ("whatever", 2), (None, 2)])
+@pytest.mark.parametrize(
+    "value, rank",
+    [
+        ("low", 1),
+        ("medium", 2),
+        ("HIGH", 3),
+        ("critical", 4),
+        (4, 4),
+        (9, 4),
+        ("重大", 3),
+        ("whatever", 2),
+        (None, 2),
+    ],
+)
 def test_severity_rank(value, rank) -> None:
     assert severity_rank(value) == rank
 
@@ -258,9 +383,18 @@ def test_severity_rank(value, rank) -> None:
 def test_config_dumps_can_be_passed_whole_and_their_urls_are_ignored() -> None:
     from pipeline.config.models import ResolvedCamera
 
-    resolved = ResolvedCamera(id="c9", name="Pier", url="rtsp://admin:S3cretMarker@10.0.0.7/h264", group_id="g",
-                              grid="G9", town="Humen", village="V9", lat=22.8, lon=113.6,
-                              zones=[{"name": "pier", "polygon": [[0, 0], [1, 0], [1, 1]], "crowd_threshold": 3}])
+    resolved = ResolvedCamera(
+        id="c9",
+        name="Pier",
+        url="rtsp://admin:S3cretMarker@10.0.0.7/h264",
+        group_id="g",
+        grid="G9",
+        town="Humen",
+        village="V9",
+        lat=22.8,
+        lon=113.6,
+        zones=[{"name": "pier", "polygon": [[0, 0], [1, 0], [1, 1]], "crowd_threshold": 3}],
+    )
     live = LiveState(clock=Clock())
     live.set_cameras([resolved.model_dump(mode="json")])
     live.apply_detection(detection("c9", zones=[{"zone": "pier", "count": 3}]))
