@@ -131,6 +131,7 @@ class CameraReader:
         self._time_base = float(stream.time_base or 0)
         self._packets = container.demux(stream)
         self._clock.new_session()
+        self._clock.set_rate(float(stream.average_rate or stream.guessed_rate or 0))
         self._sampler.new_session()
         self._pending = None
         self._pace_offset = None
@@ -239,6 +240,11 @@ class CameraReader:
             self._sampler.new_session()
             self._pace_offset = None
         else:
+            if self._codec is not None and self._sampler.mode is not DecodeMode.keyframes:
+                try:  # frames held back for B-frame reordering
+                    self._emit_decoded(self._codec.decode(None), self._clock.peek(0.0), None)
+                except Exception as exc:  # noqa: BLE001
+                    self._decode_error(exc)
             self._release()
             self._set_state(CameraState.ended)
             log.info("camera %s: end of file", self.src.camera_id)
@@ -268,6 +274,10 @@ class CameraReader:
         except Exception as exc:  # noqa: BLE001 - corrupt data: count, log once per burst
             self._decode_error(exc)
             return
+        self._emit_decoded(frames, t, pts_s)
+
+    def _emit_decoded(self, frames: list, t: float, pts_s: float | None) -> None:
+        sampler = self._sampler
         for frame in frames:
             if sampler.mode is DecodeMode.keyframes or frame.pts is None:
                 frame_t, frame_pts = t, pts_s

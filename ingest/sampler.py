@@ -23,6 +23,14 @@ class StreamClock:
         self._last_time = float("-inf")
         self._contiguous = False
         self.frame_duration = 0.04
+        self.fixed_rate = False
+
+    def set_rate(self, fps: float | None) -> None:
+        """Use the stream's nominal frame rate (else the duration is learnt from timestamps,
+        which B-frame reordering makes noisy)."""
+        if fps and 1.0 <= fps <= 240.0:
+            self.frame_duration = 1.0 / fps
+            self.fixed_rate = True
 
     def new_session(self, contiguous: bool = False) -> None:
         """Forget the anchor (after a reconnect or a loop); capture times stay monotonic.
@@ -47,7 +55,7 @@ class StreamClock:
         else:
             if self._last_pts is not None:
                 step = pts_s - self._last_pts
-                if 0 < step < 1.0:
+                if 0 < step < 1.0 and not self.fixed_rate:
                     self.frame_duration = 0.9 * self.frame_duration + 0.1 * step
                 elif step < -1.0 and not self.live:
                     self._offset = None

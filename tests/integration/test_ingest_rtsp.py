@@ -1,0 +1,161 @@
+"""Ingest against a real GstRtspServer on 127.0.0.1 fed by ffmpeg (no mocks)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from ingest.health import CameraState, HealthPublisher, down_cameras, read_health
+from ingest.pool import IngestPool
+from ingest.rig import free_port
+from ingest.settings import ReconnectPolicy, SourceSettings
+from ingest.source import CameraSource
+
+pytestmark = pytest.mark.integration
+
+FAST = ReconnectPolicy(backoff_base_s=0.2, backoff_cap_s=1.0, stall_timeout_s=5.0)
+
+
+def wait_for(predicate, timeout: float, step: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; return it (or None at timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return None
+
+
+def state_of(pool: IngestPool, camera_id: str) -> CameraState:
+    return next(h.state for h in pool.health() if h.camera_id == camera_id)
+
+
+def collect(pool: IngestPool, seconds: float) -> list:
+    frames, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        frames += pool.take(timeout=0.2)
+    return frames
+
+
+def test_frames_arrive_at_the_configured_interval(clip, rtsp_rig):
+    rig = rtsp_rig(clip(seconds=10, gop=25), n=1)  # keyframes every 1.0 s
+    cam = CameraSource("cam-a", rig.urls[0], reconnect=FAST, analysis_interval_s=2.0)
+    with IngestPool([cam], threads=1) as pool:
+        assert pool.take(timeout=15), "no first frame from the RTSP server"
+        frames = collect(pool, 8.5)
+    assert len(frames) >= 3
+    times = [f.capture_time for f in frames]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(1.0 - 0.05 <= g <= 3.0 + 0.05 for g in gaps), gaps  # 2 s ± one keyframe
+    assert abs(sum(gaps) / len(gaps) - 2.0) < 0.35, gaps
+    assert [f.seq for f in frames] == list(range(frames[0].seq, frames[0].seq + len(frames)))
+    assert all(f.image.shape == (240, 320, 3) and f.keyframe for f in frames)
+
+
+def test_killed_server_backs_off_and_resumes_within_cap_plus_2s(clip, rtsp_rig):
+    rig = rtsp_rig(clip(seconds=10, gop=12), n=1)
+    cam = CameraSource("cam-k", rig.urls[0], reconnect=FAST, analysis_interval_s=0.5)
+    with IngestPool([cam], threads=1, seed=1) as pool:
+        assert pool.take(timeout=15)
+        rig.kill_server()
+        assert wait_for(lambda: state_of(pool, "cam-k") is CameraState.backoff, 5.0), "EOF not seen as a disconnect"
+        time.sleep(2.0)
+        down = next(h for h in pool.health() if h.camera_id == "cam-k")
+        assert down.reconnects >= 2 and down.state in (CameraState.backoff, CameraState.connecting)
+        assert down.last_error_class in ("ConnectionRefusedError", "EndOfStream")
+        pool.take(timeout=0)
+        rig.start_server()
+        returned = time.monotonic()
+        assert wait_for(lambda: state_of(pool, "cam-k") is CameraState.streaming, FAST.backoff_cap_s + 2.0)
+        frames = pool.take(timeout=FAST.backoff_cap_s + 2.0 - (time.monotonic() - returned))
+        assert frames, f"no frame within cap + 2 s of the server's return ({time.monotonic() - returned:.1f}s)"
+        assert frames[0].seq > 0  # numbering continues across the reconnect
+
+
+def test_unreachable_port_backs_off_without_hanging():
+    port = free_port()
+    cam = CameraSource("cam-u", f"rtsp://admin:hunter2@127.0.0.1:{port}/live", reconnect=FAST)
+    pool = IngestPool([cam], threads=1).start()
+    try:
+        assert wait_for(lambda: next(h for h in pool.health()).reconnects >= 3, 6.0)
+        health = pool.health()[0]
+        assert health.state in (CameraState.backoff, CameraState.connecting)
+        assert health.last_error_class == "ConnectionRefusedError"
+        assert "hunter2" not in (health.last_error or "") and "hunter2" not in health.url
+    finally:
+        started = time.monotonic()
+        pool.stop()
+        assert time.monotonic() - started < 3.0
+
+
+def test_silent_server_times_out_and_backs_off():
+    """A server that accepts and never answers: open gives up after open_timeout_s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    cam = CameraSource("cam-h", f"rtsp://127.0.0.1:{port}/live", reconnect=FAST,
+                       source=SourceSettings(open_timeout_s=1.0, read_timeout_s=1.0))
+    try:
+        with IngestPool([cam], threads=1) as pool:
+            health = wait_for(lambda: next((h for h in pool.health() if h.reconnects >= 1), None), 6.0)
+            assert health is not None, "open never timed out"
+            assert health.state in (CameraState.backoff, CameraState.connecting)
+            assert health.last_error_class is not None
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def test_sixteen_cameras_from_one_process_with_few_threads(clip, rtsp_rig):
+    rig = rtsp_rig(clip(seconds=10, gop=25), n=4)
+    cams = [CameraSource(f"cam-{i:02d}", rig.urls[i % 4], reconnect=FAST, analysis_interval_s=1.0) for i in range(16)]
+    before = threading.active_count()
+    with IngestPool(cams, threads=2, open_workers=4) as pool:
+        seen: dict[str, int] = {}
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and (len(seen) < 16 or min(seen.values()) < 3):
+            for frame in pool.take(timeout=0.5):
+                seen[frame.camera_id] = seen.get(frame.camera_id, 0) + 1
+        assert threading.active_count() - before <= 2 + 4
+    assert len(seen) == 16 and min(seen.values()) >= 3, seen
+
+
+def test_health_is_published_to_redis(clip, rtsp_rig, redis_client, redis_key_prefix):
+    rig = rtsp_rig(clip(seconds=10, gop=25), n=1)
+    prefix = redis_key_prefix.rstrip(":")
+    publisher = HealthPublisher(redis_client, ttl_s=30, prefix=prefix)
+    cams = [CameraSource("cam-live", rig.urls[0], reconnect=FAST, analysis_interval_s=1.0),
+            CameraSource("cam-dead", f"rtsp://u:secret@127.0.0.1:{free_port()}/x", reconnect=FAST)]
+    with IngestPool(cams, threads=1, on_health=publisher.publish, health_interval_s=0.5):
+        def live_streaming():
+            rows = {h.camera_id: h for h in read_health(redis_client, prefix=prefix)}
+            live = rows.get("cam-live")
+            return rows if live and live.state is CameraState.streaming and live.frames_analysed > 0 else None
+
+        rows = wait_for(live_streaming, 15.0, step=0.25)
+        assert rows, "cam-live never reported streaming"
+    assert rows["cam-dead"].state in (CameraState.backoff, CameraState.connecting)
+    assert "secret" not in rows["cam-dead"].url and "secret" not in (rows["cam-dead"].last_error or "")
+    assert 0 < redis_client.ttl(f"{prefix}:camera:cam-live") <= 30
+    assert down_cameras(redis_client, stale_after_s=10, prefix=prefix) == ["cam-dead"]
