@@ -80,13 +80,18 @@ def read_inventory(
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC: rows build only acyclic objects, and with hundreds of thousands of live
-    objects every collection rescans them all (4× the validation time at fleet scale)."""
+    """Pause the cyclic GC while rows are built, then freeze what exists.
+
+    Rows build only acyclic objects (freed by reference counting), yet every collection would rescan
+    all of the hundreds of thousands already built: 4× the validation time at fleet scale. Freezing
+    moves the loaded cameras out of the collector's generations; they live as long as the config.
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
         if was_enabled:
             gc.enable()
 

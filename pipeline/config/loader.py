@@ -108,7 +108,8 @@ class _CityLoader:
         if data is not None and not isinstance(data, dict):
             doc.issues.append(doc.issue((), "the top level must be a mapping with defaults, include and groups"))
         elif isinstance(data, dict):
-            validate_value(doc, ConfigFile, data)
+            # x-… keys hold YAML anchors for reuse (as in docker compose); they are not settings
+            validate_value(doc, ConfigFile, {k: v for k, v in data.items() if not str(k).startswith("x-")})
             defaults = data.get("defaults")
             if isinstance(defaults, dict) and defaults:
                 chain = chain.then(Layer(doc, ("defaults",), defaults))

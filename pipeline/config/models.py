@@ -150,7 +150,8 @@ class ResolvedCamera(StrictModel):
 
 
 class ConfigFile(StrictModel):
-    """A camera-group YAML file (the top level)."""
+    """A camera-group YAML file (the top level). Keys starting with ``x-`` are ignored: use them to hold
+    YAML anchors (``x-gate: &gate {...}``) reused with ``<<: *gate``."""
 
     defaults: dict[str, Any] = Field(default_factory=dict, description="Any settings key (see Settings below); applies to every group in this file and in the files it includes.")
     include: list[str] = Field(default_factory=list, description="Other camera-group files, relative to this file; they inherit this file's defaults.")

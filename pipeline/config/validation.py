@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import types
 import typing
@@ -48,9 +49,11 @@ def _unwrap(tp: Any, part: str | int | None) -> Any:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         field = tp.model_fields.get(part) if isinstance(part, str) else None
         return field.annotation if field else None
-    if origin in (list, tuple, set, frozenset) and isinstance(part, int):
+    if isinstance(part, int) and origin in (list, tuple, set, frozenset):
         args = typing.get_args(tp)
-        return args[min(part, len(args) - 1)] if origin is tuple and args and args[-1] is not Ellipsis else (args[0] if args else None)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed-length tuple
+            return args[min(part, len(args) - 1)]
+        return args[0] if args else None
     if origin is dict:
         return typing.get_args(tp)[1]
     return None
@@ -90,6 +93,10 @@ def _message(err: dict, model: type[BaseModel], loc: KeyPath, extra_keys) -> tup
         hint = did_you_mean(str(value), choices) if isinstance(value, str) else ""
         return f"unknown value {value!r}: expected {expected}{hint}", False
     msg = err["msg"]
+    value = err.get("input")
+    if kind == "string_type" and isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
+        what = "date" if isinstance(value, datetime.date) else "number"
+        msg += f" (YAML read {value} as a {what}: quote it to keep it text)"
     if kind == "value_error" and msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     elif kind == "assertion_error" and msg.startswith("Assertion failed, "):

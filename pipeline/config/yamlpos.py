@@ -76,7 +76,7 @@ def _reason(exc: Exception) -> str:
 class _Walker:
     def __init__(self, doc: YamlDoc):
         self.doc = doc
-        self.constructor = yaml.SafeLoader("")  # only its scalar constructors and merge-key flattening are used
+        self.constructor = yaml.constructor.SafeConstructor()  # scalars and merge keys (<<) only
 
     def value(self, node: yaml.Node, path: KeyPath) -> Any:
         self.doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)

@@ -235,3 +235,29 @@ def test_a_valid_file_loads(write):
     path = write("ok.yaml", "groups:\n  - id: g\n    cameras: [%s]\n" % (CAMERA % "c1"))
     city = load_config([path])
     assert [c.id for c in city.cameras] == ["c1"] and city.camera("c1").group_id == "g"
+
+
+def test_a_number_where_text_is_expected_gets_a_quoting_hint(write):
+    path = write("city.yaml", "groups:\n  - id: g\n    cameras:\n      - {id: c1, url: 'rtsp://h/s', grid: 2024}\n")
+    issue = only(issues_of(path), "groups[0].cameras[0].grid")
+    assert issue.col == 43 and "YAML read 2024 as a number: quote it" in issue.message
+
+
+def test_yaml_anchors_under_x_keys_and_merge_keys(write):
+    path = write(
+        "city.yaml",
+        """
+        x-gate: &gate {name: gate, polygon: [[0, 0], [1, 0], [1, 1]]}
+        groups:
+          - id: g
+            cameras:
+              - id: c1
+                url: rtsp://h/s
+                grid: G1
+                zones:
+                  - <<: *gate
+                    crowd_threshold: 4
+        """,
+    )
+    [zone] = load_config([path]).camera("c1").zones
+    assert (zone.name, zone.crowd_threshold, len(zone.polygon)) == ("gate", 4, 3)
