@@ -72,7 +72,10 @@ class BoxCrowdEstimator:
     def detect(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(K, 5) person boxes per image, in original pixels, best first."""
         spec = self.model.spec
-        tensor, ratios = to_tensor(images, spec.input)
-        output = self.model.run(tensor)
-        return decode(output, (spec.input.height, spec.input.width), tuple(spec.output.strides),
-                      spec.output.person_class, ratios, self.settings.score_threshold, self.settings.nms_iou)
+        hw, strides = (spec.input.height, spec.input.width), tuple(spec.output.strides)
+        cls, thr, iou = spec.output.person_class, self.settings.score_threshold, self.settings.nms_iou
+        return self.model.infer(
+            images,
+            lambda chunk: to_tensor(chunk, spec.input),
+            lambda output, ratios: decode(output, hw, strides, cls, ratios, thr, iou),
+        )

@@ -32,10 +32,12 @@ class OnFireScorer:
         return cls(runtime.model(registry, settings.model))
 
     def score(self, images: Sequence[np.ndarray]) -> list[tuple[float, Region | None]]:
-        tensor, _ = to_tensor(images, self.model.spec.input)
-        logits = self.model.run(tensor).reshape(len(images), -1)[:, 0].astype(np.float64)
-        probs = 1.0 / (1.0 + np.exp(logits))
-        return [(float(p), None) for p in probs]
+        return self.model.infer(images, lambda chunk: to_tensor(chunk, self.model.spec.input), _probabilities)
+
+
+def _probabilities(output: np.ndarray, _ratios: np.ndarray) -> list[tuple[float, Region | None]]:
+    logits = output.reshape(len(output), -1)[:, 0].astype(np.float64)
+    return [(float(p), None) for p in 1.0 / (1.0 + np.exp(logits))]
 
 
 class FireConfirmer:

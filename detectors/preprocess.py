@@ -21,8 +21,8 @@ def to_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray
     Stretch resizes return per-axis ratios as an (N, 2) array (x, y); letterbox returns (N,) ratios.
     """
     n, h, w = len(images), spec.height, spec.width
-    canvas = np.full((n, h, w, 3), spec.pad_value, dtype=np.uint8)
     if spec.resize == "letterbox_top_left":
+        canvas = np.full((n, h, w, 3), spec.pad_value, dtype=np.uint8)
         ratios = np.empty(n, dtype=np.float32)
         for i, img in enumerate(images):
             r = letterbox_scale(img.shape[0], img.shape[1], spec)
@@ -30,10 +30,8 @@ def to_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray
             canvas[i, :nh, :nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
             ratios[i] = r
     else:
-        ratios = np.empty((n, 2), dtype=np.float32)
-        for i, img in enumerate(images):
-            canvas[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-            ratios[i] = (w / img.shape[1], h / img.shape[0])
+        canvas = np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR) for img in images])
+        ratios = np.array([(w / img.shape[1], h / img.shape[0]) for img in images], dtype=np.float32).reshape(n, 2)
     return normalise(canvas, spec), ratios
 
 

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from detectors.settings import RuntimeSettings
 log = logging.getLogger(__name__)
 
 BatchMode = Literal["dynamic", "parallel"]
+T = TypeVar("T")
+C = TypeVar("C")
+R = TypeVar("R")
 _LOCK = threading.Lock()
 _SESSIONS: dict[tuple, "OnnxModel"] = {}
 
@@ -129,6 +132,24 @@ class OnnxModel:
             else:
                 outs = list(self._pool.map(self._run_one, singles))
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def infer(self, items: Sequence[T], prepare: Callable[[Sequence[T]], tuple[np.ndarray, C]],
+              finish: Callable[[np.ndarray, C], list[R]]) -> list[R]:
+        """``finish(run(prepare(chunk)))`` over ``items``, results in order.
+
+        In ``parallel`` mode each pool thread takes one item through prepare → run → finish, so
+        pre- and post-processing of one image overlap the inference of another; in ``dynamic``
+        mode chunks of ``max_batch`` items go through as one run.
+        """
+        size = self.max_batch if self.batch_mode == "dynamic" else 1
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+
+        def one(chunk: Sequence[T]) -> list[R]:
+            tensor, context = prepare(chunk)
+            return finish(self.session.run(None, {self.input_name: tensor})[0], context)
+
+        parts = self._pool.map(one, chunks) if self._pool is not None and len(chunks) > 1 else map(one, chunks)
+        return [result for part in parts for result in part]
 
     def _run_one(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
