@@ -39,12 +39,17 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 UP_STATES = frozenset({"streaming", "up", "ok"})
 
-CameraStats = Callable[[], Iterable[Mapping[str, Any]]]
-"""Returns one dict per camera: ``camera_id`` plus any of frames_decoded, frames_analysed, frames_dropped,
-reconnects (monotonic counts), state (e.g. streaming / backoff / error) and last_frame_time (epoch s)."""
+CameraStats = Callable[[], Iterable[Any]]
+"""Returns one dict (or dataclass, e.g. ingest's ``CameraHealth``) per camera: ``camera_id`` plus any of
+frames_received (frames_in), frames_decoded, frames_analysed, frames_dropped (dropped), reconnects,
+decode_errors (monotonic counts), state (streaming / backoff / error …) and last_frame_time (epoch s)."""
 
 # family name → (help, stats keys accepted, in order)
 CAMERA_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "frames_received": (
+        "Video frames (packets) read from the stream per camera, decoded or not.",
+        ("frames_received", "frames_in"),
+    ),
     "frames_decoded": ("Frames decoded per camera.", ("frames_decoded", "decoded")),
     "frames_analysed": (
         "Frames analysed by the detectors per camera.",
@@ -55,6 +60,7 @@ CAMERA_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("frames_dropped", "dropped"),
     ),
     "reconnects": ("Stream reconnects per camera.", ("reconnects", "reconnect_count")),
+    "decode_errors": ("Packets the decoder rejected per camera.", ("decode_errors",)),
 }
 CAMERA_UP_HELP = (
     "1 while the camera is streaming, 0 otherwise (connecting, backoff, error, stopped)."
@@ -147,7 +153,8 @@ class CameraStatsCollector(Collector):
             self._failed = True
             rows = []
         counters, up, last = families[: len(CAMERA_COUNTERS)], families[-2], families[-1]
-        for row in rows:
+        for item in rows:
+            row = item if isinstance(item, Mapping) else vars(item)
             if "camera_id" not in row:
                 continue
             label = [camera_label(row["camera_id"])]
@@ -182,10 +189,12 @@ class Metrics:
                 Counter(f"{PREFIX}_{name}", help_, ["camera"], registry=reg) if push else None, name
             )
 
+        self.frames_received = camera_counter("frames_received")
         self.frames_decoded = camera_counter("frames_decoded")
         self.frames_analysed = camera_counter("frames_analysed")
         self.frames_dropped = camera_counter("frames_dropped")
         self.reconnects = camera_counter("reconnects")
+        self.decode_errors = camera_counter("decode_errors")
         self.camera_up = CameraMetric(
             Gauge(f"{PREFIX}_camera_up", CAMERA_UP_HELP, ["camera"], registry=reg)
             if push

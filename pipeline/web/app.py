@@ -88,10 +88,16 @@ class _Hub:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            if self.state.version != self.version:
+            if self.state.version == self.version:
+                continue
+            try:
                 # Off the event loop: with a thousand cameras a snapshot takes tens of milliseconds.
                 self.latest, self.version = await asyncio.to_thread(self._encode)
-                self.publish(self.latest)
+            except Exception:  # keep serving the last good snapshot
+                log.exception("risk map: building the snapshot failed; retrying on the next change")
+                self.version = self.state.version
+                continue
+            self.publish(self.latest)
 
 
 class _PathOnlyAccessLogger(AbstractAccessLogger):

@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 CAMERA_STATES = ("down", "fire", "crowding", "ok", "unknown")
@@ -52,6 +53,8 @@ def display_text(value: Any, limit: int = MAX_TEXT) -> str | None:
     """A display string: credentials in any embedded URL replaced, length capped."""
     if value is None or isinstance(value, (dict, list, tuple, set)):
         return None
+    if isinstance(value, Enum):
+        value = value.value
     text = _URL_USERINFO.sub(r"\1***@", str(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -116,17 +116,20 @@ class LiveState:
             self.version += 1
 
     def apply_health(self, health: Mapping[str, Any]) -> None:
-        """Record a camera's health (``state`` like streaming / reconnecting / down, optional reason)."""
+        """Record a camera's health: a ``CameraHealth`` record or ingest's health dict (``state``
+        like streaming / backoff / error, optional reason or last_error_class + last_error)."""
         with self._lock:
             cam = self._camera(first_of(health, "camera_id", "camera", "id"))
             if cam is None:
                 return
             state = display_text(first_of(health, "state", "status", "health"), 40)
+            reason = first_of(health, "reason", "error")
+            if reason is None:
+                parts = [first_of(health, "last_error_class"), first_of(health, "last_error")]
+                reason = ": ".join(str(p) for p in parts if p is not None) or None
             cam.update(
                 health=state.lower() if state else None,
-                reason=display_text(
-                    first_of(health, "reason", "last_error", "error", "last_error_class")
-                ),
+                reason=display_text(reason),
                 health_time=as_epoch(
                     first_of(health, "time", "updated_at", "last_frame_time", "timestamp")
                 ),

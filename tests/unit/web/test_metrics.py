@@ -133,6 +133,34 @@ def test_scrape_time_camera_stats_cost_nothing_between_scrapes() -> None:
         metrics.frames_decoded.labels("c1")
 
 
+def test_ingest_health_dataclasses_are_read_directly() -> None:
+    from ingest.health import CameraHealth, CameraState
+
+    health = CameraHealth(
+        camera_id="cam-7",
+        state=CameraState.backoff,
+        url="rtsp://***@10.0.0.1/x",
+        decode_mode="keyframes",
+        frames_in=300,
+        frames_analysed=12,
+        dropped=1,
+        reconnects=4,
+        decode_errors=2,
+        last_frame_time=1_800_000_000.0,
+    )
+    body = Metrics(camera_stats=lambda: [health], process=False).render().decode()
+    for line in (
+        'guanjia_frames_received_total{camera="cam-7"} 300.0',
+        'guanjia_frames_analysed_total{camera="cam-7"} 12.0',
+        'guanjia_frames_dropped_total{camera="cam-7"} 1.0',
+        'guanjia_reconnects_total{camera="cam-7"} 4.0',
+        'guanjia_decode_errors_total{camera="cam-7"} 2.0',
+        'guanjia_camera_up{camera="cam-7"} 0.0',
+    ):
+        assert line in body, line
+    assert "10.0.0.1" not in body
+
+
 def test_a_failing_stats_source_does_not_break_the_scrape() -> None:
     def broken() -> list[dict]:
         raise ConnectionError("redis down")

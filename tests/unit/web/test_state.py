@@ -401,3 +401,23 @@ def test_config_dumps_can_be_passed_whole_and_their_urls_are_ignored() -> None:
     snap = live.snapshot()
     assert "S3cretMarker" not in json.dumps(snap) and "10.0.0.7" not in json.dumps(snap)
     assert (cam(snap, "c9")["name"], cam(snap, "c9")["state"]) == ("Pier", "crowding")
+
+
+def test_ingest_health_dicts_with_enum_state_and_error_fields(state: LiveState) -> None:
+    from dataclasses import asdict
+
+    from ingest.health import CameraHealth, CameraState
+
+    health = CameraHealth(
+        camera_id="c2",
+        state=CameraState.backoff,
+        url="rtsp://***@10.0.0.1/x",
+        decode_mode="keyframes",
+        last_error_class="TimeoutError",
+        last_error="no packet for 15 s",
+        updated_at=NOW,
+    )
+    state.apply_health(asdict(health))
+    c2 = cam(state.snapshot(), "c2")
+    assert (c2["health"], c2["down"]) == ("backoff", True)
+    assert c2["reason"] == "TimeoutError: no packet for 15 s"
