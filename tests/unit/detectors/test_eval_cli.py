@@ -1,0 +1,51 @@
+"""guanjia eval crowd|fire on a few items of ../shared/data (skipped without it)."""
+
+import csv
+import json
+
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from tests.plugins.shared import shared_path
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, ["eval", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_eval_crowd_images_json_and_csv(tmp_path):
+    root = shared_path("data", "crowd", "shanghaitech_B_train")
+    out = tmp_path / "per_image.csv"
+    data = json.loads(run("crowd", "--images", str(root / "images"), "--gt", str(root / "gt_counts.json"),
+                          "--limit", "3", "--csv", str(out), "--json"))
+    assert data["n"] == 3 and data["estimator"] == "boxes"
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 3
+    errors = [float(r["predicted"]) - float(r["truth"]) for r in rows]
+    assert abs(sum(abs(e) for e in errors) / 3 - data["mae"]) < 0.01
+    assert data["bias"] < 0  # boxes undercount dense street crowds
+
+
+def test_eval_crowd_video_uses_frame_indexes():
+    root = shared_path("data", "crowd", "mall_train")
+    data = json.loads(run("crowd", "--video", str(root / "mall_train_2fps.mp4"), "--gt", str(root / "gt_counts.json"),
+                          "--limit", "2", "--json"))
+    assert data["n"] == 2 and data["mean_truth"] > 10
+
+
+def test_eval_fire_reports_sweep():
+    root = shared_path("data", "fire", "cair_dev")
+    data = json.loads(run("fire", "--images", str(root / "images"), "--labels", str(root / "labels.json"),
+                          "--limit", "12", "--json"))
+    assert data["n"] == 12 and 0 < data["positives"] < 12  # --limit spreads over fire and no-fire images
+    assert data["tp"] + data["fp"] + data["tn"] + data["fn"] == 12
+    assert [s["threshold"] for s in data["sweep"]][:2] == [0.1, 0.15]
+
+
+def test_eval_needs_exactly_one_source(tmp_path):
+    gt = tmp_path / "gt.json"
+    gt.write_text("{}")
+    result = CliRunner().invoke(cli, ["eval", "crowd", "--gt", str(gt)])
+    assert result.exit_code != 0 and "exactly one of --images or --video" in result.output
