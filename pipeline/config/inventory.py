@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -52,14 +51,14 @@ class GroupContext:
 def read_inventory(
     path: Path,
     group: GroupContext,
-    seen_ids: dict[str, str],
+    seen_ids: dict[str, tuple[str, int]],
     issues: list[ConfigIssue],
     *,
     display: str | None = None,
 ) -> list[ResolvedCamera]:
     """Cameras of one inventory CSV; problems are appended to ``issues`` as ``file.csv:ROW: column: message``.
 
-    ``seen_ids`` maps every camera id met so far to ``"file:line"`` and catches duplicates across files.
+    ``seen_ids`` maps every camera id met so far to ``(file, line)`` and catches duplicates across files.
     Raises OSError when the file cannot be read (the caller reports it where the inventory is named).
     """
     name = display or str(path)
@@ -158,34 +157,36 @@ class _Rows:
         self.issues.append(ConfigIssue(self.name, line, None, column, message))
 
     def records(self, reader) -> Iterator[tuple[dict, int]]:
+        """``(record, line)`` per row; the loop is the per-camera hot path, hence the local names."""
         i_id, i_url, i_grid = (self.index[c] for c in REQUIRED)
-        intern = sys.intern
+        i_zone = self.index.get("zone_name")
+        intern, seen, name, width = sys.intern, self.seen_ids, self.name, self.width
+        optional = [(col, i, col in ("town", "village")) for col, i in self.optional]
         group = self.group
+        inherited = {"group_id": group.group_id, "town": group.town, "village": group.village, "settings": group.settings}
         for row in reader:
             line = reader.line_num
-            if len(row) != self.width:
+            if len(row) != width:
                 if any(cell.strip() for cell in row):
-                    self.error(line, "(row)", f"expected {self.width} columns, found {len(row)}")
+                    self.error(line, "(row)", f"expected {width} columns, found {len(row)}")
                 continue
             cam_id = row[i_id]
-            first = self.seen_ids.get(cam_id)
-            if first is not None:
-                self.error(line, "id", f"duplicate camera id {cam_id!r} (first defined at {first})")
+            first = seen.get(cam_id)
+            if first is None:
+                seen[cam_id] = (name, line)
             else:
-                self.seen_ids[cam_id] = f"{self.name}:{line}"
-            record: dict[str, Any] = {
-                "id": cam_id,
-                "url": self.url(row[i_url], line),
-                "grid": intern(row[i_grid]),
-                "group_id": group.group_id,
-                "town": group.town,
-                "village": group.village,
-                "settings": group.settings,
-            }
-            for col, i in self.optional:
+                self.error(line, "id", f"duplicate camera id {cam_id!r} (first defined at {first[0]}:{first[1]})")
+            url = row[i_url]
+            if "$" in url or "://" not in url:
+                url = self.url(url, line)
+            record = inherited.copy()
+            record["id"] = cam_id
+            record["url"] = url
+            record["grid"] = intern(row[i_grid])
+            for col, i, shared in optional:
                 if row[i]:
-                    record[col] = intern(row[i]) if col in ("town", "village") else row[i]
-            if self.zones and row[self.index["zone_name"]]:
+                    record[col] = intern(row[i]) if shared else row[i]
+            if i_zone is not None and row[i_zone]:
                 zones = self.parse_zones(row, line)
                 if zones is not None:
                     record["zones"] = zones

@@ -61,8 +61,8 @@ class _CityLoader:
         self.files: list[str] = []
         self.docs: dict[Path, YamlDoc] = {}
         self.loaded: dict[Path, str] = {}  # file -> where it was first loaded from
-        self.group_ids: dict[str, str] = {}
-        self.camera_ids: dict[str, str] = {}
+        self.group_ids: dict[str, tuple[str, int]] = {}
+        self.camera_ids: dict[str, tuple[str, int]] = {}  # id -> (file, line) where first defined
         self.base = Chain()
         self.base_settings = CameraSettings()
 
@@ -195,16 +195,16 @@ class _CityLoader:
         self.files.append(display)
         self.cameras.extend(cameras)
 
-    def check_unique(self, seen: dict[str, str], ident: Any, doc: YamlDoc, prefix: KeyPath, what: str) -> bool:
+    def check_unique(self, seen: dict[str, tuple[str, int]], ident: Any, doc: YamlDoc, prefix: KeyPath, what: str) -> bool:
         """Record ``ident`` (if it is a string) and report a second use, naming both places."""
         if not isinstance(ident, str):
             return True
         path = (*prefix, "id")
         first = seen.get(ident)
         if first is not None:
-            doc.issues.append(doc.issue(path, f"duplicate {what} id {ident!r} (first defined at {first})"))
+            doc.issues.append(doc.issue(path, f"duplicate {what} id {ident!r} (first defined at {first[0]}:{first[1]})"))
             return False
-        seen[ident] = f"{doc.file}:{doc.locate(path)[0]}"
+        seen[ident] = (doc.file, doc.locate(path)[0])
         return True
 
 
