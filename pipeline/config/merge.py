@@ -75,6 +75,5 @@ class Chain:
         # deepest writer wins; on a tie the most specific layer (camera over group over defaults)
         best = max(reversed(self.layers), key=lambda layer: layer.depth(loc))
         depth = max(best.depth(loc), 1) if loc else 0
-        path = (*best.prefix, *loc[:depth]) if loc else best.prefix
-        issue = best.doc.issue(path, "", key=about_key and depth == len(loc))
-        return issue.file, issue.line, issue.col, issue.key_path
+        path = (*best.prefix, *loc[:depth])
+        return best.doc.place(path, key=about_key and depth == len(loc))

@@ -107,11 +107,7 @@ def _message(err: dict, model: type[BaseModel], loc: KeyPath, extra_keys) -> tup
 def doc_locator(doc: YamlDoc, prefix: KeyPath = ()) -> Locator:
     """Locate errors of a value found at ``prefix`` inside ``doc``."""
 
-    def locate(loc: KeyPath, about_key: bool) -> tuple[str, int | None, int | None, str]:
-        issue = doc.issue((*prefix, *loc), "", key=about_key)
-        return issue.file, issue.line, issue.col, issue.key_path
-
-    return locate
+    return lambda loc, about_key: doc.place((*prefix, *loc), key=about_key)
 
 
 def validate_value(doc: YamlDoc, model: type[M], value: Any, prefix: KeyPath = (), **kw) -> M | None:

@@ -44,9 +44,13 @@ class YamlDoc:
                 return self.values[prefix]
         return (1, 1)
 
-    def issue(self, path: KeyPath, message: str, *, key: bool = False) -> ConfigIssue:
+    def place(self, path: KeyPath, *, key: bool = False) -> tuple[str, int, int, str]:
+        """``(file, line, col, key.path)`` of ``path``: where an issue about it is reported."""
         line, col = self.locate(path, key=key)
-        return ConfigIssue(self.file, line, col, format_key_path(path), message)
+        return self.file, line, col, format_key_path(path)
+
+    def issue(self, path: KeyPath, message: str, *, key: bool = False) -> ConfigIssue:
+        return ConfigIssue(*self.place(path, key=key), message)
 
 
 def load_yaml(path: Path, *, display: str | None = None) -> YamlDoc:
