@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 import numpy as np
@@ -91,7 +91,7 @@ def run_bench(models: list[str], batches: list[int], rounds: int, batching: str)
         for b in batches:
             images = frames[:b]
             tensor, _ = to_tensor(images, model.spec.input)
-            ceiling_t, full_t = _time([lambda: model.run(tensor), lambda: call(images)], rounds)
+            ceiling_t, full_t = _time([lambda m=model, t=tensor: m.run(t), lambda c=call, i=images: c(i)], rounds)
             ceiling, full = _figures(ceiling_t, b), _figures(full_t, b)
             per_batch[str(b)] = {"full": full, "ceiling": ceiling,
                                  "ratio": full["images_per_s"] / ceiling["images_per_s"]}
@@ -106,7 +106,7 @@ def run_bench(models: list[str], batches: list[int], rounds: int, batching: str)
             raw = registry.locate(name).read_bytes()
             served = {mode: OnnxModel(model.spec, raw, RuntimeSettings(batching=mode, max_batch=b))
                       for mode in ("parallel", "dynamic")}
-            times = _time([lambda m=m: m.run(tensor) for m in served.values()], rounds)
+            times = _time([lambda m=m, t=tensor: m.run(t) for m in served.values()], rounds)
             modes = {mode: _figures(t, b)["images_per_s"] for mode, t in zip(served, times)}
             entry["serving_batch"] = b
             entry["serving_images_per_s"] = modes
@@ -139,7 +139,7 @@ def bench_detect(models: str, batches: str, rounds: int, batching: str, as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['device']}, onnxruntime {result['onnxruntime']}, GPU: {result['gpu']}; frames: {result['frames']}")
-    for name, entry in result["models"].items():
+    for entry in result["models"].values():
         click.echo(f"\n{entry['model_id']}  ({entry['batch_mode']} batches on {entry['providers'][0]})")
         click.echo("batch  full img/s  ceiling img/s  ratio  full p50 ms  full p99 ms")
         for b, row in entry["batches"].items():

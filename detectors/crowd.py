@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class BoxCrowdEstimator:
         self.model_id = spec.model_id
 
     @classmethod
-    def from_registry(cls, registry: ModelRegistry, settings: CrowdSettings, runtime: Runtime) -> "BoxCrowdEstimator":
+    def from_registry(cls, registry: ModelRegistry, settings: CrowdSettings, runtime: Runtime) -> BoxCrowdEstimator:
         return cls(runtime.model(registry, settings.model), settings)
 
     def estimate(self, images: Sequence[np.ndarray]) -> list[CrowdEstimate]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class OnFireScorer:
         self.model_id = spec.model_id
 
     @classmethod
-    def from_registry(cls, registry: ModelRegistry, settings: FireSettings, runtime: Runtime) -> "OnFireScorer":
+    def from_registry(cls, registry: ModelRegistry, settings: FireSettings, runtime: Runtime) -> OnFireScorer:
         return cls(runtime.model(registry, settings.model))
 
     def score(self, images: Sequence[np.ndarray]) -> list[tuple[float, Region | None]]:

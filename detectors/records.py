@@ -60,5 +60,5 @@ class Detection(_Record):
         return self.model_dump_json(by_alias=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "Detection":
+    def from_json(cls, data: bytes | str) -> Detection:
         return cls.model_validate_json(data)

@@ -116,7 +116,7 @@ class ModelRegistry:
 
     @classmethod
     def load(cls, registry_file: Path | str | None = None, models_dir: Path | str | None = None,
-             search_dirs: list[Path] | None = None) -> "ModelRegistry":
+             search_dirs: list[Path] | None = None) -> ModelRegistry:
         """Read the registry (``GUANJIA_MODELS_REGISTRY`` or ``<repo>/models/models.yaml``)."""
         path = Path(registry_file or os.environ.get("GUANJIA_MODELS_REGISTRY") or REGISTRY_FILE)
         try:

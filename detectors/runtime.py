@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Literal, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -31,7 +32,7 @@ T = TypeVar("T")
 C = TypeVar("C")
 R = TypeVar("R")
 _LOCK = threading.Lock()
-_SESSIONS: dict[tuple, "OnnxModel"] = {}
+_SESSIONS: dict[tuple, OnnxModel] = {}
 
 
 def cpu_count() -> int:
@@ -91,6 +92,12 @@ class OnnxModel:
 
     def __init__(self, spec: ModelSpec, model_bytes: bytes, settings: RuntimeSettings):
         import onnxruntime as ort
+        from onnxruntime.capi.onnxruntime_pybind11_state import (
+            Fail,
+            InvalidArgument,
+            InvalidGraph,
+            InvalidProtobuf,
+        )
 
         self.spec = spec
         self.model_id = spec.model_id
@@ -109,7 +116,7 @@ class OnnxModel:
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(model_bytes, options, providers=self.providers)
-        except Exception as exc:  # onnxruntime raises bare RuntimeError subclasses
+        except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, RuntimeError) as exc:
             raise ModelError(f"model {spec.name}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         actual = self.session.get_providers()
         if actual[0] != self.providers[0]:

@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from detectors.evaluation import binary_scores, count_errors, load_counts, load_fire_labels, natural_key, spread, sweep
+from detectors.evaluation import (
+    binary_scores,
+    count_errors,
+    load_counts,
+    load_fire_labels,
+    natural_key,
+    spread,
+    sweep,
+)
 
 
 def test_count_errors():

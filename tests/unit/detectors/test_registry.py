@@ -6,7 +6,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from detectors.registry import ModelError, ModelRegistry, REGISTRY_FILE
+from detectors.registry import REGISTRY_FILE, ModelError, ModelRegistry
 from detectors.runtime import Runtime
 from tests.plugins.shared import shared_path
 
@@ -96,3 +96,29 @@ def test_models_fetch_without_url_says_where_to_place_the_file(tmp_path, monkeyp
 
 def test_registry_file_is_in_the_repo():
     assert REGISTRY_FILE.is_file()
+
+
+def test_intact_file_that_is_not_onnx_gives_one_line_error(tmp_path):
+    import hashlib
+
+    import yaml
+
+    from detectors.registry import REGISTRY_FILE as real
+
+    blob = b"this is not an onnx model" * 10
+    (tmp_path / "junk.onnx").write_bytes(blob)
+    entry = yaml.safe_load(real.read_text())["models"][2] | {
+        "name": "junk", "file": "junk.onnx", "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+    registry_file = tmp_path / "models.yaml"
+    registry_file.write_text(yaml.safe_dump({"models": [entry]}))
+    reg = ModelRegistry.load(registry_file, search_dirs=[tmp_path])
+    with pytest.raises(ModelError, match="model junk: onnxruntime cannot load it") as err:
+        Runtime().model(reg, "junk")
+    assert "\n" not in str(err.value)
+
+
+def test_bad_registry_entry_names_file_and_key(tmp_path):
+    registry_file = tmp_path / "models.yaml"
+    registry_file.write_text("models:\n  - name: x\n    file: x.onnx\n")
+    with pytest.raises(ModelError, match=r"models.yaml: models\[0\]\.sha256: Field required"):
+        ModelRegistry.load(registry_file)
