@@ -46,6 +46,15 @@ def apply_message(
     return True
 
 
+PAGE_CONSUMER_OPTIONS: dict[str, Any] = {
+    "group_id": None,  # no group: this reader gets every partition
+    "enable_auto_commit": False,
+    "auto_offset_reset": "earliest",  # a topic that appears later is read from its start
+    "metadata_max_age_ms": 5000,  # notice topics created after the page started
+}
+"""Options for the page's ``AIOKafkaConsumer``; add the project's Kafka security options to them."""
+
+
 def page_topics(topic: Callable[[str], str]) -> dict[str, str]:
     """Full topic name → kind, from ``Settings.topic`` (e.g. ``guanjia.detections.v1`` → ``detection``)."""
     return {
@@ -67,10 +76,10 @@ async def follow(
 ) -> None:
     """Fold every message of ``topics`` (name → ``detection`` / ``event`` / ``health``) into ``state``.
 
-    ``consumer``: a started ``aiokafka.AIOKafkaConsumer`` made with ``group_id=None`` (it then gets
-    every partition) and ``enable_auto_commit=False``. Runs until cancelled. Topics that do not exist
-    within ``wait_s`` are logged and skipped. Malformed messages and ones over ``max_bytes`` are skipped, never
-    fatal; ``on_skip(topic, offset)`` counts them.
+    ``consumer``: a started ``aiokafka.AIOKafkaConsumer`` made with :data:`PAGE_CONSUMER_OPTIONS`.
+    Runs until cancelled. Topics missing after ``wait_s`` are logged and picked up when they appear;
+    when none exists, ``RuntimeError``. Malformed messages and ones over ``max_bytes`` are skipped,
+    never fatal; ``on_skip(topic, offset)`` counts them.
     """
     unknown = sorted(set(topics.values()) - set(KINDS))
     if unknown:
@@ -88,7 +97,7 @@ async def follow(
             f"none of the topics {', '.join(missing)} exist; start the workers first"
         )
     for name in missing:
-        log.warning("risk map: topic %s does not exist yet; it is not followed", name)
+        log.warning("risk map: topic %s does not exist yet; it is read once it appears", name)
     replay = [tp for tp in assigned if topics[tp.topic] in REPLAYED]
     live = [tp for tp in assigned if topics[tp.topic] not in REPLAYED]
     if replay:

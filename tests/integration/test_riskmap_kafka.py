@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -148,3 +154,66 @@ def test_unknown_kinds_and_missing_topics_are_clear_errors(
             await consumer.stop()
 
     asyncio.run(main())
+
+
+def test_page_command_serves_what_kafka_carries(
+    kafka_bootstrap: str, kafka_topic: str
+) -> None:
+    prefix = kafka_topic.replace(".", "-")
+    env = {**os.environ, "GUANJIA_KAFKA_BOOTSTRAP": kafka_bootstrap, "GUANJIA_TOPIC_PREFIX": prefix}
+    env.pop("GUANJIA_PAGE_TOKEN", None)
+
+    async def create_and_send(values: list[tuple[str, bytes]]) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(f"{prefix}.{short}.v1", 2, 1)
+                    for short in ("detections", "governance-events", "camera-health")
+                ]
+            )
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for topic, value in values:
+                await producer.send_and_wait(topic, value)
+        finally:
+            await producer.stop()
+
+    event = {
+        "event_id": "evt-cli",
+        "status": "open",
+        "rule": "fire",
+        "severity": "critical",
+        "title_zh": "火情",
+        "camera_id": "c1",
+        "routing": {"unit": "town:Humen", "deadline_at": 4e9},
+    }
+    asyncio.run(create_and_send([(f"{prefix}.governance-events.v1", json.dumps(event).encode())]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.web.cli", "--port", "0"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stderr.readline()
+        match = re.search(r"risk map: (http://127\.0\.0\.1:\d+/)", line)
+        assert match, line
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(match.group(1) + "api/snapshot", timeout=5) as response:
+                snap = json.load(response)
+            if snap["events"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [(e["event_id"], e["title"], e["handling_unit"]) for e in snap["events"]] == [
+            ("evt-cli", "火情", "town:Humen")
+        ]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+        process.stderr.close()
