@@ -26,7 +26,7 @@ import faust
 from detectors.records import Detection
 from pipeline.codec import DecodeError, dead_letter, decode
 from pipeline.records import Ack, CameraHealth, DeskTick, FireSignal, GovernanceEvent, SensorReading
-from pipeline.rules.engine import RuleEngine
+from pipeline.rules.engine import CLOSED_RETENTION_S, RuleEngine
 from pipeline.settings import Settings
 from pipeline.topics import topic_names
 
@@ -54,6 +54,8 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
         producer_max_batch_size=256 * 1024,
         producer_acks=1,
         table_standby_replicas=0,
+        broker_session_timeout=10.0,  # a killed worker's partitions move on within seconds
+        broker_heartbeat_interval=1.0,
         web_enabled=False,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
@@ -95,13 +97,17 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
         futures = [await t.send(key=k.encode(), value=v) for t, k, v in outputs]
         if futures:
             await asyncio.gather(*futures)
+        # Straight to the changelog topic (not Faust's one-at-a-time send_soon buffer); the consumer
+        # flushes the producer before it commits offsets, so a committed input always has its state.
         for key, (partition, state) in touched.items() if tbl is not None else ():
             if state is None:
                 tbl.data.pop(key, None)
-                tbl.send_changelog(partition, key, None, value_serializer="raw")
+                await tbl.changelog_topic.send(key=key, value=None, partition=partition, value_serializer="raw")
             else:
                 tbl.data[key] = state
-                tbl.send_changelog(partition, key, state)
+                await tbl.changelog_topic.send(key=key, value=state, partition=partition)
+            if tbl is desk:
+                _index_deadline(key, state)
 
     def drafts_out(drafts: list[GovernanceEvent]) -> list:
         return [(changes_t, d.event_id, d.to_json()) for d in drafts]
@@ -153,12 +159,31 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
         async for events in stream.take_events(batch, within_s):
             await run_batch(events, (GovernanceEvent, Ack, DeskTick), desk, lambda r: r.event_id, on_desk)
 
+    # event id → deadline of open, unacknowledged events in this worker's desk partitions; rebuilt
+    # from the table after recovery and on a slow full sweep (which also forgets old closed events).
+    open_deadlines: dict[str, float] = {}
+    sweep = {"next": 0.0}
+
+    def _index_deadline(key: str, state: dict | None) -> None:
+        ev = (state or {}).get("event")
+        if ev and ev["status"] == "open" and ev["acknowledged_by"] is None and not state.get("exhausted"):
+            open_deadlines[key] = ev["routing"]["deadline_at"]
+        else:
+            open_deadlines.pop(key, None)
+
     @app.timer(interval=tick_s)
     async def deadlines() -> None:
         """Ask the desk to escalate events whose deadline passed (the desk re-checks: ticks are idempotent)."""
         now = clock()
-        due = [key for key, state in list(desk.data.items()) if state and engine.due(state, now)]
-        for key in due:
+        if now >= sweep["next"]:
+            sweep["next"] = now + 60.0
+            open_deadlines.clear()
+            for key, state in list(desk.data.items()):
+                _index_deadline(key, state)
+                ev = (state or {}).get("event")
+                if ev and ev["status"] == "closed" and now - (ev["ended_at"] or now) > CLOSED_RETENTION_S:
+                    open_deadlines[key] = now  # the desk's tick forgets it
+        for key in [k for k, deadline in open_deadlines.items() if deadline <= now]:
             await changes_t.send(key=key.encode(), value=DeskTick(event_id=key, now=now).to_json())
 
     return app

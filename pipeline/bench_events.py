@@ -1,0 +1,246 @@
+"""``guanjia bench events``: detections/s through one Faust worker process vs raw aiokafka loops.
+
+Three measurements on the same broker, each on its own fresh topics:
+
+* ``faust``: a backlog of detections, then one ``guanjia worker events`` process; throughput is
+  detections / (last event's produce time − first event's), latency p50/p99 is measured in a second
+  phase at a fixed rate below capacity (event produce time − detection produce time).
+* ``raw_passthrough``: aiokafka getmany → send every message to another topic (the Kafka ceiling).
+* ``raw_engine``: the same consume → produce loop doing the worker's work (decode, rule engine,
+  events out) without Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import click
+import yaml
+
+from detectors.records import Box, Detection, FireResult, ZoneCount
+from pipeline.settings import Settings, get_settings
+
+PATTERN = [8] + [1] * 9  # per camera: opened at 8, closed at the next 1 → 2 events per 10 detections
+
+
+def make_detection(cam: int, step: int, t: float) -> Detection:
+    boxes = [Box(x1=10 + 20 * b, y1=40, x2=25 + 20 * b, y2=90, score=0.8) for b in range(4)]
+    return Detection(camera_id=f"b{cam:05d}", seq=step, capture_time=t, frame_width=1920, frame_height=1080,
+                     crowd_estimator="boxes", zones=[ZoneCount(zone="*", count=PATTERN[step % len(PATTERN)])],
+                     boxes=boxes, fire=FireResult(score=0.02), models={"crowd": "yolox_nano@0123456789ab"}, latency_ms=12.5)
+
+
+def write_config(path: Path, cameras: int) -> Path:
+    cams = [{"id": f"b{i:05d}", "url": "rtsp://127.0.0.1:1/b", "grid": f"BG{i % 2927:04d}"} for i in range(cameras)]
+    doc = {"defaults": {"rules": {"crowding": {"threshold": 5, "clear_threshold": 2, "dwell_s": 0, "clear_s": 0}}},
+           "groups": [{"id": "bench", "town": "BT", "village": "BV", "cameras": cams}]}
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+async def _produce(settings: Settings, topic: str, dets: list[Detection], rate: float | None = None) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    start = time.perf_counter()
+    try:
+        for i, det in enumerate(dets):
+            if rate:
+                wait = start + i / rate - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                det = det.model_copy(update={"capture_time": time.time()})
+            await producer.send(topic, det.to_json(), key=det.camera_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - start
+
+
+async def _collect(settings: Settings, topic: str, expected: int, timeout_s: float) -> list[tuple[float, dict]]:
+    """(Kafka timestamp in s, event) for the first ``expected`` messages of ``topic``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, max_poll_records=5000)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[tuple[float, dict]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expected and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                out += [(m.timestamp / 1000.0, json.loads(m.value)) for m in msgs]
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _runner(config: Path):
+    from pipeline.catalog import load_catalog
+    from pipeline.config import load_config
+    from pipeline.embedded import EmbeddedRunner
+
+    return EmbeddedRunner(load_config([config]).cameras, load_catalog())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=None) -> float:
+    """Consume ``total`` messages and produce to ``dst`` (every message, or the engine's events); detections/s."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from pipeline.codec import DecodeError, decode
+
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=settings.kafka_bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2, max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    states: dict[str, dict] = {}
+    desk: dict[str, dict] = {}
+    seen, start = 0, None
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=500)
+            if start is None and batches:
+                start = time.perf_counter()
+            futures = []
+            for msgs in batches.values():
+                seen += len(msgs)
+                for msg in msgs:
+                    if engine is None:
+                        futures.append(await producer.send(dst, msg.value, key=msg.key))
+                        continue
+                    try:
+                        det = decode(msg.value, (Detection,))
+                    except DecodeError:
+                        continue
+                    state, drafts, _ = engine.on_detection(states.get(det.camera_id, {}), det)
+                    states[det.camera_id] = state
+                    for draft in drafts:
+                        dstate, events = engine.on_draft(desk.get(draft.event_id, {}), draft)
+                        desk[draft.event_id] = dstate
+                        for ev in events:
+                            futures.append(await producer.send(dst, ev.to_json(), key=ev.event_id.encode()))
+            if futures:
+                await asyncio.gather(*futures)
+            if batches:
+                await consumer.commit()
+        return total / (time.perf_counter() - (start or time.perf_counter()))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _topics(prefix: str, partitions: int, bootstrap: str) -> Settings:
+    from pipeline.topics import ensure_topics
+
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, topic_partitions=partitions)
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+@click.command("events")
+@click.option("--detections", "total", default=100_000, show_default=True, help="Backlog size for the throughput runs.")
+@click.option("--cameras", default=1000, show_default=True)
+@click.option("--partitions", default=4, show_default=True)
+@click.option("--rate", default=2000.0, show_default=True, help="Detections/s in the latency phase.")
+@click.option("--latency-seconds", default=8.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_events(total: int, cameras: int, partitions: int, rate: float, latency_seconds: float, as_json: bool) -> None:
+    """Detections/s and p50/p99 detection→event latency through one Faust worker, vs raw aiokafka loops."""
+    base = get_settings()
+    run_id = uuid.uuid4().hex[:6]
+    tmp = Path(tempfile.mkdtemp(prefix="guanjia-bench-events-"))
+    config = write_config(tmp / "cams.yaml", cameras)
+    steps = max(1, total // cameras)
+    t0 = time.time() - 3600 - steps  # the backlog lies in the past; the latency phase uses the present
+    dets = [make_detection(c, s, t0 + s) for s in range(steps) for c in range(cameras)]
+    total = len(dets)
+    runner = _runner(config)
+    expected = sum(len(runner.feed(d)) for d in dets)
+    lat_steps = max(1, int(rate * latency_seconds) // cameras)
+    lat_dets = [make_detection(c, s, 0) for s in range(steps, steps + lat_steps) for c in range(cameras)]
+    lat_expected = sum(len(runner.feed(d.model_copy(update={"capture_time": time.time() + i * 1e-3})))
+                       for i, d in enumerate(lat_dets))
+    say = (lambda *a: None) if as_json else (lambda *a: click.echo(" ".join(str(x) for x in a), err=True))
+
+    # Faust: backlog, then the worker.
+    fs = _topics(f"bench{run_id}f", partitions, base.kafka_bootstrap)
+    say(f"producing {total} detections for {cameras} cameras ({expected} events expected) …")
+    asyncio.run(_produce(fs, fs.topic("detections"), dets))
+    env = {**os.environ, "GUANJIA_TOPIC_PREFIX": fs.topic_prefix, "GUANJIA_TOPIC_PARTITIONS": str(partitions),
+           "GUANJIA_KAFKA_BOOTSTRAP": base.kafka_bootstrap}
+    log = (tmp / "worker.log").open("wb")
+    worker = subprocess.Popen([str(Path(sys.executable).with_name("guanjia")), "worker", "events", "--config", str(config)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        got = asyncio.run(_collect(fs, fs.topic("governance-events"), expected, timeout_s=60 + total / 2000))
+        if len(got) < expected:
+            raise click.ClickException(f"faust worker produced {len(got)}/{expected} events; log: {tmp / 'worker.log'}")
+        stamps = sorted(ts for ts, _ in got)
+        faust_rate = total / max(stamps[-1] - stamps[0], 1e-6)
+        say(f"faust: {faust_rate:,.0f} detections/s")
+        lat_start = time.time()
+        asyncio.run(_produce(fs, fs.topic("detections"), lat_dets, rate=rate))
+        got = asyncio.run(_collect(fs, fs.topic("governance-events"), expected + lat_expected, timeout_s=60))
+        latencies = [ts - ev["updated_at"] for ts, ev in got if ev["updated_at"] >= lat_start]
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+    p50, p99 = _percentile(latencies, 0.5) * 1000, _percentile(latencies, 0.99) * 1000
+    say(f"faust latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(latencies)} events at {rate:.0f} det/s")
+
+    # Raw aiokafka ceilings on their own topics with the same backlog.
+    rs = _topics(f"bench{run_id}r", partitions, base.kafka_bootstrap)
+    asyncio.run(_produce(rs, rs.topic("detections"), dets))
+    passthrough = asyncio.run(_raw_loop(rs, rs.topic("detections"), rs.topic("dead-letter"), total))
+    say(f"raw passthrough: {passthrough:,.0f} detections/s")
+    from pipeline.catalog import load_catalog
+    from pipeline.config import load_config
+    from pipeline.rules.engine import RuleEngine
+
+    engine = RuleEngine(load_config([config]).cameras, load_catalog())  # fresh state for the raw run
+    raw_engine = asyncio.run(_raw_loop(rs, rs.topic("detections"), rs.topic("governance-events"), total, engine))
+    say(f"raw engine loop: {raw_engine:,.0f} detections/s")
+
+    result = {
+        "detections": total,
+        "cameras": cameras,
+        "partitions": partitions,
+        "events": expected,
+        "faust_detections_per_s": round(faust_rate),
+        "raw_passthrough_detections_per_s": round(passthrough),
+        "raw_engine_detections_per_s": round(raw_engine),
+        "faust_vs_passthrough": round(faust_rate / passthrough, 3),
+        "faust_vs_raw_engine": round(faust_rate / raw_engine, 3),
+        "latency_rate_detections_per_s": rate,
+        "latency_events": len(latencies),
+        "latency_p50_ms": round(p50, 1),
+        "latency_p99_ms": round(p99, 1),
+        "target_detections_per_s": 10_000,
+        "target_ratio": 0.5,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:34} {v}")
