@@ -1,0 +1,274 @@
+"""``guanjia bench ingest``: CPU per stream-hour of naive OpenCV vs Guanjia vs a bare PyAV loop.
+
+Every variant runs in its own subprocess and is charged that process's CPU time (user + system,
+all threads), so the figures are side by side on the same machine in the same run. ``file``
+variants read N copies of a 1080p25 H.264 (GOP 50) clip as fast as possible; ``rtsp`` variants
+read N live streams from the local GstRtspServer for S seconds (server and feeders run in other
+processes and are not charged). One frame is analysed every 2 s of video.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+import click
+
+INTERVAL_S = 2.0
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ---- variants (run inside the worker subprocess) --------------------------------------------
+def naive_opencv(url: str, stop: threading.Event, deadline: float | None, out: dict) -> None:
+    """What most NVR scripts do: read (decode + convert) every frame, keep one per interval."""
+    import cv2
+
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    every = max(1, round(INTERVAL_S * fps))
+    n = kept = 0
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        ok, image = cap.read()
+        if not ok:
+            break
+        if n % every == 0:
+            kept += 1
+            out.setdefault("first", time.monotonic())
+        n += 1
+    cap.release()
+    out["frames"] = out.get("frames", 0) + kept
+    out["video_s"] = out.get("video_s", 0.0) + n / fps
+
+
+def bare_pyav(url: str, stop: threading.Event, deadline: float | None, out: dict, options: dict | None = None) -> None:
+    """The ceiling: a plain PyAV loop that decodes keyframes only, no framework around it."""
+    import av
+
+    container = av.open(url, options={"rtsp_transport": "tcp"} if url.startswith("rtsp") else {})
+    stream = container.streams.video[0]
+    codec = stream.codec_context
+    codec.options = dict(options or {})
+    codec.skip_frame = "NONKEY"
+    codec.thread_count = 1
+    tb = float(stream.time_base)
+    next_due = None
+    first = last = None
+    kept = 0
+    for packet in container.demux(stream):
+        if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+            break
+        if packet.pts is not None:
+            t = packet.pts * tb
+            first = t if first is None else first
+            last = t
+        if not packet.is_keyframe or packet.size == 0:
+            continue
+        for frame in codec.decode(packet):
+            ft = (frame.pts or 0) * tb
+            if next_due is None or ft >= next_due - 0.5:
+                frame.to_ndarray(format="bgr24")
+                kept += 1
+                next_due = ft + INTERVAL_S
+                out.setdefault("first", time.monotonic())
+    container.close()
+    out["frames"] = out.get("frames", 0) + kept
+    out["video_s"] = out.get("video_s", 0.0) + ((last - first) if first is not None else 0.0)
+
+
+def guanjia_pool(urls: list[str], seconds: float | None, live: bool, threads: int | None, malloc: bool,
+                 interval: float = INTERVAL_S) -> dict:
+    from ingest.health import CameraState
+    from ingest.pool import IngestPool
+    from ingest.source import CameraSource
+
+    cams = [CameraSource(f"b{i}", url, analysis_interval_s=interval) for i, url in enumerate(urls)]
+    rss_before = _rss_mb()
+    pool = IngestPool(cams, threads=threads, malloc_tuning=malloc).start()
+    out: dict = {"frames": 0}
+    try:
+        if live:  # charge only the steady state: from every camera's first frame on
+            seen: set[str] = set()
+            limit = time.monotonic() + 30
+            while len(seen) < len(urls) and time.monotonic() < limit:
+                seen.update(f.camera_id for f in pool.take(timeout=0.5))
+            cpu0, t0 = _cpu(), time.monotonic()
+            while time.monotonic() - t0 < seconds:
+                out["frames"] += len(pool.take(timeout=0.5))
+            out.update(cpu_s=_cpu() - cpu0, video_s=len(urls) * (time.monotonic() - t0), rss_mb=_rss_mb(), rss0_mb=rss_before)
+        else:
+            cpu0 = _cpu()
+            while not all(h.state in (CameraState.ended, CameraState.error) for h in pool.health()):
+                out["frames"] += len(pool.take(timeout=0.05))
+            out["frames"] += len(pool.take(timeout=0))
+            out.update(cpu_s=_cpu() - cpu0, video_s=sum(h.frames_in for h in pool.health()) / 25.0)
+    finally:
+        pool.stop()
+    return out
+
+
+def run_threads(fn, urls: list[str], seconds: float | None, **kw) -> dict:
+    """One thread per stream (the usual shape of naive and bare loops)."""
+    stop = threading.Event()
+    outs = [dict() for _ in urls]
+    live = seconds is not None
+    cpu0 = _cpu()
+    deadline = time.monotonic() + 30 + seconds if live else None
+    threads = [threading.Thread(target=fn, args=(u, stop, deadline, o), kwargs=kw, daemon=True) for u, o in zip(urls, outs)]
+    for t in threads:
+        t.start()
+    if live:  # steady state: from the moment every stream delivered a frame
+        limit = time.monotonic() + 30
+        while time.monotonic() < limit and not all("first" in o for o in outs):
+            time.sleep(0.05)
+        cpu0, t0, f0 = _cpu(), time.monotonic(), sum(o.get("frames", 0) for o in outs)
+        time.sleep(seconds)
+        cpu1, t1 = _cpu(), time.monotonic()
+        stop.set()
+        for t in threads:
+            t.join(10)
+        return {"cpu_s": cpu1 - cpu0, "video_s": len(urls) * (t1 - t0), "frames": sum(o.get("frames", 0) for o in outs) - f0,
+                "rss_mb": _rss_mb()}
+    for t in threads:
+        t.join()
+    return {"cpu_s": _cpu() - cpu0, "video_s": sum(o.get("video_s", 0.0) for o in outs),
+            "frames": sum(o.get("frames", 0) for o in outs)}
+
+
+def worker_main(argv: list[str]) -> None:
+    """Entry of the subprocess: ``python -m ingest.bench VARIANT JSON-ARGS``."""
+    variant, args = argv[0], json.loads(argv[1])
+    urls, seconds = args["urls"], args.get("seconds")
+    if variant == "naive":
+        result = run_threads(naive_opencv, urls, seconds)
+    elif variant == "bare":
+        result = run_threads(bare_pyav, urls, seconds)
+    elif variant == "bare_skip_loop_filter":
+        result = run_threads(bare_pyav, urls, seconds, options={"skip_loop_filter": "all"})
+    elif variant == "guanjia":
+        result = guanjia_pool(urls, seconds, seconds is not None, args.get("threads"), args.get("malloc", True))
+    elif variant == "idle":
+        result = guanjia_pool(urls, seconds, True, None, True, interval=3600.0)
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+    print(json.dumps(result))
+
+
+def run_variant(variant: str, urls: list[str], seconds: float | None, **extra) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "ingest.bench", variant, json.dumps({"urls": urls, "seconds": seconds, **extra})],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise click.ClickException(f"bench variant {variant} failed: {proc.stderr.strip()[-500:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    per_hour = result["cpu_s"] / max(result["video_s"], 1e-9) * 3600.0
+    result["cpu_s_per_stream_hour"] = round(per_hour, 2)
+    result["streams_per_core"] = round(3600.0 / per_hour, 1) if per_hour > 0 else None
+    return result
+
+
+def _figures(prefix: str, results: dict[str, dict], out: dict) -> None:
+    for name, r in results.items():
+        out[f"{prefix}_{name}_cpu_s_per_stream_hour"] = r["cpu_s_per_stream_hour"]
+        out[f"{prefix}_{name}_streams_per_core"] = r["streams_per_core"]
+        out[f"{prefix}_{name}_frames"] = r["frames"]
+    a, b, c = (results[k]["cpu_s_per_stream_hour"] for k in ("naive", "guanjia", "bare"))
+    out[f"{prefix}_speedup_vs_naive"] = round(a / b, 1)
+    out[f"{prefix}_fraction_of_bare"] = round(c / b, 2)
+
+
+@click.command("ingest")
+@click.option("--streams", default=4, show_default=True, help="Streams per variant.")
+@click.option("--seconds", default=8.0, show_default=True, help="Seconds of live RTSP per variant.")
+@click.option("--rtsp/--no-rtsp", default=True, show_default=True, help="Also measure over the local RTSP server.")
+@click.option("--extras", is_flag=True, help="Also measure skip_loop_filter, thread-per-camera and no malloc tuning.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, as_json: bool) -> None:
+    """Naive OpenCV (a) vs Guanjia keyframes (b) vs bare PyAV keyframes (c), 1080p25 GOP 50.
+
+    \b
+    Targets: (b) >= 10x cheaper than (a), (b) >= 0.9 of (c), <= 5 MB RSS per open idle stream.
+    Example:
+      guanjia bench ingest --streams 4 --seconds 8 --json
+    """
+    from ingest.rig import RtspRig, make_clip, missing_rtsp_tools
+
+    say = (lambda *a: None) if as_json else click.echo
+    say("making the 1080p25 GOP 50 clip (cached)…")
+    clip = make_clip(seconds=10, size="1920x1080", fps=25, gop=50, bitrate="4M")
+    out: dict = {"streams": streams, "seconds": seconds, "clip": "1080p25 H.264 GOP 50 4 Mb/s",
+                 "interval_s": INTERVAL_S, "cores": os.cpu_count()}
+    files = [str(clip)] * streams
+    file_results = {}
+    for name in ("naive", "guanjia", "bare"):
+        say(f"file  {name}…")
+        file_results[name] = run_variant(name, files, None)
+    if extras:
+        file_results_extra = {"bare_skip_loop_filter": run_variant("bare_skip_loop_filter", files, None),
+                              "guanjia_no_malloc_tuning": run_variant("guanjia", files, None, malloc=False)}
+        for name, r in file_results_extra.items():
+            out[f"file_{name}_cpu_s_per_stream_hour"] = r["cpu_s_per_stream_hour"]
+    _figures("file", file_results, out)
+
+    missing = missing_rtsp_tools() if rtsp else "disabled (--no-rtsp)"
+    if missing:
+        out["rtsp_skipped"] = missing
+    else:
+        with RtspRig(clip, streams) as rig:
+            time.sleep(1.0)
+            rtsp_results = {}
+            for name in ("naive", "guanjia", "bare"):
+                say(f"rtsp  {name}…")
+                rtsp_results[name] = run_variant(name, rig.urls, seconds)
+            say("rtsp  idle streams (RSS)…")
+            idle = run_variant("idle", rig.urls, min(seconds, 5.0))
+            out["rss_mb_per_idle_stream"] = round((idle["rss_mb"] - idle["rss0_mb"]) / streams, 2)
+            out["rss_mb_per_streaming_stream"] = round(
+                (rtsp_results["guanjia"]["rss_mb"] - rtsp_results["guanjia"]["rss0_mb"]) / streams, 2)
+            if extras:
+                for name, kw in (("guanjia_thread_per_camera", {"threads": streams}),
+                                 ("guanjia_no_malloc_tuning", {"malloc": False}),
+                                 ("bare_skip_loop_filter", {})):
+                    say(f"rtsp  {name}…")
+                    variant = "bare_skip_loop_filter" if name.startswith("bare") else "guanjia"
+                    out[f"rtsp_{name}_cpu_s_per_stream_hour"] = run_variant(variant, rig.urls, seconds, **kw)["cpu_s_per_stream_hour"]
+        _figures("rtsp", rtsp_results, out)
+
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ingest: {streams} streams, 1080p25 GOP 50, one frame per {INTERVAL_S:g} s")
+    for col in ("source", "variant", "CPU-s / stream-hour", "streams / core", "frames"):
+        table.add_column(col)
+    for src in ("file", "rtsp"):
+        for name in ("naive", "guanjia", "bare"):
+            key = f"{src}_{name}"
+            if f"{key}_cpu_s_per_stream_hour" in out:
+                table.add_row(src, {"naive": "(a) OpenCV every frame", "guanjia": "(b) Guanjia keyframes",
+                                    "bare": "(c) bare PyAV keyframes"}[name],
+                              f"{out[key + '_cpu_s_per_stream_hour']:.1f}", f"{out[key + '_streams_per_core']}",
+                              str(out[key + "_frames"]))
+    Console().print(table)
+    for key, value in out.items():
+        if "speedup" in key or "fraction" in key or "rss" in key or "skipped" in key or key.endswith("tuning_cpu_s_per_stream_hour") \
+                or "skip_loop" in key or "per_camera" in key:
+            click.echo(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:])
