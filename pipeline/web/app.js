@@ -34,6 +34,11 @@
     return v === null ? "–" : v >= 100 ? String(Math.round(v)) : String(Math.round(v * 10) / 10);
   }
 
+  // Fire levels are probabilities (0–1); crowding levels are people or people/m².
+  function fmtLevel(ev) {
+    return ev.kind === "fire" && ev.peak <= 1 ? ev.peak.toFixed(2) : fmtCount(ev.peak);
+  }
+
   function place(ev) {
     return [ev.camera_name || ev.camera_id, ev.zone, ev.grid, ev.village, ev.town].filter(Boolean).join(" · ");
   }
@@ -119,7 +124,7 @@
       const what = el("td", "what");
       what.appendChild(el("div", "title", ev.title || ev.type || "event"));
       what.appendChild(el("div", "muted", [ev.catalog_code, ev.title_en, ev.fused ? "fused 融合" : null,
-        num(ev.peak) !== null ? "peak " + fmtCount(ev.peak) : null].filter(Boolean).join(" · ")));
+        num(ev.peak) !== null ? "peak " + fmtLevel(ev) : null].filter(Boolean).join(" · ")));
       row.appendChild(what);
       row.appendChild(el("td", "place", place(ev)));
       const unit = el("td", "unit");

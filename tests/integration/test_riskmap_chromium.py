@@ -172,6 +172,15 @@ def inventory(with_hostile: bool) -> list[dict[str, Any]]:
             "lat": 22.8080,
             "lon": 113.6900,
         },
+        {
+            "id": "dg-humen-004",
+            "name": "Warehouse row",
+            "grid": "HM-0204",
+            "town": "虎门镇",
+            "village": "龙眼社区",
+            "lat": 22.8040,
+            "lon": 113.6770,
+        },
     ]
     if with_hostile:
         cams.append(
@@ -250,6 +259,42 @@ def feed(state: LiveState) -> None:
             },
         }
     )
+    state.apply_detection(
+        {
+            "camera_id": "dg-humen-004",
+            "capture_time": now,
+            "frame_width": 640,
+            "frame_height": 360,
+            "seq": 12,
+            "zones": [{"zone": "*", "count": 2}],
+            "fire": {"score": 0.97, "confirmed": True},
+        }
+    )
+    state.apply_event(
+        {
+            "event_id": "evt-f1re",
+            "action": "escalated",
+            "status": "open",
+            "rule": "fire",
+            "catalog_code": "02.01.01.01",
+            "title_zh": "火情",
+            "title_en": "Fire",
+            "severity": "critical",
+            "camera_id": "dg-humen-004",
+            "grid_id": "HM-0204",
+            "village": "龙眼社区",
+            "town": "虎门镇",
+            "fused": True,
+            "peak": 0.97,
+            "routing": {
+                "level": "town",
+                "unit": "town:虎门镇 应急管理办",
+                "department": "消防救援",
+                "deadline_at": now + 4 * 60,
+                "escalations": 1,
+            },
+        }
+    )
 
 
 def test_riskmap_updates_live_and_renders_hostile_text_as_text(tmp_path: Path) -> None:
@@ -309,7 +354,21 @@ def test_riskmap_updates_live_and_renders_hostile_text_as_text(tmp_path: Path) -
                 ):
                     assert text in row, text
                 assert (
-                    await tools.evaluate("document.getElementById('t-events').textContent") == "1"
+                    await tools.evaluate("document.getElementById('t-events').textContent") == "2"
+                )
+                order = await tools.evaluate(
+                    "[...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.eventId)"
+                )
+                assert order == ["evt-f1re", "evt-7c1d"]  # critical before high
+                fire_row = await tools.evaluate(
+                    "document.querySelector('#events tr[data-event-id=\"evt-f1re\"]').innerText"
+                )
+                assert "peak 0.97" in fire_row and "escalated ×1" in fire_row
+                assert (
+                    await tools.evaluate(
+                        "document.querySelector('#map g.cam[data-camera=\"dg-humen-004\"]').getAttribute('class')"
+                    )
+                    == "cam state-fire"
                 )
                 marker = await tools.evaluate(
                     "[...document.querySelectorAll('#map g.cam[data-camera=\"dg-humen-001\"] text')].map(t => t.textContent)"
