@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.errors import ConfigError, ConfigIssue, format_key_path
+from pipeline.config.errors import ConfigError, ConfigIssue, format_key_path, read_error
 from pipeline.config.inventory import GroupContext, read_inventory
 from pipeline.config.merge import Chain, Layer, split_settings
 from pipeline.config.models import (
@@ -189,8 +189,7 @@ class _CityLoader:
         try:
             cameras = read_inventory(base_dir / inventory, group, self.camera_ids, self.issues, display=display)
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            doc.issues.append(doc.issue(path, f"cannot read inventory {inventory!r}: {reason}"))
+            doc.issues.append(doc.issue(path, f"cannot read inventory {inventory!r}: {read_error(exc)}"))
             return
         self.files.append(display)
         self.cameras.extend(cameras)

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from pipeline.config.env import MissingVariable, interpolate
-from pipeline.config.errors import ConfigIssue, format_key_path
+from pipeline.config.errors import ConfigIssue, format_key_path, read_error
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -59,7 +59,7 @@ def load_yaml(path: Path, *, display: str | None = None) -> YamlDoc:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        doc.issues.append(ConfigIssue(doc.file, None, None, "", f"cannot read file: {_reason(exc)}"))
+        doc.issues.append(ConfigIssue(doc.file, None, None, "", f"cannot read file: {read_error(exc)}"))
         return doc
     try:
         node = yaml.compose(text, Loader=_Loader)
@@ -71,10 +71,6 @@ def load_yaml(path: Path, *, display: str | None = None) -> YamlDoc:
     if node is not None:
         doc.data = _Walker(doc).value(node, ())
     return doc
-
-
-def _reason(exc: Exception) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
 
 
 class _Walker:

@@ -96,3 +96,11 @@ def test_unreadable_inventory_points_at_the_yaml_line(write):
     issue = only(issues_of(path), "groups[0].inventory")
     assert (issue.file, issue.line, issue.col) == ("city.yaml", 6, 16)
     assert "cannot read inventory 'cams/inventory.csv'" in issue.message
+
+
+def test_a_gbk_export_is_reported_as_not_utf8(write, tmp_path):
+    path = write("city.yaml", GROUP)
+    (tmp_path / "cams").mkdir()
+    (tmp_path / "cams" / "inventory.csv").write_bytes("id,url,grid,village\nhm-1,rtsp://h/1,G1,镇安\n".encode("gbk"))
+    issue = only(issues_of(path), "groups[0].inventory")
+    assert issue.line == 6 and "not UTF-8 text" in issue.message and "save it as UTF-8" in issue.message
