@@ -37,11 +37,12 @@ usage() {
 say() { echo "services: $*"; }
 die() { echo "services: error: $*" >&2; exit 1; }
 
-pid_alive() {  # pid_alive PIDFILE -> 0 when the process in PIDFILE is running
+pid_alive() {  # pid_alive PIDFILE -> 0 when the pid in PIDFILE runs kafka.Kafka or redis-server (not a reused pid)
     local pid
     [[ -s "$1" ]] || return 1
     pid="$(cat "$1")"
-    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'kafka\.Kafka|redis-server'
 }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
@@ -207,7 +208,7 @@ kafka_up() {
     local common=(-Xms128m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
         -Djava.awt.headless=true "-Dlog4j.configuration=file:$KAFKA_STATE/log4j.properties"
         "-Dkafka.logs.dir=$KAFKA_STATE" -cp "$KAFKA_HOME/libs/*")
-    if ! "$java" "${common[@]}" kafka.tools.StorageTool format -t "$(random_cluster_id)" \
+    if ! "$java" -XX:TieredStopAtLevel=1 "${common[@]}" kafka.tools.StorageTool format -t "$(random_cluster_id)" \
         -c "$KAFKA_STATE/server.properties" >"$KAFKA_STATE/format.log" 2>&1; then
         cat "$KAFKA_STATE/format.log" >&2
         die "formatting the Kafka storage failed (log: $KAFKA_STATE/format.log)"
@@ -215,7 +216,7 @@ kafka_up() {
     setsid nohup "$java" "${common[@]}" kafka.Kafka "$KAFKA_STATE/server.properties" \
         </dev/null >"$KAFKA_STATE/kafka.out" 2>&1 9>&- &
     echo $! >"$KAFKA_PID"
-    say "kafka $KAFKA_VERSION starting (pid $(cat "$KAFKA_PID"), $("$java" -version 2>&1 | head -n 1))"
+    say "kafka $KAFKA_VERSION starting (pid $(cat "$KAFKA_PID"), $java)"
     local i
     for ((i = 0; i < KAFKA_WAIT_S * 2; i++)); do
         if ! pid_alive "$KAFKA_PID"; then
