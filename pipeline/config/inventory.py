@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from pipeline.config.env import MissingVariable, interpolate
 from pipeline.config.errors import ConfigIssue
-from pipeline.config.models import CameraSettings, ResolvedCamera, ZoneConfig
+from pipeline.config.models import CameraSettings, ResolvedCamera, ZoneConfig, resolve_file_url
 from pipeline.config.validation import did_you_mean, issues_from_error
 
 REQUIRED = ("id", "url", "grid")
@@ -59,7 +58,8 @@ def read_inventory(
     """Cameras of one inventory CSV; problems are appended to ``issues`` as ``file.csv:ROW: column: message``.
 
     ``seen_ids`` maps every camera id met so far to ``(file, line)`` and catches duplicates across files.
-    Raises OSError when the file cannot be read (the caller reports it where the inventory is named).
+    Raises OSError or UnicodeDecodeError when the file cannot be read (the caller reports it where the
+    inventory is named).
     """
     name = display or str(path)
     with path.open(newline="", encoding="utf-8-sig") as fh, _gc_paused():
@@ -198,9 +198,7 @@ class _Rows:
                 url = interpolate(url)
             except MissingVariable as exc:
                 self.error(line, "url", str(exc))
-        if "://" not in url and url and not os.path.isabs(url):
-            url = os.path.normpath(os.path.join(self.base_dir, url))
-        return url
+        return resolve_file_url(url, self.base_dir)
 
     def parse_zones(self, row: list[str], line: int) -> list[dict] | None:
         """Zone dicts for validation, or None after reporting a cell that cannot be split or parsed."""

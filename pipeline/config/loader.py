@@ -21,6 +21,7 @@ from pipeline.config.models import (
     ConfigFile,
     GroupConfig,
     ResolvedCamera,
+    resolve_file_url,
 )
 from pipeline.config.validation import validate_value
 from pipeline.config.yamlpos import KeyPath, YamlDoc, load_yaml
@@ -36,13 +37,6 @@ def load_config(paths: Iterable[Path | str]) -> CityConfig:
     if loader.issues:
         raise ConfigError(loader.issues)
     return CityConfig(groups=loader.groups, cameras=loader.cameras, source_files=loader.files)
-
-
-def resolve_file_url(url: str, base_dir: Path) -> str:
-    """Bare relative paths are relative to the config file's folder; everything else is unchanged."""
-    if url and "://" not in url and not os.path.isabs(url):
-        return os.path.normpath(os.path.join(base_dir, url))
-    return url
 
 
 def _key(path: Path) -> Path:

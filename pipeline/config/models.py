@@ -7,6 +7,8 @@ which is all the rest of the code sees.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator
@@ -34,6 +36,13 @@ def check_url(url: str) -> str:
     """Accept rtsp://, rtsps://, http(s)://, file:// or a bare path (errors never show credentials)."""
     if not url.startswith(_KNOWN_PREFIXES):  # the common case skips urlsplit: 450k cameras load faster
         url_scheme(url)
+    return url
+
+
+def resolve_file_url(url: str, base_dir: str | Path) -> str:
+    """A bare relative path is relative to ``base_dir`` (the config file's folder); others are unchanged."""
+    if url and "://" not in url and not os.path.isabs(url):
+        return os.path.normpath(os.path.join(base_dir, url))
     return url
 
 
