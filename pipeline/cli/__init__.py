@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "sensors": "pipeline.cli.sensors_cmd:sensors",
     "demo": "pipeline.cli.demo_cmd:demo",
     "plan": "pipeline.cli.plan_cmd:plan",
+    "page": "pipeline.web.cli:page",
 }
 
 

@@ -11,6 +11,7 @@ BENCHES: dict[str, str] = {
     "ingest": "ingest.bench:bench_ingest",
     "detect": "detectors.bench:bench_detect",
     "events": "pipeline.bench_events:bench_events",
+    "page": "pipeline.web.bench:bench_page",
 }
 
 
