@@ -2,7 +2,7 @@
 """Ask a Kafka broker for cluster metadata; exit 0 once it lists itself as a live broker.
 
 Standard library only, so ``scripts/services.sh`` can wait for Kafka before any virtualenv exists.
-Speaks Metadata v1 (supported by Kafka 0.10 through 4.x).
+Speaks Metadata v4: the oldest version Kafka 4 still serves (KIP-896), understood since Kafka 1.0.
 
 usage: kafka_probe.py HOST:PORT [--timeout SECONDS]
 """
@@ -16,7 +16,7 @@ import struct
 import sys
 
 METADATA_API_KEY = 3
-METADATA_VERSION = 1
+METADATA_VERSION = 4
 CORRELATION_ID = 0x6A6A
 
 
@@ -24,7 +24,8 @@ def _request(client_id: bytes = b"guanjia-probe") -> bytes:
     header = struct.pack(
         ">hhih", METADATA_API_KEY, METADATA_VERSION, CORRELATION_ID, len(client_id)
     )
-    body = struct.pack(">i", -1)  # null topic array: every topic, and always the broker list
+    # null topic array (every topic, and always the broker list); allow_auto_topic_creation=false
+    body = struct.pack(">ib", -1, 0)
     payload = header + client_id + body
     return struct.pack(">i", len(payload)) + payload
 
@@ -58,19 +59,21 @@ class _Reader:
 
 
 def probe(host: str, port: int, timeout: float) -> dict:
-    """Return ``{"brokers": [...], "controller_id": int}`` from one Metadata round trip."""
+    """Return ``{"brokers": [...], "cluster_id": str, "controller_id": int}`` from one Metadata round trip."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(_request())
         (size,) = struct.unpack(">i", _recv_exact(sock, 4))
         reader = _Reader(_recv_exact(sock, size))
     if reader.take(">i") != CORRELATION_ID:
         raise ValueError("response correlation id does not match the request")
+    reader.take(">i")  # throttle_time_ms
     brokers = []
     for _ in range(reader.take(">i")):
         node_id, broker_host, broker_port = reader.take(">i"), reader.string(), reader.take(">i")
         reader.string()  # rack
         brokers.append({"node_id": node_id, "host": broker_host, "port": broker_port})
-    return {"brokers": brokers, "controller_id": reader.take(">i")}
+    cluster_id = reader.string()
+    return {"brokers": brokers, "cluster_id": cluster_id, "controller_id": reader.take(">i")}
 
 
 def main(argv: list[str] | None = None) -> int:

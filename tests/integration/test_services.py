@@ -82,6 +82,7 @@ def test_probe_sees_the_broker(kafka_bootstrap: str) -> None:
     host, _, port = kafka_bootstrap.split(",")[0].rpartition(":")
     metadata = _load_probe().probe(host, int(port), timeout=5)
     assert metadata["controller_id"] >= 0
+    assert len(metadata["cluster_id"]) == 22  # services.sh formats storage with a base64url 16-byte id
     assert {"host": host, "port": int(port)}.items() <= metadata["brokers"][0].items()
 
 
