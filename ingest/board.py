@@ -26,6 +26,15 @@ class FrameBoard:
             self._cond.notify()
             return dropped
 
+    def offer(self, frame: Frame) -> bool:
+        """Put a frame only if its camera's slot is empty; False (nothing changed) when it is taken."""
+        with self._cond:
+            if frame.camera_id in self._ready:
+                return False
+            self._ready[frame.camera_id] = frame
+            self._cond.notify()
+            return True
+
     def take(self, timeout: float | None = None, max_frames: int | None = None) -> list[Frame]:
         """Wait up to ``timeout`` for ready frames and return up to ``max_frames`` of them (oldest first)."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from concurrent.futures import Executor, Future
 
 import av
@@ -34,6 +35,8 @@ BLOCKED_S = 0.002
 ERROR_BURST_S = 10.0
 """Decode errors closer together than this are one burst, logged once."""
 RATE_WINDOW_S = 5.0
+BACKPRESSURE_POLL_S = 0.005
+"""How often a file reader with ``backpressure`` checks whether its frame was taken."""
 
 
 class CameraReader:
@@ -73,6 +76,9 @@ class CameraReader:
         self._last_decode_error = float("-inf")
         self._fallback_logged = False
         self._win = (time.monotonic(), 0, 0)
+        self._backpressure = not src.live and src.source.backpressure
+        self._held: deque[Frame] = deque()
+        self._eof_held = False
         self._rates = (0.0, 0.0)
         self.closed = False
 
@@ -80,6 +86,14 @@ class CameraReader:
     def service(self, now: float) -> float | None:
         """Advance this camera; None if it did I/O (call again soon), else the monotonic time it
         next needs attention."""
+        if self._held:
+            if not self._hand_out_held():
+                return now + BACKPRESSURE_POLL_S
+            if self._eof_held:
+                self._eof_held = False
+                self._set_state(CameraState.ended)
+                log.info("camera %s: end of file", self.src.camera_id)
+            return None
         if self.state is CameraState.connecting:
             if self._future is None:
                 self._start_connect()
@@ -182,6 +196,9 @@ class CameraReader:
     def _read_burst(self, now: float) -> float | None:
         realtime = not self.src.live and self.src.source.realtime
         for _ in range(BURST_PACKETS):
+            if self._held:  # backpressure: the last frame is not taken yet
+                self._last_packet = time.monotonic()
+                return self._last_packet + BACKPRESSURE_POLL_S
             if self._pending is not None:
                 packet, self._pending = self._pending, None
                 due = self._pace(packet, time.monotonic())
@@ -246,6 +263,9 @@ class CameraReader:
                 except Exception as exc:  # noqa: BLE001
                     self._decode_error(exc)
             self._release()
+            if self._held:  # ends once the held frames are handed out
+                self._eof_held = True
+                return
             self._set_state(CameraState.ended)
             log.info("camera %s: end of file", self.src.camera_id)
 
@@ -296,8 +316,17 @@ class CameraReader:
         if not self._framed_this_session:
             self._framed_this_session = True
             self._backoff.reset()
-        if self._board.put(out):
+        if self._backpressure:
+            self._held.append(out)
+            self._hand_out_held()
+        elif self._board.put(out):
             self.dropped += 1
+
+    def _hand_out_held(self) -> bool:
+        """Backpressure: put held frames on the board while the camera's slot is free; True when none is left."""
+        while self._held and self._board.offer(self._held[0]):
+            self._held.popleft()
+        return not self._held
 
     def _decode_error(self, exc: BaseException) -> None:
         self.decode_errors += 1

@@ -44,5 +44,6 @@ class SourceSettings(StrictModel):
     read_timeout_s: float = Field(5.0, gt=0, description="Socket read timeout; a hung server raises after about twice this.")
     loop: bool = Field(False, description="Files only: restart at end of file (demos and tests).")
     realtime: bool = Field(False, description="Files only: pace reading at the stream's frame rate.")
+    backpressure: bool = Field(False, description="Files only: wait until the previous sampled frame is taken before handing out the next, so every sampled frame is analysed (demos, tests, batch analysis) instead of latest-frame-wins.")
     probe_size: int = Field(500_000, ge=32, description="Bytes probed on open (smaller opens RTSP faster).")
     analyze_duration_s: float = Field(0.5, gt=0, description="Seconds of stream analysed on open.")
