@@ -126,19 +126,10 @@ class OnnxModel:
         self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix=f"ort-{spec.name}") if mode == "parallel" and self.parallel_runs > 1 else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """First output for an NCHW float32 batch of any size, in order."""
+        """First output for an NCHW float32 batch of any size, in order (served like :meth:`infer`)."""
         if len(batch) == 0:
             raise ValueError("empty batch")
-        if self.batch_mode == "dynamic":
-            chunks = [batch[i:i + self.max_batch] for i in range(0, len(batch), self.max_batch)]
-            outs = [self.session.run(None, {self.input_name: c})[0] for c in chunks]
-        else:
-            singles = [batch[i:i + 1] for i in range(len(batch))]
-            if self._pool is None or len(singles) == 1:
-                outs = [self._run_one(s) for s in singles]
-            else:
-                outs = list(self._pool.map(self._run_one, singles))
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return np.concatenate(self.infer(batch, lambda chunk: (chunk, None), lambda out, _: [out]))
 
     def infer(self, items: Sequence[T], prepare: Callable[[Sequence[T]], tuple[np.ndarray, C]],
               finish: Callable[[np.ndarray, C], list[R]]) -> list[R]:
@@ -157,9 +148,6 @@ class OnnxModel:
 
         parts = self._pool.map(one, chunks) if self._pool is not None and len(chunks) > 1 else map(one, chunks)
         return [result for part in parts for result in part]
-
-    def _run_one(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
 
 
 class Runtime:
