@@ -53,11 +53,15 @@ class DetectorEngine:
         self._cameras: dict[str, _CameraState] = {}
         self._crowd: dict[tuple[str, str], CrowdEstimator] = {}
         self._fire: dict[tuple[str, str], FireScorer] = {}
+        self._has_density = "density" in available(CROWD_ESTIMATORS)
         for camera in cameras:
             self.configure(camera)
 
     def configure(self, camera: CameraDetectors) -> None:
         """Add or replace a camera; its estimators are built (and models verified) now, not on the first frame."""
+        if camera.crowd.estimator == "auto" and not self._has_density:
+            log.warning("camera %s: crowd estimator auto needs the density plugin, which is not installed; "
+                        "counting by boxes only", camera.camera_id)
         for name in self._crowd_names(camera.crowd) if DetectorName.crowd in camera.detectors else []:
             self._crowd_estimator(name, camera.crowd)
         if DetectorName.fire in camera.detectors:
@@ -147,10 +151,7 @@ class DetectorEngine:
         """Estimators to run, in order; ``auto`` is boxes then density for the dense frames."""
         if settings.estimator != "auto":
             return [settings.estimator]
-        if "density" not in available(CROWD_ESTIMATORS):
-            log.warning("crowd estimator auto: the density estimator is not installed; counting by boxes only")
-            return ["boxes"]
-        return ["boxes", "density"]
+        return ["boxes", "density"] if self._has_density else ["boxes"]
 
     def _crowd_estimator(self, name: str, settings: CrowdSettings) -> CrowdEstimator:
         key = (name, settings.model_dump_json())
