@@ -105,3 +105,28 @@ def test_engine_turns_frames_into_records(registry, vtest):
     assert b.fire is None and b.zones[0].count == 9.0 and len(b.boxes) == 2
     assert b.boxes[0].score >= b.boxes[1].score
     assert Detection.from_json(a.to_json()) == a
+
+
+def test_serve_batches_frames_of_many_cameras_and_stops(registry, vtest):
+    import threading
+
+    from detectors.batching import MicroBatcher
+
+    engine = DetectorEngine(registry, Runtime(), [CameraDetectors(f"cam-{i}") for i in range(3)])
+    batcher = MicroBatcher[Frame](max_batch=8, max_wait_ms=50)
+    published, stop = [], threading.Event()
+    for i in range(3):
+        batcher.put(Frame(f"cam-{i}", 7, 1.0e9 + i, vtest[i]))
+
+    def publish(detection):
+        published.append(detection)
+        if len(published) == 3:
+            stop.set()
+
+    worker = threading.Thread(target=engine.serve, args=(batcher, publish, stop), kwargs={"poll_s": 0.05})
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert [d.camera_id for d in published] == ["cam-0", "cam-1", "cam-2"]
+    assert [d.zones[0].count for d in published] == [4.0, 6.0, 7.0]
+    assert all(d.seq == 7 for d in published)
