@@ -1,0 +1,201 @@
+"""The perception loop shared by ``guanjia worker ingest`` and ``guanjia demo``.
+
+Resolved cameras → ingest sources and detector set-ups; then ``pool.take()`` → ``engine.process()``
+→ ``on_detection(detection, frame)``. Cameras outside their ``schedule`` are not pulled;
+``enabled: false`` cameras are never opened. Models are loaded (and sha256-checked) before any
+stream is opened, so a missing model stops start-up with the registry's one-line ``ModelError``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from detectors.engine import CameraDetectors, DetectorEngine
+from detectors.records import Detection
+from detectors.registry import ModelRegistry
+from detectors.runtime import Runtime
+from detectors.settings import RuntimeSettings
+from ingest.frame import Frame
+from ingest.health import CameraHealth as IngestHealth
+from ingest.health import CameraState
+from ingest.pool import IngestPool
+from ingest.source import CameraSource
+from pipeline.config.models import ResolvedCamera, Schedule
+from pipeline.metrics import Metrics
+from pipeline.records import CameraHealth
+
+log = logging.getLogger(__name__)
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FINISHED = (CameraState.ended, CameraState.error)
+OnDetection = Callable[[Detection, Frame], None]
+
+
+def in_schedule(schedule: Schedule | None, when: float) -> bool:
+    """Whether epoch time ``when`` is inside the camera's analysis window (always, without one).
+
+    A window whose end is before its start runs overnight; its ``days`` are the days it starts on.
+    """
+    if schedule is None:
+        return True
+    local = dt.datetime.fromtimestamp(when, ZoneInfo(schedule.timezone))
+    minute = local.hour * 60 + local.minute
+    start = int(schedule.start[:2]) * 60 + int(schedule.start[3:])
+    end = int(schedule.end[:2]) * 60 + int(schedule.end[3:])
+    today, yesterday = DAYS[local.weekday()], DAYS[(local.weekday() - 1) % 7]
+    if start <= end:
+        return today in schedule.days and start <= minute < end
+    return (today in schedule.days and minute >= start) or (yesterday in schedule.days and minute < end)
+
+
+def camera_source(cam: ResolvedCamera, backpressure: bool = False) -> CameraSource:
+    """The ingest source of a camera; ``backpressure`` makes file sources hand out every sampled frame."""
+    s = cam.settings
+    source = s.source.model_copy(update={"backpressure": True}) if backpressure else s.source
+    return CameraSource(cam.id, cam.url, source, s.reconnect, s.analysis_interval_s, s.decode_mode)
+
+
+def camera_detectors(cam: ResolvedCamera) -> CameraDetectors:
+    """The detectors' per-camera set-up: enabled detectors, settings, zones, ignore masks, grid cell."""
+    s = cam.settings
+    return CameraDetectors(
+        camera_id=cam.id,
+        detectors=frozenset(s.detectors),
+        crowd=s.crowd,
+        fire=s.fire,
+        zones=tuple(cam.zones),
+        ignore=tuple(tuple(tuple(p) for p in mask) for mask in cam.ignore_masks),
+        grid_id=cam.grid,
+    )
+
+
+def health_record(health: IngestHealth, grid_id: str | None = None) -> CameraHealth:
+    """Ingest's health snapshot as the ``guanjia.camera-health.v1`` record the events worker reads."""
+    state = health.state.value if health.state is not CameraState.ended else "stopped"
+    if health.state is CameraState.ended:
+        reason = "end of file"
+    elif health.last_error_class and health.state is not CameraState.streaming:
+        reason = f"{health.last_error_class}: {health.last_error}" if health.last_error else health.last_error_class
+    else:
+        reason = None
+    return CameraHealth(camera_id=health.camera_id, time=health.updated_at or time.time(), state=state,
+                        last_frame_time=health.last_frame_time, reason=reason[:300] if reason else None,
+                        grid_id=grid_id)
+
+
+class Perception:
+    """Ingest pool + detector engine over the enabled cameras of a configuration.
+
+    >>> perception = Perception(city.cameras)          # ModelError here if a model is missing
+    >>> with perception:
+    ...     while not stop.is_set():
+    ...         perception.step(lambda det, frame: producer.send(det.to_json()))
+    """
+
+    def __init__(self, cameras: Iterable[ResolvedCamera], *, models_dir: Path | str | None = None,
+                 runtime: RuntimeSettings | None = None, metrics: Metrics | None = None,
+                 backpressure: bool = False, threads: int | None = None,
+                 on_health: Callable[[list[IngestHealth]], object] | None = None,
+                 health_interval_s: float = 5.0, schedule_check_s: float = 30.0):
+        self.cameras: dict[str, ResolvedCamera] = {c.id: c for c in cameras if c.enabled}
+        if not self.cameras:
+            raise ValueError("no enabled cameras in the configuration")
+        first = next(iter(self.cameras.values()))
+        self.runtime = Runtime(runtime or first.settings.runtime)
+        self.engine = DetectorEngine(ModelRegistry.load(models_dir=models_dir), self.runtime)
+        for cam in self.cameras.values():
+            self.engine.configure(camera_detectors(cam))
+        self.metrics = metrics
+        self.backpressure = backpressure
+        self.pool = IngestPool([], threads=threads, on_health=on_health, health_interval_s=health_interval_s)
+        self._schedule_check_s = schedule_check_s
+        self._next_schedule_check = 0.0
+        self._pulled: set[str] = set()
+        self.analysed = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Perception:
+        self.pool.start()
+        self.sync_schedule(time.time())
+        return self
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+    def __enter__(self) -> Perception:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def sync_schedule(self, now: float) -> None:
+        """Pull exactly the cameras whose schedule includes ``now``."""
+        self._next_schedule_check = time.monotonic() + self._schedule_check_s
+        for cam in self.cameras.values():
+            active = in_schedule(cam.schedule, now)
+            if active and cam.id not in self._pulled:
+                self.pool.add_camera(camera_source(cam, self.backpressure))
+                self._pulled.add(cam.id)
+            elif not active and cam.id in self._pulled:
+                log.info("camera %s: outside its schedule %s–%s, not pulled", cam.id, cam.schedule.start, cam.schedule.end)
+                self.pool.remove_camera(cam.id)
+                self._pulled.discard(cam.id)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def step(self, on_detection: OnDetection, timeout: float = 0.5) -> int:
+        """Take the ready frames (one per camera, up to the runtime's max batch), detect, call back; the count."""
+        if time.monotonic() >= self._next_schedule_check:
+            self.sync_schedule(time.time())
+        frames = self.pool.take(timeout=timeout, max_frames=self.runtime.settings.max_batch)
+        if not frames:
+            return 0
+        detections = self.engine.process(frames)
+        by_key = {(f.camera_id, f.seq): f for f in frames}
+        if self.metrics is not None:
+            self._observe(detections)
+        for det in detections:
+            on_detection(det, by_key[(det.camera_id, det.seq)])
+        self.analysed += len(detections)
+        return len(detections)
+
+    def run(self, on_detection: OnDetection, stop: threading.Event, *, until_done: bool = False,
+            max_seconds: float | None = None) -> None:
+        """Call :meth:`step` until ``stop`` is set, ``max_seconds`` pass, or (``until_done``) every file has ended."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            self.step(on_detection)
+            if until_done and self.done():
+                return
+
+    def done(self) -> bool:
+        """True when every pulled camera has finished (files ended or failed) and every frame was taken."""
+        states = [h.state for h in self.pool.health()]
+        return bool(states) and all(s in FINISHED for s in states) and not len(self.pool.board)
+
+    def health(self) -> list[IngestHealth]:
+        return self.pool.health()
+
+    def health_records(self, snapshots: Sequence[IngestHealth] | None = None) -> list[CameraHealth]:
+        """Health of the pulled cameras as ``guanjia.camera-health.v1`` records."""
+        snaps = self.pool.health() if snapshots is None else snapshots
+        return [health_record(h, self.cameras[h.camera_id].grid if h.camera_id in self.cameras else None) for h in snaps]
+
+    def _observe(self, detections: Sequence[Detection]) -> None:
+        if not detections:
+            return
+        seconds = detections[0].latency_ms / 1000.0
+        per_model: dict[str, int] = {}
+        for det in detections:
+            for model_id in det.models.values():
+                name = model_id.split("@", 1)[0]
+                per_model[name] = per_model.get(name, 0) + 1
+        for name, n in per_model.items():
+            self.metrics.inference_latency.labels(name).observe(seconds)
+            self.metrics.batch_size.labels(name).observe(n)
+        self.metrics.detections_produced.inc(len(detections))
