@@ -113,37 +113,57 @@ def crowd(images, video, gt_path, estimator, model, threshold, tiles, limit, max
 
 
 @eval_.command()
-@click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='JSON {"name": "fire" | "no_fire"}.')
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of images named as in --labels.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help='JSON {"name": "fire" | "no_fire"} (with --images).')
+@click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A video whose frames all have --label.")
+@click.option("--label", type=click.Choice(["fire", "no_fire"]), help="Label of every frame of --video.")
+@click.option("--every", type=int, default=1, show_default=True, help="Video: score every Nth frame (the analysed frames).")
 @click.option("--scorer", type=click.Choice(sorted(FIRE_SCORERS)), default="classifier", show_default=True)
 @click.option("--model", default=None, help="Registry model (default: the FireSettings default).")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="P(fire) at or above which an image counts as fire.")
+@click.option("--confirm-k", type=int, default=3, show_default=True, help="Video: frames at or above threshold that confirm ...")
+@click.option("--confirm-n", type=int, default=5, show_default=True, help="... within the last this many analysed frames.")
 @click.option("--limit", type=int, default=None, help="Evaluate only N labelled images, spread evenly over the set.")
 @click.option("--batch", "max_batch", type=int, default=8, show_default=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write per-image name,label,score.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def fire(images, labels, scorer, model, threshold, limit, max_batch, csv_path, as_json) -> None:
-    """Precision, recall, F1 and false-positive rate of a fire scorer, with a threshold sweep."""
+def fire(images, labels, video, label, every, scorer, model, threshold, confirm_k, confirm_n, limit, max_batch,
+         csv_path, as_json) -> None:
+    """Precision, recall, F1 and false-positive rate of a fire scorer, with a threshold sweep.
+
+    With --video and --label it scores the analysed frames of a clip whose frames all share one label
+    and adds the k-of-n confirmation a camera would see (frames confirmed, first confirmed frame).
+    """
     from detectors.evaluation import binary_scores, load_fire_labels, natural_key, spread, sweep
+    from detectors.fire import FireConfirmer
     from detectors.plugins import build_fire_scorer
     from detectors.registry import ModelRegistry
     from detectors.settings import FireSettings
 
-    truth = load_fire_labels(labels)
-    names = spread(sorted(truth, key=natural_key), limit)
-    settings = FireSettings(scorer=scorer, threshold=threshold, **({"model": model} if model else {}))
+    if video:
+        if images or labels or not label:
+            raise click.UsageError("--video needs --label and no --images/--labels")
+        truth = None
+        items = _video_batches(video, None, max_batch, every)
+    else:
+        if not (images and labels):
+            raise click.UsageError("give --images with --labels, or --video with --label")
+        truth = load_fire_labels(labels)
+        items = _image_batches(images, spread(sorted(truth, key=natural_key), limit), max_batch)
+    settings = FireSettings(scorer=scorer, threshold=threshold, confirm_k=confirm_k, confirm_n=confirm_n,
+                            **({"model": model} if model else {}))
     runtime = _runtime(max_batch)
     sc = _load("fire scorer", lambda: build_fire_scorer(scorer, ModelRegistry.load(), settings, runtime))
     used, scores = [], []
     start = time.perf_counter()
-    for batch_names, batch_images in _image_batches(images, names, max_batch):
+    for batch_names, batch_images in items:
         used.extend(batch_names)
         scores.extend(s for s, _ in sc.score(batch_images))
     elapsed = time.perf_counter() - start
     if not used:
         raise click.ClickException("no labelled image was found")
-    y = [truth[n] for n in used]
+    y = [truth[n] for n in used] if truth is not None else [label == "fire"] * len(used)
     at = binary_scores(y, scores, threshold)
     curve = sweep(y, scores, SWEEP)
     best = max(curve, key=lambda s: s.f1)
@@ -151,17 +171,28 @@ def fire(images, labels, scorer, model, threshold, limit, max_batch, csv_path, a
         with csv_path.open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["name", "label", "p_fire"])
-            for n, label, s in zip(used, y, scores):
-                writer.writerow([n, "fire" if label else "no_fire", round(s, 4)])
+            for n, truth_label, s in zip(used, y, scores):
+                writer.writerow([n, "fire" if truth_label else "no_fire", round(s, 4)])
     result = {"scorer": scorer, "model": sc.model_id, "n": len(used), "positives": int(sum(y)), **at.as_dict(),
               "best_f1_threshold": best.threshold, "best_f1": best.f1,
-              "sweep": [s.as_dict() for s in curve], "images_per_s": len(used) / elapsed}
+              "sweep": [s.as_dict() for s in curve], "images_per_s": len(used) / elapsed,
+              "source": str(video or images)}
+    if video:
+        confirmer = FireConfirmer(settings)
+        confirmed = [confirmer.update(s) for s in scores]
+        first = next((used[i] for i, c in enumerate(confirmed) if c), None)
+        result |= {"label": label, "every": every, "confirm": f"{confirm_k} of {confirm_n}",
+                   "confirmed_frames": int(sum(confirmed)), "confirmed_fraction": sum(confirmed) / len(used),
+                   "first_confirmed_frame": None if first is None else int(first)}
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"{sc.model_id} ({scorer}) on {images}: n={len(used)} ({result['positives']} fire)")
+    click.echo(f"{sc.model_id} ({scorer}) on {result['source']}: n={len(used)} ({result['positives']} fire)")
     click.echo(f"threshold {threshold}: precision={at.precision:.3f} recall={at.recall:.3f} F1={at.f1:.3f} "
                f"FPR={at.fpr:.3f} (TP {at.tp} FP {at.fp} TN {at.tn} FN {at.fn})")
+    if video:
+        click.echo(f"confirmed ({result['confirm']}) on {result['confirmed_frames']} of {len(used)} analysed frames; "
+                   f"first confirmed at frame {result['first_confirmed_frame']}")
     click.echo("threshold  precision  recall  F1     FPR")
     for s in curve:
         click.echo(f"{s.threshold:9.2f}  {s.precision:9.3f}  {s.recall:6.3f}  {s.f1:5.3f}  {s.fpr:5.3f}")
@@ -186,22 +217,25 @@ def _image_batches(folder: Path, names: list[str], size: int) -> Iterator[tuple[
         yield batch_names, batch
 
 
-def _video_batches(path: Path, names: list[str], size: int) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+def _video_batches(path: Path, names: list[str] | None, size: int, every: int = 1) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """Decoded BGR frames in batches, named by frame index: the indexes in ``names``, or every ``every``-th frame."""
     import av
 
-    wanted = set(names)
+    wanted = set(names) if names is not None else None
     batch_names, batch = [], []
     with av.open(str(path)) as container:
         for index, frame in enumerate(container.decode(video=0)):
-            if str(index) not in wanted:
+            name = str(index)
+            if (name not in wanted) if wanted is not None else (index % every):
                 continue
-            batch_names.append(str(index))
+            batch_names.append(name)
             batch.append(frame.to_ndarray(format="bgr24"))
-            wanted.discard(str(index))
             if len(batch) == size:
                 yield batch_names, batch
                 batch_names, batch = [], []
-            if not wanted:
-                break
+            if wanted is not None:
+                wanted.discard(name)
+                if not wanted:
+                    break
     if batch:
         yield batch_names, batch

@@ -49,3 +49,19 @@ def test_eval_needs_exactly_one_source(tmp_path):
     gt.write_text("{}")
     result = CliRunner().invoke(cli, ["eval", "crowd", "--gt", str(gt)])
     assert result.exit_code != 0 and "exactly one of --images or --video" in result.output
+
+
+def test_eval_fire_video_adds_confirmation():
+    clip = shared_path("data", "fire", "furg", "house6.mp4")
+    data = json.loads(run("fire", "--video", str(clip), "--label", "fire", "--every", "60", "--json"))
+    assert data["n"] == 15 and data["positives"] == 15  # 899 frames, every 60th
+    assert data["confirm"] == "3 of 5"
+    assert data["first_confirmed_frame"] is None or data["first_confirmed_frame"] >= 120  # needs 3 analysed frames
+    assert data["confirmed_frames"] <= 15 - 2  # the first k-1 analysed frames cannot confirm
+
+
+def test_eval_fire_video_needs_a_label(tmp_path):
+    clip = tmp_path / "x.mp4"
+    clip.write_bytes(b"")
+    result = CliRunner().invoke(cli, ["eval", "fire", "--video", str(clip)])
+    assert result.exit_code != 0 and "--video needs --label" in result.output
