@@ -58,3 +58,6 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
 
 
 # ---- guanjia worker ingest (added by the ingest/detector integration) ----------------------------
+from pipeline.cli.worker_ingest import ingest  # noqa: E402 - registered after the group it joins
+
+worker.add_command(ingest)

@@ -1,0 +1,235 @@
+"""``guanjia worker ingest``: pull cameras, detect, produce detections and camera health to Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from ingest.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+SERVICES_HINT = "start it with `bash scripts/services.sh up` (or `guanjia services up`)"
+MAX_IN_FLIGHT = 20_000
+
+
+def kafka_hosts(bootstrap: str) -> str:
+    """Bootstrap servers for display: ``host:port`` only, credentials never."""
+    return ",".join(redact_url(part.strip()).rsplit("@", 1)[-1] for part in bootstrap.split(","))
+
+
+class KafkaSink:
+    """An aiokafka producer (acks=all, idempotent, batched) on its own event loop thread.
+
+    :meth:`send` may be called from any thread; at most ``max_in_flight`` records wait for delivery,
+    so a slow broker slows the caller down instead of growing memory.
+    """
+
+    def __init__(self, bootstrap: str, linger_ms: int = 20, max_in_flight: int = MAX_IN_FLIGHT):
+        self.bootstrap = bootstrap
+        self.linger_ms = linger_ms
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="guanjia-kafka", daemon=True)
+        self.producer = None
+        self.sent = 0
+        self.failed = 0
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._failure_logged = False
+
+    def start(self) -> KafkaSink:
+        """Connect; raises click.ClickException (one line, address and what to start) when unreachable."""
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        self.thread.start()
+
+        async def connect():
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                                        linger_ms=self.linger_ms, max_batch_size=256 * 1024,
+                                        request_timeout_ms=30_000)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            return producer
+
+        kafka_log = logging.getLogger("aiokafka")
+        level = kafka_log.level
+        kafka_log.setLevel(logging.CRITICAL)  # the one-line error below says it all
+        try:
+            self.producer = asyncio.run_coroutine_threadsafe(connect(), self.loop).result(60)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._stop_loop()
+            raise click.ClickException(
+                f"cannot reach Kafka at {kafka_hosts(self.bootstrap)} (GUANJIA_KAFKA_BOOTSTRAP; "
+                f"{type(exc).__name__}); {SERVICES_HINT}") from None
+        finally:
+            kafka_log.setLevel(level)
+        return self
+
+    def send(self, topic: str, key: str, value: bytes) -> None:
+        """Queue one record; blocks while ``max_in_flight`` records are still undelivered."""
+        self._slots.acquire()
+        asyncio.run_coroutine_threadsafe(self._send(topic, key.encode(), value), self.loop)
+
+    async def _send(self, topic: str, key: bytes, value: bytes) -> None:
+        try:
+            delivery = await self.producer.send(topic, value, key=key)
+        except Exception as exc:  # noqa: BLE001 - counted and logged; the worker keeps analysing
+            self._done(exc)
+            return
+        delivery.add_done_callback(lambda f: self._done(None if f.cancelled() else f.exception()))
+
+    def _done(self, exc: BaseException | None) -> None:
+        self._slots.release()
+        if exc is None:
+            self.sent += 1
+            return
+        self.failed += 1
+        if not self._failure_logged:
+            self._failure_logged = True
+            log.error("Kafka at %s: a record was not delivered (%s); later failures are counted, not logged",
+                      kafka_hosts(self.bootstrap), type(exc).__name__)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued, then disconnect."""
+        if self.producer is not None:
+            async def stop():
+                await self.producer.flush()
+                await self.producer.stop()
+
+            try:
+                asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout)
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                log.warning("Kafka producer did not close cleanly: %s", type(exc).__name__)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+def redis_publisher(url: str):
+    """A HealthPublisher on ``url``; Redis down is said once and analysis goes on (it retries every report)."""
+    import redis
+
+    from ingest.health import HealthPublisher
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        click.echo(f"worker ingest: Redis at {redact_url(url)} unreachable ({type(exc).__name__}); camera health goes "
+                   f"to Kafka only until it is back; {SERVICES_HINT}", err=True)
+    return HealthPublisher(client)
+
+
+@click.command("ingest")
+@click.option("--config", "configs", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Camera-group file(s) (repeatable).")
+@click.option("--metrics-port", default=9108, show_default=True, type=click.IntRange(0, 65535),
+              help="Prometheus /metrics port (0: a free port).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Bind address of /metrics; any other than loopback needs GUANJIA_METRICS_TOKEN.")
+@click.option("--no-metrics", is_flag=True, help="Do not serve /metrics.")
+@click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
+              help="Seconds between camera-health reports (Kafka and Redis).")
+@click.option("--backpressure", is_flag=True,
+              help="Files: analyse every sampled frame (the reader waits for the detector) instead of the latest one.")
+@click.option("--until-done", is_flag=True, help="Exit once every camera has ended (file sources: batch runs, tests).")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Exit after this many seconds.")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder searched first for model files (GUANJIA_MODELS_DIR).")
+@click.option("--loglevel", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_metrics: bool, health_interval: float,
+           backpressure: bool, until_done: bool, max_seconds: float | None, models_dir: Path | None,
+           loglevel: str) -> None:
+    """Pull the configured cameras, run the detectors and produce guanjia.detections.v1 (key: camera id)
+    and guanjia.camera-health.v1 to Kafka; camera health also goes to Redis, metrics to /metrics.
+
+    \b
+    Example:
+      guanjia worker ingest --config configs/demo.yaml --metrics-port 9108
+      GUANJIA_TOPIC_PREFIX=drill guanjia worker ingest --config configs/demo.yaml --backpressure --until-done
+    """
+    from detectors.plugins import PluginError
+    from detectors.registry import ModelError
+    from pipeline.config import ConfigError, load_config
+    from pipeline.metrics import Metrics, serve_metrics
+    from pipeline.perception import Perception
+    from pipeline.settings import get_settings
+    from pipeline.topics import ensure_topics
+    from pipeline.web.access import UnsafeBindError
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    try:
+        city = load_config(list(configs))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    def on_health(snapshots) -> None:  # from the pool's health thread, which starts after sink and publisher exist
+        publisher.publish(snapshots)
+        for record in perception.health_records(snapshots):
+            sink.send(health_topic, record.camera_id, record.to_json())
+
+    try:
+        perception = Perception(city.cameras, models_dir=models_dir, backpressure=backpressure,
+                                on_health=on_health, health_interval_s=health_interval)
+    except (ModelError, PluginError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    sink = KafkaSink(settings.kafka_bootstrap).start()
+    try:
+        asyncio.run_coroutine_threadsafe(ensure_topics(settings), sink.loop).result(60)
+    except Exception as exc:  # noqa: BLE001 - one line, the worker cannot run without its topics
+        sink.close()
+        raise click.ClickException(f"cannot create topics on Kafka at {kafka_hosts(settings.kafka_bootstrap)}: "
+                                   f"{type(exc).__name__}: {exc}") from None
+    publisher = redis_publisher(settings.redis_url)
+    detections_topic, health_topic = settings.topic("detections"), settings.topic("camera-health")
+    server = None
+    if not no_metrics:
+        metrics = Metrics(camera_stats=lambda: perception.pool.health())
+        perception.metrics = metrics
+        try:
+            server = serve_metrics(metrics.registry, host=metrics_host, port=metrics_port,
+                                   token=os.environ.get("GUANJIA_METRICS_TOKEN") or None)
+        except (UnsafeBindError, OSError) as exc:
+            sink.close()
+            raise click.ClickException(str(exc)) from None
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def on_detection(det, _frame) -> None:
+        sink.send(detections_topic, det.camera_id, det.to_json())
+
+    click.echo(f"worker ingest: {len(perception.cameras)} cameras, broker {kafka_hosts(settings.kafka_bootstrap)}, "
+               f"topics {settings.topic_prefix}.*.v1, redis {redact_url(settings.redis_url)}"
+               + (f", metrics {server.url}" if server else ""), err=True)
+    started = time.monotonic()
+    try:
+        with perception:
+            perception.run(on_detection, stop, until_done=until_done, max_seconds=max_seconds)
+            on_health(perception.health())  # the last word on every camera
+    finally:
+        sink.close()
+        if server is not None:
+            server.close()
+    click.echo(f"worker ingest: {perception.analysed} frames analysed in {time.monotonic() - started:.1f} s, "
+               f"{sink.sent} records delivered, {sink.failed} failed", err=True)
+    sys.exit(1 if sink.failed else 0)
