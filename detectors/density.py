@@ -1,0 +1,219 @@
+"""Crowd density maps: the COCO YOLOX-Nano backbone (frozen, from the registry) plus a project-trained head.
+
+The backbone graph is cut after the stride-8 and stride-16 branches of its detection head (the
+features the box predictions are made from) and given a dynamic input size; the trained head
+(``models/trained/crowd_density_head.onnx``) turns those features into a density map at stride 16
+whose sum is the number of people. Both are merged into one ONNX graph at load time, so the
+third-party weights are never committed and one pass serves the whole map.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import cv2
+import numpy as np
+
+from detectors.base import CrowdEstimate
+
+if TYPE_CHECKING:
+    import onnx
+
+    from detectors.registry import ModelRegistry
+    from detectors.runtime import Runtime
+    from detectors.settings import CrowdSettings
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HEAD_MODEL = "crowd_density"
+BACKBONE_MODEL = "yolox_nano_coco_416"
+FEATURE_OUTPUTS = ("feat8", "feat16")
+DENSITY_OUTPUT = "density"
+INPUT_NAME = "images"
+PAD_VALUE = 114.0
+ALIGN = 32  # the backbone downsamples by 32
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """Where an image sits in the network input: scaled by ``ratio`` and pasted at the top-left."""
+
+    ratio: float
+    width: int  # scaled image width inside the input
+    height: int
+    input_width: int
+    input_height: int
+
+
+def letterbox(image: np.ndarray, long_side: int) -> tuple[np.ndarray, Letterbox]:
+    """Scale a BGR image so its long side is ``long_side``, pad right/bottom to a multiple of 32 with 114.
+
+    Returns the CHW float32 tensor (raw 0–255, BGR, as YOLOX expects) and the placement.
+    """
+    h, w = image.shape[:2]
+    ratio = long_side / max(h, w)
+    nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
+    iw, ih = -(-nw // ALIGN) * ALIGN, -(-nh // ALIGN) * ALIGN
+    canvas = np.full((ih, iw, 3), PAD_VALUE, dtype=np.float32)
+    interp = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+    resized = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=interp)
+    canvas[:nh, :nw] = resized
+    return canvas.transpose(2, 0, 1), Letterbox(ratio, nw, nh, iw, ih)
+
+
+def _feature_tensors(graph: "onnx.GraphProto", level: int) -> tuple[str, str]:
+    """Names of the cls and reg branch features that feed YOLOX's predictions at ``level`` (0 = stride 8)."""
+    by_weight = {node.input[1]: node for node in graph.node if node.op_type == "Conv" and len(node.input) > 1}
+    try:
+        cls_in = by_weight[f"head.cls_preds.{level}.weight"].input[0]
+        reg_in = by_weight[f"head.reg_preds.{level}.weight"].input[0]
+    except KeyError as exc:
+        raise ValueError(f"backbone is not a YOLOX export with named head weights (missing {exc})") from None
+    return cls_in, reg_in
+
+
+def cut_backbone(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """YOLOX with a dynamic N×3×H×W input, cut to two outputs: ``feat8`` (N,128,H/8,W/8), ``feat16`` (N,128,H/16,W/16).
+
+    Each output is the cls-branch features followed by the reg-branch features of that stride.
+    """
+    import onnx
+    from onnx import helper
+    from onnx.utils import Extractor
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    for dim, param in zip(graph.input[0].type.tensor_type.shape.dim, ("N", None, "H", "W")):
+        if param:
+            dim.ClearField("dim_value")
+            dim.dim_param = param
+    del graph.value_info[:]
+    names = [_feature_tensors(graph, 0), _feature_tensors(graph, 1)]
+    del graph.output[:]
+    for pair in names:
+        graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in pair)
+    sub = Extractor(model).extract_model([graph.input[0].name], [n for pair in names for n in pair])
+    for out_name, (cls_in, reg_in) in zip(FEATURE_OUTPUTS, names):
+        sub.graph.node.append(helper.make_node("Concat", [cls_in, reg_in], [out_name], axis=1, name=f"concat_{out_name}"))
+    del sub.graph.output[:]
+    sub.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in FEATURE_OUTPUTS)
+    if graph.input[0].name != INPUT_NAME:
+        raise ValueError(f"backbone input is {graph.input[0].name!r}, expected {INPUT_NAME!r}")
+    return sub
+
+
+def merge_backbone_and_head(backbone: "onnx.ModelProto", head: "onnx.ModelProto") -> "onnx.ModelProto":
+    """One graph: image → cut backbone → head → ``density`` (N,1,H/16,W/16)."""
+    import onnx
+    from onnx import compose
+
+    cut = cut_backbone(backbone)
+    head = onnx.ModelProto.FromString(head.SerializeToString())
+    opset = max(op.version for op in list(cut.opset_import) + list(head.opset_import) if op.domain in ("", "ai.onnx"))
+    for m in (cut, head):
+        m.ir_version = max(cut.ir_version, head.ir_version)
+        del m.opset_import[:]
+        m.opset_import.append(onnx.helper.make_opsetid("", opset))
+    head = compose.add_prefix(head, "head/", rename_inputs=False, rename_outputs=False)
+    merged = compose.merge_models(cut, head, io_map=[(n, n) for n in FEATURE_OUTPUTS])
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def head_metadata(head: "onnx.ModelProto") -> dict[str, str]:
+    return {p.key: p.value for p in head.metadata_props}
+
+
+class DensityEstimator:
+    """Counts people with a density map (:class:`detectors.base.CrowdEstimator`).
+
+    ``estimate`` returns one :class:`CrowdEstimate` per image with no boxes, ``density`` at
+    ``density_stride`` original pixels per cell; zone counts are sums of the map inside the zone.
+    """
+
+    name = "density"
+
+    def __init__(self, backbone_bytes: bytes, head_bytes: bytes, model_id: str, *,
+                 providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int = 0,
+                 long_side: int | None = None):
+        import onnx
+        import onnxruntime as ort
+
+        head = onnx.load_from_string(head_bytes)
+        meta = head_metadata(head)
+        self.model_id = model_id
+        self.stride = int(meta.get("stride", 16))
+        self.long_side = int(long_side or meta.get("long_side", 1024))
+        merged = merge_backbone_and_head(onnx.load_from_string(backbone_bytes), head)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(merged.SerializeToString(), options, providers=list(providers))
+
+    @classmethod
+    def from_files(cls, backbone: Path | str, head: Path | str, **kwargs) -> "DensityEstimator":
+        """Build from two ONNX files (the registry is the normal way; this one is for scripts and tests)."""
+        head_bytes = Path(head).read_bytes()
+        return cls(Path(backbone).read_bytes(), head_bytes, f"{HEAD_MODEL}@{_sha(head_bytes)[:12]}", **kwargs)
+
+    @classmethod
+    def from_registry(cls, registry: "ModelRegistry", settings: "CrowdSettings", runtime: "Runtime") -> "DensityEstimator":
+        """Head ``crowd_density`` (or ``settings.model`` when that names a density model) on its registered backbone."""
+        head_name = settings.model if registry.spec(settings.model).task == "crowd_density" else HEAD_MODEL
+        head_path = locate_head(registry, head_name)
+        head_bytes = head_path.read_bytes()
+        import onnx
+
+        backbone_name = head_metadata(onnx.load_from_string(head_bytes)).get("backbone", BACKBONE_MODEL)
+        backbone_path = registry.locate(backbone_name)
+        from detectors.runtime import resolve_providers
+
+        rt = runtime.settings
+        return cls(backbone_path.read_bytes(), head_bytes, registry.model_id(head_name),
+                   providers=resolve_providers(rt.providers), intra_op_threads=rt.intra_op_threads)
+
+    def density(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """(map, original pixels per cell) per BGR image; the map covers the image only (padding cut off)."""
+        out: list[tuple[np.ndarray, float] | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.shape[:2], []).append(i)
+        for indices in groups.values():
+            tensors, boxes = zip(*(letterbox(images[i], self.long_side) for i in indices))
+            maps = self.session.run([DENSITY_OUTPUT], {INPUT_NAME: np.stack(tensors)})[0]
+            box = boxes[0]
+            rows, cols = -(-box.height // self.stride), -(-box.width // self.stride)
+            for i, m in zip(indices, maps):
+                out[i] = (np.ascontiguousarray(m[0, :rows, :cols], dtype=np.float32), self.stride / box.ratio)
+        return out  # type: ignore[return-value]
+
+    def estimate(self, images: Sequence[np.ndarray]) -> list[CrowdEstimate]:
+        """One estimate per BGR image: an empty box array and the density map."""
+        return [CrowdEstimate(boxes=np.zeros((0, 5), np.float32), density=m, density_stride=s)
+                for m, s in self.density(images)]
+
+
+def locate_head(registry: "ModelRegistry", name: str) -> Path:
+    """The committed head file (``models/<file>`` in the repo, or the registry's folders), sha256-checked."""
+    from detectors.registry import ModelError
+
+    spec = registry.spec(name)
+    tried = []
+    for path in [REPO_ROOT / "models" / spec.file, *registry.candidates(name)]:
+        problem = registry.check_file(spec, path)
+        if problem is None:
+            return path
+        tried.append(f"{path} ({problem})")
+    raise ModelError(f"model {name}: no intact {spec.file}; tried: {'; '.join(tried)}")
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+

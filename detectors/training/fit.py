@@ -1,0 +1,123 @@
+"""Fitting the density head on cached features, cross-validation folds and their figures."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from detectors.training.features import FeatureBank
+from detectors.training.head import Adam, DensityHead, Mlp, Whitening, cell_features
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one head fit (the defaults are the committed model's)."""
+
+    seed: int = 7
+    components: int = 64
+    hidden: int = 32
+    epochs: int = 30
+    batch_images: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    huber_delta: float = 1.0
+    whitening_cells: int = 200_000
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some images of a feature bank with their counts."""
+
+    bank: FeatureBank
+    index: np.ndarray
+    counts: np.ndarray
+
+
+def _cells(part: Part, batch: int = 16):
+    for start in range(0, len(part.index), batch):
+        idx = part.index[start:start + batch]
+        yield cell_features(part.bank.feat8[idx], part.bank.feat16[idx])
+
+
+def fit_whitening(parts: list[Part], cfg: TrainConfig, rng: np.random.Generator) -> Whitening:
+    """PCA whitening fitted on a random sample of the training images' cells."""
+    total = sum(len(p.index) for p in parts)
+    per_image = max(1, cfg.whitening_cells // total)
+    sample = []
+    for part in parts:
+        for cells in _cells(part):
+            for image_cells in cells:
+                pick = rng.choice(len(image_cells), size=min(per_image, len(image_cells)), replace=False)
+                sample.append(image_cells[pick])
+    return Whitening.fit(np.concatenate(sample), cfg.components)
+
+
+def project(parts: list[Part], whitening: Whitening) -> np.ndarray:
+    """(images, cells, K) float32 whitened cells of all parts, in order."""
+    out = [whitening(cells).astype(np.float32) for part in parts for cells in _cells(part)]
+    return np.concatenate(out)
+
+
+def fit_head(parts: list[Part], cfg: TrainConfig) -> DensityHead:
+    """Train whitening + MLP so that each training image's map sums to its count."""
+    rng = np.random.default_rng(cfg.seed)
+    start = time.perf_counter()
+    whitening = fit_whitening(parts, cfg, rng)
+    z = project(parts, whitening)
+    counts = np.concatenate([p.counts for p in parts]).astype(np.float64)
+    log.info("whitened %d images × %d cells in %.1f s", *z.shape[:2], time.perf_counter() - start)
+    return DensityHead(whitening, train_mlp(z, counts, cfg, rng))
+
+
+def train_mlp(z: np.ndarray, counts: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> Mlp:
+    """Adam on a Huber loss of (map sum − count) / sqrt(count + 1), cosine learning-rate decay."""
+    start = time.perf_counter()
+    cells = z.shape[1]
+    mlp = Mlp.init(cfg.components, cfg.hidden, rng, prior_density=float(counts.mean() / cells))
+    opt = Adam(cfg.lr, weight_decay=cfg.weight_decay)
+    scale = np.sqrt(counts + 1.0)
+    steps = cfg.epochs * -(-len(z) // cfg.batch_images)
+    step = 0
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(z))
+        abs_err = 0.0
+        for s in range(0, len(order), cfg.batch_images):
+            idx = np.sort(order[s:s + cfg.batch_images])
+
+            def dloss(pred: np.ndarray, idx=idx) -> np.ndarray:
+                r = (pred - counts[idx]) / scale[idx]
+                return np.clip(r, -cfg.huber_delta, cfg.huber_delta) / scale[idx] / len(idx)
+
+            pred, grads = mlp.counts_and_grads(z[idx], dloss)
+            abs_err += float(np.abs(pred - counts[idx]).sum())
+            lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / steps))  # cosine decay to zero
+            opt.step(mlp.params(), grads, lr)
+            step += 1
+        if epoch % 10 == 9 or epoch == cfg.epochs - 1:
+            log.info("epoch %d: train MAE %.2f (%.0f s)", epoch + 1, abs_err / len(z), time.perf_counter() - start)
+    return mlp
+
+
+def predict_counts(head: DensityHead, part: Part) -> np.ndarray:
+    return np.concatenate([head.mlp(head.whitening(cells)).sum(axis=1) for cells in _cells(part)])
+
+
+def errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, mean relative error and the mean true count."""
+    diff = pred - truth
+    return {
+        "images": int(len(truth)),
+        "mae": float(np.abs(diff).mean()),
+        "rmse": float(np.sqrt((diff ** 2).mean())),
+        "mean_rel_err": float((np.abs(diff) / np.maximum(truth, 1)).mean()),
+        "mean_count": float(truth.mean()),
+        "bias": float(diff.mean()),
+    }

@@ -1,0 +1,60 @@
+"""The training report ``models/trained/crowd_density_report.md``, written from the run's own figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _row(name: str, e: dict) -> str:
+    return (f"| {name} | {e['images']} | {e['mean_count']:.1f} | **{e['mae']:.2f}** | {e['rmse']:.2f} | "
+            f"{e['bias']:+.2f} | {100 * e['mean_rel_err']:.1f}% |")
+
+
+def write_report(path: Path, result: dict) -> None:
+    """Markdown with data, seed, epochs, folds and the cross-validated figures of ``result``."""
+    cfg, cv, head = result["config"], result.get("cv"), result["head"]
+    lines = [
+        "# Crowd density head: training report",
+        "",
+        "Written by `guanjia models train-crowd` (do not edit by hand; rerun to refresh).",
+        "",
+        "## Model",
+        f"- Backbone: `{result['backbone']}` (COCO YOLOX-Nano, frozen, resolved through `models/models.yaml`; not committed).",
+        f"- Input: long side scaled to {result['long_side']} px (top-left letterbox, pad 114, BGR, raw 0–255); "
+        "features: the cls and reg branch tensors that feed YOLOX's stride-8 and stride-16 predictions (128 channels each).",
+        "- Head (stride 16): space-to-depth of the stride-8 features (512) ‖ stride-16 features (128) ‖ their 5×5 mean (128) "
+        f"→ PCA whitening to {cfg['components']} → ReLU MLP ({cfg['hidden']} hidden) → softplus = people per cell.",
+        f"- Head file: `{head['file']}`, {head['size']} bytes, sha256 `{head['sha256']}`.",
+        "",
+        "## Data and training",
+        "- ShanghaiTech Part B train (400 images, 1024×768) and each image mirrored; the Mall train clip "
+        f"(800 frames, 640×480 scaled to {result['long_side']}), every {result['mall_train_every']}nd frame used for training.",
+        "- Only image-level counts exist, so the loss is a Huber loss (δ = "
+        f"{cfg['huber_delta']}) of (map sum − count)/√(count+1); Adam, learning rate {cfg['lr']} with cosine decay, "
+        f"weight decay {cfg['weight_decay']}, {cfg['batch_images']} images per step, {cfg['epochs']} epochs, seed {cfg['seed']}.",
+        "- The whitening (PCA) is fitted on the training images of each fit only.",
+        f"- Final fit: {result['final_seconds']:.0f} s on this 2-core machine after feature extraction (cached under `.cache/crowd_features/`).",
+        "",
+    ]
+    if cv:
+        lines += [
+            f"## Cross-validated figures ({len(cv['folds'])} folds)",
+            "",
+            f"Fold k holds out ShanghaiTech-B fold k (seeded permutation, seed {cfg['seed']}, dealt round-robin) and Mall frames "
+            f"block k (consecutive time blocks; {result['mall_gap']} frames either side of the block are also kept out of training). "
+            "No image is ever evaluated by a model trained on it.",
+            "",
+            "| held-out set | images | mean count | MAE | RMSE | bias | mean rel. error |",
+            "|---|---|---|---|---|---|---|",
+            _row("ShanghaiTech-B train, 5-fold CV", cv["shb"]),
+            _row("Mall train clip, 5 time blocks", cv["mall"]),
+            _row("Mall clip, model trained on SHB only", cv["shb_only_on_mall"]),
+            "",
+            "| fold | SHB MAE | Mall frames | Mall MAE |",
+            "|---|---|---|---|",
+            *[f"| {f['fold']} | {f['shb']['mae']:.2f} | {f['mall_frames'][0]}–{f['mall_frames'][1]} | {f['mall']['mae']:.2f} |"
+              for f in cv["folds"]],
+            "",
+        ]
+    lines += ["Reproduce: `guanjia models train-crowd --cv 5` (see docs/accuracy.md).", ""]
+    path.write_text("\n".join(lines))

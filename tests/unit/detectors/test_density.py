@@ -1,0 +1,122 @@
+"""The density head: ONNX export equals the training-time forward pass; the estimator counts SHB crowds sanely."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from detectors.base import CrowdEstimate
+from detectors.density import DENSITY_OUTPUT, FEATURE_OUTPUTS, letterbox
+from detectors.settings import Zone
+from detectors.training.export import head_to_onnx
+from detectors.training.head import DensityHead, Mlp, Whitening, average_pool, cell_features, space_to_depth
+from detectors.zones import ZoneCounter
+from tests.plugins.shared import shared_path
+
+
+def _random_head(rng: np.random.Generator, k: int = 16, hidden: int = 8) -> DensityHead:
+    sample = cell_features(rng.normal(size=(2, 128, 12, 16)), rng.normal(size=(2, 128, 6, 8))).reshape(-1, 768)
+    whitening = Whitening.fit(np.concatenate([sample, rng.normal(size=(2000, 768))]), k)
+    mlp = Mlp.init(k, hidden, rng, prior_density=0.05)
+    mlp.w2 *= 20  # make the output depend visibly on the input
+    return DensityHead(whitening, mlp)
+
+
+def _run_head(model, feat8: np.ndarray, feat16: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run([DENSITY_OUTPUT], dict(zip(FEATURE_OUTPUTS, (feat8, feat16))))[0]
+
+
+def test_exported_head_matches_reference_forward_pass():
+    rng = np.random.default_rng(3)
+    head = _random_head(rng)
+    feat8 = rng.normal(size=(2, 128, 20, 28)).astype(np.float32)
+    feat16 = rng.normal(size=(2, 128, 10, 14)).astype(np.float32)
+    onnx_map = _run_head(head_to_onnx(head, {"stride": 16}), feat8, feat16)
+    reference = head.density(feat8, feat16)
+    assert onnx_map.shape == reference.shape == (2, 1, 10, 14)
+    assert reference.std() > 1e-3
+    np.testing.assert_allclose(onnx_map, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_space_to_depth_and_context_pooling_follow_onnx_semantics():
+    import onnx
+    from onnx import TensorProto, helper
+
+    x8 = np.arange(2 * 3 * 4 * 6, dtype=np.float32).reshape(2, 3, 4, 6)
+    x16 = np.random.default_rng(0).normal(size=(1, 3, 5, 7)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("SpaceToDepth", ["a"], ["s"], blocksize=2),
+         helper.make_node("AveragePool", ["b"], ["p"], kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=0)],
+        "ops", [helper.make_tensor_value_info("a", TensorProto.FLOAT, None),
+                helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("p", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    s, p = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": x8, "b": x16})
+    np.testing.assert_array_equal(space_to_depth(x8), s)
+    np.testing.assert_allclose(average_pool(x16), p, rtol=1e-5, atol=1e-6)
+    assert onnx.__version__
+
+
+def test_letterbox_scales_long_side_and_pads_to_multiple_of_32():
+    image = np.full((480, 640, 3), 7, np.uint8)
+    tensor, box = letterbox(image, 1000)
+    assert (box.width, box.height, box.input_width, box.input_height) == (1000, 750, 1024, 768)
+    assert tensor.shape == (3, 768, 1024) and tensor.dtype == np.float32
+    assert tensor[0, 749, 999] == 7 and tensor[0, 750, 0] == 114 and tensor[0, 0, 1000] == 114
+
+
+def test_zone_sums_of_a_synthetic_density_map():
+    density = np.zeros((48, 64), np.float32)  # a 1024×768 frame at 16 px per cell
+    density[:, :32] = 0.01  # left half: 15.36 people
+    density[10, 40] = 5.0  # one dense cell in the right half
+    zones = [Zone(name="left", polygon=[(0, 0), (0.5, 0), (0.5, 1), (0, 1)]),
+             Zone(name="right", polygon=[(0.5, 0), (1, 0), (1, 1), (0.5, 1)])]
+    counts = {z.zone: z.count for z in ZoneCounter(zones).count(CrowdEstimate(np.zeros((0, 5)), density, 16.0), 768, 1024)[0]}
+    assert counts["*"] == pytest.approx(20.36, abs=1e-3)
+    assert counts["left"] == pytest.approx(15.36, abs=1e-3)
+    assert counts["right"] == pytest.approx(5.0, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    from detectors.density import DensityEstimator
+    from detectors.registry import ModelError, ModelRegistry
+    from detectors.runtime import Runtime
+    from detectors.settings import CrowdSettings
+
+    shared_path("models", "yolox_nano_coco_416.onnx")
+    try:
+        return DensityEstimator.from_registry(ModelRegistry.load(), CrowdSettings(estimator="density"), Runtime())
+    except ModelError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.shared
+def test_estimator_counts_shanghaitech_images_within_half(estimator):
+    import cv2
+
+    folder = shared_path("data", "crowd", "shanghaitech_B_train")
+    gt = json.loads((folder / "gt_counts.json").read_text())
+    names = ["IMG_3.jpg", "IMG_1.jpg", "IMG_4.jpg"]  # 29, 233 and 291 people
+    images = [cv2.imread(str(folder / "images" / n)) for n in names]
+    estimates = estimator.estimate(images)
+    for name, image, est in zip(names, images, estimates):
+        assert est.boxes.shape == (0, 5)
+        assert est.density.shape == (48, 64) and est.density_stride == pytest.approx(16.0)
+        assert est.density.min() >= 0
+        assert abs(est.density.sum() - gt[name]) < 0.5 * gt[name], (name, est.density.sum(), gt[name])
+
+
+@pytest.mark.shared
+def test_estimator_map_covers_any_frame_size(estimator):
+    image = np.full((1080, 1920, 3), 90, np.uint8)
+    (est,) = estimator.estimate([image])
+    assert est.density.shape == (36, 64)
+    assert est.density_stride == pytest.approx(1920 / 64)
+    assert est.density.sum() < 5  # a flat grey frame holds nobody
