@@ -27,6 +27,11 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _switches() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -37,7 +42,11 @@ def naive_opencv(url: str, stop: threading.Event, deadline: float | None, out: d
     """What most NVR scripts do: read (decode + convert) every frame, keep one per interval."""
     import cv2
 
-    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    for _ in range(40):  # the local server sometimes refuses a burst of simultaneous opens
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        if cap.isOpened():
+            break
+        time.sleep(0.5)
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     every = max(1, round(INTERVAL_S * fps))
     n = kept = 0
@@ -58,7 +67,14 @@ def bare_pyav(url: str, stop: threading.Event, deadline: float | None, out: dict
     """The ceiling: a plain PyAV loop that decodes keyframes only, no framework around it."""
     import av
 
-    container = av.open(url, options={"rtsp_transport": "tcp"} if url.startswith("rtsp") else {})
+    for attempt in range(40):  # the local server sometimes refuses a burst of simultaneous opens
+        try:
+            container = av.open(url, options={"rtsp_transport": "tcp"} if url.startswith("rtsp") else {})
+            break
+        except av.FFmpegError:
+            if attempt == 39:
+                raise
+            time.sleep(0.5)
     stream = container.streams.video[0]
     codec = stream.codec_context
     codec.options = dict(options or {})
@@ -105,10 +121,12 @@ def guanjia_pool(urls: list[str], seconds: float | None, live: bool, threads: in
             limit = time.monotonic() + 30
             while len(seen) < len(urls) and time.monotonic() < limit:
                 seen.update(f.camera_id for f in pool.take(timeout=0.5))
-            cpu0, t0 = _cpu(), time.monotonic()
+            cpu0, t0, sw0 = _cpu(), time.monotonic(), _switches()
             while time.monotonic() - t0 < seconds:
                 out["frames"] += len(pool.take(timeout=0.5))
-            out.update(cpu_s=_cpu() - cpu0, video_s=len(urls) * (time.monotonic() - t0), rss_mb=_rss_mb(), rss0_mb=rss_before)
+            elapsed = time.monotonic() - t0
+            out.update(cpu_s=_cpu() - cpu0, video_s=len(urls) * elapsed, rss_mb=_rss_mb(), rss0_mb=rss_before,
+                       switches_per_s=round((_switches() - sw0) / elapsed))
         else:
             cpu0 = _cpu()
             while not all(h.state in (CameraState.ended, CameraState.error) for h in pool.health()):
@@ -194,8 +212,10 @@ def _figures(prefix: str, results: dict[str, dict], out: dict) -> None:
 @click.option("--seconds", default=8.0, show_default=True, help="Seconds of live RTSP per variant.")
 @click.option("--rtsp/--no-rtsp", default=True, show_default=True, help="Also measure over the local RTSP server.")
 @click.option("--extras", is_flag=True, help="Also measure skip_loop_filter, thread-per-camera and no malloc tuning.")
+@click.option("--threads-study", "study", default=0, show_default=True,
+              help="Also compare thread-per-camera with the multiplexing pool on this many 360p RTSP streams.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, as_json: bool) -> None:
+def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, study: int, as_json: bool) -> None:
     """Naive OpenCV (a) vs Guanjia keyframes (b) vs bare PyAV keyframes (c), 1080p25 GOP 50.
 
     \b
@@ -246,6 +266,18 @@ def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, as_json
                     out[f"rtsp_{name}_cpu_s_per_stream_hour"] = run_variant(variant, rig.urls, seconds, **kw)["cpu_s_per_stream_hour"]
         _figures("rtsp", rtsp_results, out)
 
+    if study and not missing:
+        say(f"threads study: {study} streams of 360p…")
+        small = make_clip(seconds=10, size="640x360", fps=25, gop=50)
+        with RtspRig(small, 4) as rig:
+            time.sleep(1.0)
+            urls = [rig.urls[i % 4] for i in range(study)]
+            for name, threads in (("pool", None), ("thread_per_camera", study)):
+                r = run_variant("guanjia", urls, seconds, threads=threads)
+                out[f"study_{name}_ms_per_stream_s"] = round(r["cpu_s"] / r["video_s"] * 1000, 2)
+                out[f"study_{name}_switches_per_s"] = r["switches_per_s"]
+        out["study_streams"] = study
+
     if as_json:
         click.echo(json.dumps(out))
         return
@@ -266,7 +298,7 @@ def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, as_json
     Console().print(table)
     for key, value in out.items():
         if "speedup" in key or "fraction" in key or "rss" in key or "skipped" in key or key.endswith("tuning_cpu_s_per_stream_hour") \
-                or "skip_loop" in key or "per_camera" in key:
+                or "skip_loop" in key or "per_camera" in key or key.startswith("study"):
             click.echo(f"{key}: {value}")
 
 

@@ -286,7 +286,12 @@ class CameraReader:
             log.warning("camera %s: keyframes are %.1fs apart (interval %.1fs): decoding every frame instead",
                         self.src.camera_id, sampler.keyframe_spacing_s or 0.0, sampler.interval_s)
         try:
-            if sampler.mode is DecodeMode.keyframes:
+            if sampler.mode is DecodeMode.keyframes and self.src.releases_decoder:
+                decoder = self._fresh_decoder()
+                frames = decoder.decode(packet) + decoder.decode(None)
+                del decoder  # its frame pool is freed once the frames are converted
+            elif sampler.mode is DecodeMode.keyframes:
+                # drain so the keyframe comes out now, not after two more (B-frame reordering)
                 frames = self._codec.decode(packet) + self._codec.decode(None)
                 self._codec.flush_buffers()
             else:
@@ -295,6 +300,14 @@ class CameraReader:
             self._decode_error(exc)
             return
         self._emit_decoded(frames, t, pts_s)
+
+    def _fresh_decoder(self):
+        decoder = av.CodecContext.create(self._codec.name, "r")
+        if self._codec.extradata:
+            decoder.extradata = self._codec.extradata
+        decoder.skip_frame = "NONKEY"
+        decoder.thread_count = 1
+        return decoder
 
     def _emit_decoded(self, frames: list, t: float, pts_s: float | None) -> None:
         sampler = self._sampler

@@ -24,6 +24,14 @@ class CameraSource:
     decode_mode: DecodeMode = DecodeMode.keyframes
     keyframe_fallback_ratio: float = 2.0
     """In keyframes mode, fall back to interval mode when keyframes are this many intervals apart."""
+    release_decoder: bool | None = None
+    """Keyframes mode: use a fresh decoder per analysed keyframe and free it afterwards (saves the
+    decoder's frame pool, ~2.6 MB per 1080p stream, for ~10% more decode CPU). None: only when
+    ``analysis_interval_s >= 5``."""
+
+    @property
+    def releases_decoder(self) -> bool:
+        return self.analysis_interval_s >= 5.0 if self.release_decoder is None else self.release_decoder
 
     def __post_init__(self) -> None:
         url_scheme(self.url)  # raises a clear ValueError for unsupported schemes
@@ -62,12 +70,19 @@ def av_options(src: CameraSource) -> dict[str, str]:
     return options
 
 
-def open_input(src: CameraSource) -> av.container.InputContainer:
-    """Open ``src`` with explicit open/read timeouts; raises the PyAV/OS error on failure."""
+def open_input(src: CameraSource, pyav_read_timeout: bool = False) -> av.container.InputContainer:
+    """Open ``src`` with explicit open and read timeouts; raises the PyAV/OS error on failure.
+
+    The open is bounded by PyAV's interrupt timeout; reads are bounded by FFmpeg's own socket
+    timeouts (``timeout``/``rw_timeout`` above). PyAV's read timeout is off by default because its
+    interrupt callback takes the GIL on every FFmpeg I/O call, which with many streams per process
+    turns into GIL ping-pong (see docs/benchmarks.md#ingest).
+    """
     target = str(file_path(src.url)) if src.scheme == "file" else src.url
+    read_timeout = src.source.read_timeout_s if pyav_read_timeout or src.scheme == "file" else None
     return av.open(
         target,
         mode="r",
         options=av_options(src),
-        timeout=(src.source.open_timeout_s, src.source.read_timeout_s),
+        timeout=(src.source.open_timeout_s, read_timeout),
     )

@@ -131,3 +131,15 @@ def test_pool_start_stop_cycles_release_threads_and_fds(clip):
     for _ in range(30):
         cycle()
     assert proc.num_fds() == fds and threading.active_count() == threads
+
+
+def test_released_decoder_gives_the_same_frames(clip):
+    path = str(clip(seconds=6, gop=25))
+    images = []
+    for release in (False, True):
+        cam = CameraSource("r", path, analysis_interval_s=2.0, release_decoder=release)
+        with IngestPool([cam], threads=1) as pool:
+            frames = run_until(pool, ended(pool, "r"))
+            frames += pool.take(timeout=0.5)
+        images.append([(round(f.pts, 2), f.image.tobytes()) for f in frames])
+    assert len(images[0]) == 3 and images[0] == images[1]
