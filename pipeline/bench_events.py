@@ -162,7 +162,12 @@ def _topics(prefix: str, partitions: int, bootstrap: str) -> Settings:
 @click.option("--latency-seconds", default=8.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_events(total: int, cameras: int, partitions: int, rate: float, latency_seconds: float, as_json: bool) -> None:
-    """Detections/s and p50/p99 detection→event latency through one Faust worker, vs raw aiokafka loops."""
+    """Detections/s and p50/p99 detection→event latency through one Faust worker, vs raw aiokafka loops.
+
+    \b
+    Example:
+      guanjia bench events --detections 20000 --json
+    """
     base = get_settings()
     run_id = uuid.uuid4().hex[:6]
     tmp = Path(tempfile.mkdtemp(prefix="guanjia-bench-events-"))

@@ -34,7 +34,12 @@ def _age(now: float, t: float | None) -> str:
 @click.option("--prefix", default="guanjia", show_default=True, help="Redis key prefix the workers publish under.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(down: bool, stale_s: float, prefix: str, as_json: bool) -> None:
-    """Per-camera state, input/analysed fps, drops, reconnects, last frame and last error."""
+    """Per-camera state, input/analysed fps, drops, reconnects, last frame and last error.
+
+    \b
+    Example:
+      guanjia cameras status --down --stale 60
+    """
     import redis
 
     from ingest.health import CameraState, down_cameras, read_health

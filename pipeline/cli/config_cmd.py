@@ -32,7 +32,12 @@ def config() -> None:
 @config.command()
 @_FILES
 def validate(files: tuple[Path, ...]) -> None:
-    """Check FILES; print a one-line summary, or every error as file:line:col: key.path: message."""
+    """Check FILES; print a one-line summary, or every error as file:line:col: key.path: message.
+
+    \b
+    Example:
+      guanjia config validate configs/*.yaml
+    """
     result = validate_files(list(files))
     for file, why in result.skipped.items():
         click.echo(f"{file}: not validated: {why}", err=True)
@@ -60,6 +65,10 @@ def show(files: tuple[Path, ...], camera_id: str | None, as_json: bool) -> None:
     """Print the fully expanded configuration (defaults → group → camera merged; URLs redacted).
 
     Files of other kinds (e.g. catalog.yaml) among FILES are skipped.
+
+    \b
+    Example:
+      guanjia config show configs/demo.yaml --camera demo-street
     """
     try:
         city = load_config([f for f in files if not f.is_file() or file_kind(f) is None])

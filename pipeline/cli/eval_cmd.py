@@ -70,7 +70,12 @@ def _runtime(max_batch: int):
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write per-item name,truth,predicted,error.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def crowd(images, video, gt_path, estimator, model, threshold, tiles, limit, max_batch, csv_path, as_json) -> None:
-    """Counting error (n, MAE, RMSE, bias) of a crowd estimator on labelled images or a labelled video."""
+    """Counting error (n, MAE, RMSE, bias) of a crowd estimator on labelled images or a labelled video.
+
+    \b
+    Example:
+      guanjia eval crowd --video ../shared/data/crowd/mall_train/mall_train_2fps.mp4 --gt ../shared/data/crowd/mall_train/gt_counts.json --limit 50
+    """
     from detectors.evaluation import count_errors, load_counts, natural_key, spread
     from detectors.plugins import build_crowd_estimator
     from detectors.registry import ModelRegistry
@@ -134,6 +139,10 @@ def fire(images, labels, video, label, every, scorer, model, threshold, confirm_
 
     With --video and --label it scores the analysed frames of a clip whose frames all share one label
     and adds the k-of-n confirmation a camera would see (frames confirmed, first confirmed frame).
+
+    \b
+    Example:
+      guanjia eval fire --images ../shared/data/fire/cair_dev --labels ../shared/data/fire/cair_dev/labels.json
     """
     from detectors.evaluation import binary_scores, load_fire_labels, natural_key, spread, sweep
     from detectors.fire import FireConfirmer

@@ -87,7 +87,12 @@ async def _tail(last: int, follow: bool, as_json: bool, rule: str | None, town: 
 @click.option("--type", "rule", type=click.Choice(["crowding", "fire", "sensor_alarm", "camera_offline"]), help="Only this rule.")
 @click.option("--town", help="Only events in this town.")
 def tail(last: int, follow: bool, as_json: bool, rule: str | None, town: str | None) -> None:
-    """Print the latest events (and follow new ones)."""
+    """Print the latest events (and follow new ones).
+
+    \b
+    Example:
+      guanjia events tail -n 50 --type fire --json
+    """
     try:
         asyncio.run(_tail(last, follow, as_json, rule, town))
     except KeyboardInterrupt:
@@ -99,7 +104,12 @@ def tail(last: int, follow: bool, as_json: bool, rule: str | None, town: str | N
 @click.option("--by", required=True, help="Who acknowledges (unit or person).")
 @click.option("--note", default="", help="Free text.")
 def ack(event_id: str, by: str, note: str) -> None:
-    """Acknowledge an event so that it does not escalate."""
+    """Acknowledge an event so that it does not escalate.
+
+    \b
+    Example:
+      guanjia events ack 3f0c…-uuid --by "Humen 值班员" --note "unit on site"
+    """
     from aiokafka import AIOKafkaProducer
 
     from pipeline.records import Ack

@@ -55,7 +55,12 @@ def models() -> None:
 @models_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def list_(models_dir: Path | None, as_json: bool) -> None:
-    """Registered models with task, licence and the file found (not hashed: see verify)."""
+    """Registered models with task, licence and the file found (not hashed: see verify).
+
+    \b
+    Example:
+      guanjia models list --json
+    """
     registry = _registry(models_dir)
     rows = []
     for name in registry.names:
@@ -75,7 +80,12 @@ def list_(models_dir: Path | None, as_json: bool) -> None:
 @models_dir_option
 @click.argument("names", nargs=-1)
 def verify(models_dir: Path | None, names: tuple[str, ...]) -> None:
-    """Check size and sha256 of each model file; exit 1 if one is missing or corrupt."""
+    """Check size and sha256 of each model file; exit 1 if one is missing or corrupt.
+
+    \b
+    Example:
+      guanjia models verify yolox_nano_coco_416
+    """
     from detectors.registry import ModelError
 
     registry = _registry(models_dir)
@@ -98,7 +108,12 @@ def verify(models_dir: Path | None, names: tuple[str, ...]) -> None:
 @models_dir_option
 @click.argument("names", nargs=-1)
 def fetch(dest: Path | None, timeout: float, models_dir: Path | None, names: tuple[str, ...]) -> None:
-    """Download models that are not already present and intact; check sha256 before keeping a file."""
+    """Download models that are not already present and intact; check sha256 before keeping a file.
+
+    \b
+    Example:
+      guanjia models fetch            # every missing model into .cache/models
+    """
     from detectors.registry import ModelError, cache_dir, sha256_file
 
     registry = _registry(models_dir)

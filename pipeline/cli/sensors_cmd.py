@@ -57,7 +57,12 @@ def sensors() -> None:
 @click.option("--speed", default=1.0, show_default=True, help="Replay speed (×real time); 0 sends at once.")
 @click.option("--keep-times", is_flag=True, help="Send the CSV's times as they are (default: shift so the first reading is now).")
 def replay(file: Path, speed: float, keep_times: bool) -> None:
-    """Send a CSV of readings to Kafka (key: sensor_id), paced by their times."""
+    """Send a CSV of readings to Kafka (key: sensor_id), paced by their times.
+
+    \b
+    Example:
+      guanjia sensors replay configs/sensors-demo.csv --speed 10
+    """
     from aiokafka import AIOKafkaProducer
 
     from pipeline.settings import get_settings

@@ -37,19 +37,34 @@ def services() -> None:
 @services.command()
 @click.argument("target", type=TARGETS, default="all")
 def up(target: str) -> None:
-    """Start TARGET (idempotent) and wait until it answers."""
+    """Start TARGET (idempotent) and wait until it answers.
+
+    \b
+    Example:
+      guanjia services up kafka
+    """
     raise SystemExit(run_script("up", target))
 
 
 @services.command()
 @click.argument("target", type=TARGETS, default="all")
 def down(target: str) -> None:
-    """Stop TARGET if this checkout started it."""
+    """Stop TARGET if this checkout started it.
+
+    \b
+    Example:
+      guanjia services down
+    """
     raise SystemExit(run_script("down", target))
 
 
 @services.command()
 @click.argument("target", type=TARGETS, default="all")
 def status(target: str) -> None:
-    """Show each service up/down with its address; exit 3 if any is down."""
+    """Show each service up/down with its address; exit 3 if any is down.
+
+    \b
+    Example:
+      guanjia services status
+    """
     raise SystemExit(run_script("status", target))

@@ -32,7 +32,12 @@ def worker() -> None:
 @click.option("--loglevel", default="warning", show_default=True)
 def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str | None, batch: int,
                   tick_s: float, loglevel: str) -> None:
-    """Faust worker: detections, sensor readings and health in → governance events out."""
+    """Faust worker: detections, sensor readings and health in → governance events out.
+
+    \b
+    Example:
+      guanjia worker events --config configs/demo.yaml --loglevel info
+    """
     import faust
 
     from pipeline.catalog import DEFAULT_CATALOG, load_catalog
