@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import click
+import psutil
 import yaml
 
 from detectors.records import Box, Detection, FireResult, ZoneCount
@@ -66,7 +67,7 @@ async def _produce(settings: Settings, topic: str, dets: list[Detection], rate: 
     return time.perf_counter() - start
 
 
-async def _collect(settings: Settings, topic: str, expected: int, timeout_s: float) -> list[tuple[float, dict]]:
+async def _collect(settings: Settings, topic: str, expected: int, timeout_s: float, on_first=None) -> list[tuple[float, dict]]:
     """(Kafka timestamp in s, event) for the first ``expected`` messages of ``topic``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -80,6 +81,8 @@ async def _collect(settings: Settings, topic: str, expected: int, timeout_s: flo
         deadline = time.monotonic() + timeout_s
         while len(out) < expected and time.monotonic() < deadline:
             for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                if on_first is not None and not out and msgs:
+                    on_first()
                 out += [(m.timestamp / 1000.0, json.loads(m.value)) for m in msgs]
         return out
     finally:
@@ -99,8 +102,8 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=None) -> float:
-    """Consume ``total`` messages and produce to ``dst`` (every message, or the engine's events); detections/s."""
+async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=None) -> tuple[float, float]:
+    """Consume ``total`` messages, produce to ``dst`` (every message, or the engine's events): (detections/s, per CPU-s)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from pipeline.codec import DecodeError, decode
@@ -112,12 +115,12 @@ async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=N
     await producer.start()
     states: dict[str, dict] = {}
     desk: dict[str, dict] = {}
-    seen, start = 0, None
+    seen, start, cpu0 = 0, None, 0.0
     try:
         while seen < total:
             batches = await consumer.getmany(timeout_ms=500)
             if start is None and batches:
-                start = time.perf_counter()
+                start, cpu0 = time.perf_counter(), time.process_time()
             futures = []
             for msgs in batches.values():
                 seen += len(msgs)
@@ -140,7 +143,7 @@ async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=N
                 await asyncio.gather(*futures)
             if batches:
                 await consumer.commit()
-        return total / (time.perf_counter() - (start or time.perf_counter()))
+        return total / (time.perf_counter() - start), total / max(time.process_time() - cpu0, 1e-6)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -158,7 +161,7 @@ def _topics(prefix: str, partitions: int, bootstrap: str) -> Settings:
 @click.option("--detections", "total", default=100_000, show_default=True, help="Backlog size for the throughput runs.")
 @click.option("--cameras", default=1000, show_default=True)
 @click.option("--partitions", default=4, show_default=True)
-@click.option("--rate", default=2000.0, show_default=True, help="Detections/s in the latency phase.")
+@click.option("--rate", default=1000.0, show_default=True, help="Detections/s in the latency phase.")
 @click.option("--latency-seconds", default=8.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_events(total: int, cameras: int, partitions: int, rate: float, latency_seconds: float, as_json: bool) -> None:
@@ -178,8 +181,9 @@ def bench_events(total: int, cameras: int, partitions: int, rate: float, latency
     total = len(dets)
     runner = _runner(config)
     expected = sum(len(runner.feed(d)) for d in dets)
-    lat_steps = max(1, int(rate * latency_seconds) // cameras)
-    lat_dets = [make_detection(c, s, 0) for s in range(steps, steps + lat_steps) for c in range(cameras)]
+    # latency phase: a full pattern cycle (1 event-making detection in 5) on as many cameras as the rate allows
+    lat_cams = max(1, min(cameras, int(rate * latency_seconds) // len(PATTERN)))
+    lat_dets = [make_detection(c, s, 0) for s in range(steps, steps + len(PATTERN)) for c in range(lat_cams)]
     lat_expected = sum(len(runner.feed(d.model_copy(update={"capture_time": time.time() + i * 1e-3})))
                        for i, d in enumerate(lat_dets))
     say = (lambda *a: None) if as_json else (lambda *a: click.echo(" ".join(str(x) for x in a), err=True))
@@ -193,12 +197,21 @@ def bench_events(total: int, cameras: int, partitions: int, rate: float, latency
     log = (tmp / "worker.log").open("wb")
     worker = subprocess.Popen([str(Path(sys.executable).with_name("guanjia")), "worker", "events", "--config", str(config)],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = psutil.Process(worker.pid)
+    cpu_marks: list[float] = []
+
+    def mark_cpu() -> None:
+        times = proc.cpu_times()
+        cpu_marks.append(times.user + times.system)
+
     try:
-        got = asyncio.run(_collect(fs, fs.topic("governance-events"), expected, timeout_s=60 + total / 2000))
+        got = asyncio.run(_collect(fs, fs.topic("governance-events"), expected, timeout_s=120 + total / 500, on_first=mark_cpu))
+        mark_cpu()
         if len(got) < expected:
             raise click.ClickException(f"faust worker produced {len(got)}/{expected} events; log: {tmp / 'worker.log'}")
         stamps = sorted(ts for ts, _ in got)
         faust_rate = total / max(stamps[-1] - stamps[0], 1e-6)
+        faust_cpu_rate = total / max(cpu_marks[-1] - cpu_marks[0], 1e-6)
         say(f"faust: {faust_rate:,.0f} detections/s")
         lat_start = time.time()
         asyncio.run(_produce(fs, fs.topic("detections"), lat_dets, rate=rate))
@@ -217,14 +230,14 @@ def bench_events(total: int, cameras: int, partitions: int, rate: float, latency
     # Raw aiokafka ceilings on their own topics with the same backlog.
     rs = _topics(f"bench{run_id}r", partitions, base.kafka_bootstrap)
     asyncio.run(_produce(rs, rs.topic("detections"), dets))
-    passthrough = asyncio.run(_raw_loop(rs, rs.topic("detections"), rs.topic("dead-letter"), total))
+    passthrough, passthrough_cpu = asyncio.run(_raw_loop(rs, rs.topic("detections"), rs.topic("dead-letter"), total))
     say(f"raw passthrough: {passthrough:,.0f} detections/s")
     from pipeline.catalog import load_catalog
     from pipeline.config import load_config
     from pipeline.rules.engine import RuleEngine
 
     engine = RuleEngine(load_config([config]).cameras, load_catalog())  # fresh state for the raw run
-    raw_engine = asyncio.run(_raw_loop(rs, rs.topic("detections"), rs.topic("governance-events"), total, engine))
+    raw_engine, raw_engine_cpu = asyncio.run(_raw_loop(rs, rs.topic("detections"), rs.topic("governance-events"), total, engine))
     say(f"raw engine loop: {raw_engine:,.0f} detections/s")
 
     result = {
@@ -237,6 +250,12 @@ def bench_events(total: int, cameras: int, partitions: int, rate: float, latency
         "raw_engine_detections_per_s": round(raw_engine),
         "faust_vs_passthrough": round(faust_rate / passthrough, 3),
         "faust_vs_raw_engine": round(faust_rate / raw_engine, 3),
+        "faust_detections_per_cpu_s": round(faust_cpu_rate),
+        "raw_passthrough_detections_per_cpu_s": round(passthrough_cpu),
+        "raw_engine_detections_per_cpu_s": round(raw_engine_cpu),
+        "faust_vs_raw_engine_per_cpu_s": round(faust_cpu_rate / raw_engine_cpu, 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
         "latency_rate_detections_per_s": rate,
         "latency_events": len(latencies),
         "latency_p50_ms": round(p50, 1),

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from detectors.records import Detection
-from pipeline.records import Ack, CameraHealth, DeadLetter, DeskTick, FireSignal, GovernanceEvent, SensorReading
+from pipeline.records import (
+    Ack,
+    CameraHealth,
+    DeadLetter,
+    DeskTick,
+    FireSignal,
+    GovernanceEvent,
+    SensorReading,
+)
 
 MAX_MESSAGE_BYTES = 256 * 1024
 
@@ -52,8 +60,8 @@ def decode(value: bytes | None, accept: tuple[type[BaseModel], ...], max_bytes: 
                 raise DecodeError("invalid", _one_line(_first_error(exc))) from None
             raise DecodeError("not_json", _one_line(exc.errors()[0]["msg"])) from None
     try:
-        obj = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
         raise DecodeError("not_json", _one_line(str(exc))) from None
     schema = obj.get("schema") if isinstance(obj, dict) else None
     model = SCHEMAS.get(schema) if isinstance(schema, str) else None

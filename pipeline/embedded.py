@@ -6,7 +6,7 @@ Inputs go through the same partitioned states as in the Faust app: camera → gr
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class EmbeddedRunner:
     def tick(self, now: float) -> list[GovernanceEvent]:
         """Timers: silent/offline cameras and deadlines passed unacknowledged (escalation)."""
         drafts: list[GovernanceEvent] = []
-        for camera_id, state in self.health.items():
+        for state in self.health.values():
             state, out = self.engine.check_offline(state, now)
             drafts += out
         events = self._publish(drafts)

@@ -7,8 +7,9 @@ rule engine (which only sees the detection) agree on it without talking to each 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def snapshot_key(camera_id: str, capture_time: float) -> str:
     """``evidence/<camera>/<capture time in ms>.jpg`` — stable for one analysed frame."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in camera_id)
-    return f"evidence/{safe}/{int(round(capture_time * 1000))}.jpg"
+    return f"evidence/{safe}/{round(capture_time * 1000)}.jpg"
 
 
 def annotate(image: np.ndarray, detection: Detection, zones: Sequence[Zone] = ()) -> np.ndarray:

@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import faust
+from faust.exceptions import NotReady
 
 from detectors.records import Detection
 from pipeline.codec import DecodeError, dead_letter, decode
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = None, batch: int = 1000,
-               within_s: float = 0.005, tick_s: float = 1.0, clock: Callable[[], float] = time.time,
+               within_s: float = 0.05, tick_s: float = 1.0, clock: Callable[[], float] = time.time,
                datadir: str | None = None) -> faust.App:
     """Build the app; ``app_id`` (consumer group and changelog names) defaults to ``<prefix>-events``."""
     names = topic_names(settings)
@@ -50,7 +52,7 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
         stream_buffer_maxsize=8192,
         broker_max_poll_records=2000,
         broker_commit_interval=1.0,
-        producer_linger=0.002,
+        producer_linger=0.01,
         producer_max_batch_size=256 * 1024,
         producer_acks=1,
         table_standby_replicas=0,
@@ -86,7 +88,7 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
                 key = key_of(record)
                 state = touched[key][1] if key in touched else (tbl.data.get(key) if tbl is not None else None)
                 state, out = apply(state if state is not None else {}, record)
-            except Exception as exc:  # noqa: BLE001 - a bad message must not stop the worker
+            except Exception as exc:
                 if not isinstance(exc, DecodeError):
                     log.exception("processing %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
                 dl = dead_letter(exc, topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key, value=event.value)
@@ -183,8 +185,11 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
                 ev = (state or {}).get("event")
                 if ev and ev["status"] == "closed" and now - (ev["ended_at"] or now) > CLOSED_RETENTION_S:
                     open_deadlines[key] = now  # the desk's tick forgets it
-        for key in [k for k, deadline in open_deadlines.items() if deadline <= now]:
-            await changes_t.send(key=key.encode(), value=DeskTick(event_id=key, now=now).to_json())
+        try:
+            for key in [k for k, deadline in open_deadlines.items() if deadline <= now]:
+                await changes_t.send(key=key.encode(), value=DeskTick(event_id=key, now=now).to_json())
+        except NotReady:  # starting or shutting down: the next tick asks again
+            return
 
     return app
 

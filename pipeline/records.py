@@ -61,7 +61,7 @@ class Severity(str, Enum):
     high = "high"
     critical = "critical"
 
-    def raised(self, steps: int = 1) -> "Severity":
+    def raised(self, steps: int = 1) -> Severity:
         order = list(Severity)
         return order[min(order.index(self) + steps, len(order) - 1)]
 

@@ -12,7 +12,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from detectors.records import Detection
-from pipeline.records import Ack, CameraHealth, DeadLetter, DeskTick, FireSignal, GovernanceEvent, SensorReading
+from pipeline.records import (
+    Ack,
+    CameraHealth,
+    DeadLetter,
+    DeskTick,
+    FireSignal,
+    GovernanceEvent,
+    SensorReading,
+)
 from pipeline.settings import REPO_ROOT
 
 SCHEMA_DIR = REPO_ROOT / "docs" / "schemas"

@@ -23,7 +23,7 @@ class CatalogIndex:
     by_trigger: dict[str, Item]
 
     @classmethod
-    def build(cls, file: CatalogFile) -> "CatalogIndex":
+    def build(cls, file: CatalogFile) -> CatalogIndex:
         items: dict[str, Item] = {}
         matters: dict[str, Matter] = {}
         for cat in file.catalog.categories:
@@ -63,4 +63,4 @@ def load_catalog(path: Path | str = DEFAULT_CATALOG) -> CatalogIndex:
         return CatalogIndex.build(CatalogFile.model_validate(yaml.safe_load(fh)))
 
 
-__all__ = ["Catalog", "CatalogFile", "CatalogIndex", "DEFAULT_CATALOG", "load_catalog"]
+__all__ = ["DEFAULT_CATALOG", "Catalog", "CatalogFile", "CatalogIndex", "load_catalog"]

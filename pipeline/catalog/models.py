@@ -64,7 +64,7 @@ class Catalog(StrictModel):
     categories: list[Category] = Field(..., min_length=1)
 
     @model_validator(mode="after")
-    def _codes_nest_and_unique(self) -> "Catalog":
+    def _codes_nest_and_unique(self) -> Catalog:
         seen: set[str] = set()
         triggers: dict[str, str] = {}
         for cat in self.categories:

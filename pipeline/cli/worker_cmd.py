@@ -59,10 +59,12 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
     app = create_app(settings, RuleEngine(cameras, index), app_id=app_id, batch=batch, tick_s=tick_s)
     click.echo(f"events worker: {len(cameras)} cameras, catalog {index.file.catalog.version}, "
                f"broker {settings.kafka_bootstrap}, topics {settings.topic_prefix}.*.v1", err=True)
-    faust.Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    runner = faust.Worker(app, loglevel=loglevel.upper(), quiet=True)
+    runner.spinner = None  # its handler puts the root logger at DEBUG: every debug call in aiokafka then costs a record
+    runner.execute_from_commandline()
 
 
 # ---- guanjia worker ingest (added by the ingest/detector integration) ----------------------------
-from pipeline.cli.worker_ingest import ingest  # noqa: E402 - registered after the group it joins
+from pipeline.cli.worker_ingest import ingest
 
 worker.add_command(ingest)

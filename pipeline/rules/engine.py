@@ -15,7 +15,7 @@ methods. Nothing here does I/O or reads a clock.
 from __future__ import annotations
 
 import uuid
-from typing import Iterable
+from collections.abc import Iterable
 
 from detectors.records import Detection
 from pipeline.catalog import CatalogIndex
@@ -246,15 +246,15 @@ class RuleEngine:
         changes: dict = {}
         if fused and not ev["fused"]:
             item: Item = self.catalog.for_trigger("fire.fused")
-            changes = dict(
-                fused=True, catalog_code=item.code, title_zh=item.name_zh, title_en=item.name_en,
-                severity=max_severity(item.severity, Severity(ev["severity"]).raised()),
-                confidence=min(1.0, 1 - (1 - p_video) * (1 - p_sensor)),
-                handling_requirement=item.requirement, legal_basis=item.legal_basis,
-                routing=route(self.catalog, item, place, t).model_dump(mode="json"),
-            )
+            changes = {
+                "fused": True, "catalog_code": item.code, "title_zh": item.name_zh, "title_en": item.name_en,
+                "severity": max_severity(item.severity, Severity(ev["severity"]).raised()),
+                "confidence": min(1.0, 1 - (1 - p_video) * (1 - p_sensor)),
+                "handling_requirement": item.requirement, "legal_basis": item.legal_basis,
+                "routing": route(self.catalog, item, place, t).model_dump(mode="json"),
+            }
         elif p_video >= max(ev["peak"], 1e-9) * self.defaults.update_ratio:
-            changes = dict(confidence=max(ev["confidence"], p_video))
+            changes = {"confidence": max(ev["confidence"], p_video)}
         if all_sources != ev["sources"] and not changes:
             ev["sources"], ev["sensor_ids"] = all_sources, sensor_ids  # recorded, published with the next change
         if not changes:

@@ -16,7 +16,7 @@ class CrowdingRule(StrictModel):
     clear_s: float = Field(60, ge=0, description="Seconds the level must stay under clear_threshold.")
 
     @model_validator(mode="after")
-    def _clear_below_open(self) -> "CrowdingRule":
+    def _clear_below_open(self) -> CrowdingRule:
         if self.clear_threshold > self.threshold:
             raise ValueError("clear_threshold must be <= threshold")
         return self
@@ -31,7 +31,7 @@ class FireRule(StrictModel):
     clear_s: float = Field(120, ge=0, description="Seconds without a fire frame before the event closes.")
 
     @model_validator(mode="after")
-    def _k_within_n(self) -> "FireRule":
+    def _k_within_n(self) -> FireRule:
         if self.k > self.n:
             raise ValueError("k must be <= n")
         return self

@@ -84,7 +84,7 @@ def test_detections_become_routed_events(hub):
 def test_poison_messages_go_to_dead_letter_and_worker_keeps_going(hub):
     settings, worker = hub
     t0 = time.time()
-    good_key, good = det("c1", t0 + 100, 1)
+    _, good = det("c1", t0 + 100, 1)
     poison = [("c1", b"{not json"), ("c1", b"x" * 300_000), ("c1", good.replace(b'"seq":0', b'"seq":-5')),
               ("c1", json.dumps({"schema": "guanjia.detection.v1"}).encode())]
     produce(settings, "detections", poison + [det("c1", t0 + 101, 7, seq=9)])
@@ -125,7 +125,7 @@ def test_unacknowledged_event_escalates_and_acknowledged_one_does_not(hub):
     assert result.exit_code == 0, result.output
     escalated = events_of(settings, lambda m: m["sensor_ids"] == ["gas-1"],
                           lambda e: sum(x["action"] == "escalated" for x in e) >= 1, timeout_s=30)
-    first = [e for e in escalated if e["action"] == "escalated"][0]
+    first = next(e for e in escalated if e["action"] == "escalated")
     assert first["routing"]["level"] == "city" and first["routing"]["escalations"] == 1
     assert first["routing"]["unit"] == "市社会治理指挥中心" and first["severity"] == "critical"
     acked = events_of(settings, lambda m: m["sensor_ids"] == ["gas-2"], lambda e: len(e) >= 2, timeout_s=15)

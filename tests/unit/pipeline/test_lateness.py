@@ -1,7 +1,7 @@
 """Out-of-order input: applied within allowed lateness, dropped beyond it (edges included)."""
 
-from pipeline.rules import crowding, fire
 from pipeline.records import EventAction
+from pipeline.rules import crowding, fire
 
 from .helpers import camera, det, runner
 
