@@ -134,7 +134,16 @@ class RtspRig:
         _stop(self.server, signal.SIGKILL)
         self.server = None
 
+    def pause_server(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing is sent, like a hung camera."""
+        self.server.send_signal(signal.SIGSTOP)
+
+    def resume_server(self) -> None:
+        self.server.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.send_signal(signal.SIGCONT)
         self.kill_server()
         for feeder in self.feeders:
             _stop(feeder)

@@ -76,6 +76,20 @@ def test_killed_server_backs_off_and_resumes_within_cap_plus_2s(clip, rtsp_rig):
         assert frames[0].seq > 0  # numbering continues across the reconnect
 
 
+def test_hung_server_mid_stream_times_out_and_recovers(clip, rtsp_rig):
+    rig = rtsp_rig(clip(seconds=10, gop=12), n=1)
+    cam = CameraSource("cam-hung", rig.urls[0], reconnect=FAST, analysis_interval_s=0.5,
+                       source=SourceSettings(read_timeout_s=1.0, open_timeout_s=2.0))
+    with IngestPool([cam], threads=1) as pool:
+        assert pool.take(timeout=15)
+        rig.pause_server()
+        frozen = time.monotonic()
+        assert wait_for(lambda: state_of(pool, "cam-hung") is not CameraState.streaming, 8.0), "read never timed out"
+        assert time.monotonic() - frozen < 8.0
+        rig.resume_server()
+        assert wait_for(lambda: pool.take(timeout=0.2), 15.0), "no frame after the server woke up"
+
+
 def test_unreachable_port_backs_off_without_hanging():
     port = free_port()
     cam = CameraSource("cam-u", f"rtsp://admin:hunter2@127.0.0.1:{port}/live", reconnect=FAST)
