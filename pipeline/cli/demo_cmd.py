@@ -239,7 +239,7 @@ def demo(configs: tuple[Path, ...], out_dir: Path | None, catalog: Path | None, 
         publish(runner.tick(time.time()))
 
     started = time.monotonic()
-    interrupted = False
+    interrupted = cut = False
     try:
         with perception, Live(view.progress(), console=console, refresh_per_second=4, transient=False) as live:
             next_health = 0.0
@@ -250,7 +250,10 @@ def demo(configs: tuple[Path, ...], out_dir: Path | None, catalog: Path | None, 
                     report_health()
                     next_health = time.monotonic() + HEALTH_EVERY_S
                 live.update(view.progress())
-                if finished or (max_seconds is not None and time.monotonic() - started >= max_seconds):
+                if finished:
+                    break
+                if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                    cut = True
                     break
     except KeyboardInterrupt:
         interrupted = True
@@ -263,7 +266,9 @@ def demo(configs: tuple[Path, ...], out_dir: Path | None, catalog: Path | None, 
     result.print(view.summary())
     result.print(f"{len(view.events)} events ({view.revisions} revisions) in {out / 'events.jsonl'}; "
                  f"{snapshots} evidence JPEGs in {out / 'evidence'}; "
-                 f"{perception.analysed} frames analysed in {elapsed:.1f} s")
+                 f"{perception.analysed} frames analysed in {elapsed:.1f} s"
+                 + (f" (stopped at --max-seconds {max_seconds:g})" if cut else
+                    " (interrupted)" if interrupted or stop.is_set() else " (every sampled frame of every file)"))
     if stop_page is not None:
         if not interrupted and not stop.is_set():
             console.print(f"risk map still served at {page_url} — Ctrl-C to stop")
