@@ -33,21 +33,23 @@ def _line(ev: dict) -> str:
 
 
 async def _tail(last: int, follow: bool, as_json: bool, rule: str | None, town: str | None) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
+    from pipeline.cli.kafka_errors import start_kafka
     from pipeline.settings import get_settings
 
     settings = get_settings()
     topic = settings.topic("governance-events")
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    await start_kafka(consumer, settings.kafka_bootstrap)
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.stop()
+        if topic not in await consumer.topics():  # checked first: subscribing would auto-create it
             raise click.ClickException(f"topic {topic} does not exist yet (is a worker running?)")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
+        consumer.subscribe([topic])  # no group: every partition is assigned to this reader
+        deadline = time.monotonic() + 10.0
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        tps = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         backlog: collections.deque[dict] = collections.deque(maxlen=last)
@@ -70,7 +72,7 @@ async def _tail(last: int, follow: bool, as_json: bool, rule: str | None, town: 
                     if not keep(ev):
                         continue
                     (show(ev) if caught_up else backlog.append(ev))
-            if not caught_up and all(await consumer.position(tp) >= end[tp] for tp in tps):
+            if not caught_up and all([await consumer.position(tp) >= end[tp] for tp in tps]):
                 caught_up = True
                 for ev in backlog:
                     show(ev)
@@ -112,6 +114,7 @@ def ack(event_id: str, by: str, note: str) -> None:
     """
     from aiokafka import AIOKafkaProducer
 
+    from pipeline.cli.kafka_errors import start_kafka
     from pipeline.records import Ack
     from pipeline.settings import get_settings
 
@@ -119,7 +122,7 @@ def ack(event_id: str, by: str, note: str) -> None:
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-        await producer.start()
+        await start_kafka(producer, settings.kafka_bootstrap)
         try:
             record = Ack(event_id=event_id, by=by, time=time.time(), note=note)
             await producer.send_and_wait(settings.topic("event-acks"), record.to_json(), key=event_id.encode())

@@ -65,6 +65,7 @@ def replay(file: Path, speed: float, keep_times: bool) -> None:
     """
     from aiokafka import AIOKafkaProducer
 
+    from pipeline.cli.kafka_errors import start_kafka
     from pipeline.settings import get_settings
 
     readings = read_csv(file)
@@ -75,7 +76,7 @@ def replay(file: Path, speed: float, keep_times: bool) -> None:
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
-        await producer.start()
+        await start_kafka(producer, settings.kafka_bootstrap)
         try:
             first, start = readings[0].time, time.time()
             for reading in readings:
