@@ -14,16 +14,11 @@ from pathlib import Path
 import click
 
 from ingest.urls import redact_url
+from pipeline.cli.kafka_errors import SERVICES_HINT, kafka_hosts, kafka_unreachable
 
 log = logging.getLogger(__name__)
 
-SERVICES_HINT = "start it with `bash scripts/services.sh up` (or `guanjia services up`)"
 MAX_IN_FLIGHT = 20_000
-
-
-def kafka_hosts(bootstrap: str) -> str:
-    """Bootstrap servers for display: ``host:port`` only, credentials never."""
-    return ",".join(redact_url(part.strip()).rsplit("@", 1)[-1] for part in bootstrap.split(","))
 
 
 class KafkaSink:
@@ -69,9 +64,7 @@ class KafkaSink:
             self.producer = asyncio.run_coroutine_threadsafe(connect(), self.loop).result(60)
         except (KafkaError, OSError, TimeoutError) as exc:
             self._stop_loop()
-            raise click.ClickException(
-                f"cannot reach Kafka at {kafka_hosts(self.bootstrap)} (GUANJIA_KAFKA_BOOTSTRAP; "
-                f"{type(exc).__name__}); {SERVICES_HINT}") from None
+            raise kafka_unreachable(self.bootstrap, exc) from None
         finally:
             kafka_log.setLevel(level)
         return self

@@ -93,3 +93,12 @@ def test_demo_config_has_a_crowding_camera_with_a_zone_and_a_fire_camera():
     assert street.settings.rules.crowding.threshold <= 6  # vtest.avi shows 3-8 people
     assert [d.value for d in fire.settings.detectors] == ["fire"]
     assert street.url.endswith("data/video/vtest.avi") and fire.url.endswith("data/fire/furg/house6.mp4")
+
+
+def test_kafka_commands_say_where_kafka_should_be_and_what_to_start():
+    env = {"GUANJIA_KAFKA_BOOTSTRAP": "user:secret@127.0.0.1:1"}
+    for args in (["events", "tail"], ["events", "ack", "some-id", "--by", "duty officer"],
+                 ["sensors", "replay", str(DEMO_CONFIG.with_name("sensors-demo.csv")), "--speed", "0"]):
+        result = run(args, env=env)
+        assert_one_line_error(result, "cannot reach Kafka at 127.0.0.1:1", "scripts/services.sh up")
+        assert "secret" not in result.output
