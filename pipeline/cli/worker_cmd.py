@@ -55,7 +55,14 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    asyncio.run(ensure_topics(settings))
+    from aiokafka.errors import KafkaConnectionError
+
+    from pipeline.cli.kafka_errors import kafka_unreachable
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except KafkaConnectionError as exc:
+        raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
     app = create_app(settings, RuleEngine(cameras, index), app_id=app_id, batch=batch, tick_s=tick_s)
     click.echo(f"events worker: {len(cameras)} cameras, catalog {index.file.catalog.version}, "
                f"broker {settings.kafka_bootstrap}, topics {settings.topic_prefix}.*.v1", err=True)
