@@ -102,3 +102,8 @@ def test_kafka_commands_say_where_kafka_should_be_and_what_to_start():
         result = run(args, env=env)
         assert_one_line_error(result, "cannot reach Kafka at 127.0.0.1:1", "scripts/services.sh up")
         assert "secret" not in result.output
+
+
+def test_events_worker_unreachable_kafka_is_one_line():
+    result = run(["worker", "events", "--config", str(DEMO_CONFIG)], env={"GUANJIA_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert_one_line_error(result, "cannot reach Kafka at 127.0.0.1:1", "scripts/services.sh up")
