@@ -220,9 +220,11 @@ kafka_up() {
     local i
     for ((i = 0; i < KAFKA_WAIT_S * 2; i++)); do
         if ! pid_alive "$KAFKA_PID"; then
+            local code=0
+            wait "$(cat "$KAFKA_PID")" || code=$?   # >128: killed by signal code-128
             tail -n 30 "$KAFKA_STATE/kafka.out" "$KAFKA_STATE/server.log" >&2 2>/dev/null || true
             rm -f "$KAFKA_PID"
-            die "kafka exited during start-up (logs: $KAFKA_STATE)"
+            die "kafka exited during start-up with status $code (logs: $KAFKA_STATE)"
         fi
         if kafka_ready; then
             say "kafka up: PLAINTEXT://$HOST:$KAFKA_PORT (controller $HOST:$CONTROLLER_PORT, logs $KAFKA_STATE/server.log)"
