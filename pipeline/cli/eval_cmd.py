@@ -102,11 +102,8 @@ def crowd(images, video, gt_path, estimator, model, threshold, tiles, limit, max
         raise click.ClickException("no labelled item was found")
     errors = count_errors(truth, predicted)
     if csv_path:
-        with csv_path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["name", "truth", "predicted", "error"])
-            for n, t, p in zip(used, truth, predicted):
-                writer.writerow([n, t, round(p, 3), round(p - t, 3)])
+        _write_csv(csv_path, ["name", "truth", "predicted", "error"],
+                   ([n, t, round(p, 3), round(p - t, 3)] for n, t, p in zip(used, truth, predicted)))
     result = {"estimator": estimator, "model": est.model_id, "threshold": threshold, "tiles": f"{tiles[0]}x{tiles[1]}",
               **asdict(errors), "images_per_s": len(used) / elapsed, "source": str(images or video)}
     if as_json:
@@ -177,11 +174,8 @@ def fire(images, labels, video, label, every, scorer, model, threshold, confirm_
     curve = sweep(y, scores, SWEEP)
     best = max(curve, key=lambda s: s.f1)
     if csv_path:
-        with csv_path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["name", "label", "p_fire"])
-            for n, truth_label, s in zip(used, y, scores):
-                writer.writerow([n, "fire" if truth_label else "no_fire", round(s, 4)])
+        _write_csv(csv_path, ["name", "label", "p_fire"],
+                   ([n, "fire" if fire_ else "no_fire", round(s, 4)] for n, fire_, s in zip(used, y, scores)))
     result = {"scorer": scorer, "model": sc.model_id, "n": len(used), "positives": int(sum(y)), **at.as_dict(),
               "best_f1_threshold": best.threshold, "best_f1": best.f1,
               "sweep": [s.as_dict() for s in curve], "images_per_s": len(used) / elapsed,
@@ -206,6 +200,13 @@ def fire(images, labels, video, label, every, scorer, model, threshold, confirm_
     for s in curve:
         click.echo(f"{s.threshold:9.2f}  {s.precision:9.3f}  {s.recall:6.3f}  {s.f1:5.3f}  {s.fpr:5.3f}")
     click.echo(f"best F1 {best.f1:.3f} at threshold {best.threshold}  ({result['images_per_s']:.1f} images/s)")
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _image_batches(folder: Path, names: list[str], size: int) -> Iterator[tuple[list[str], list[np.ndarray]]]:
