@@ -42,7 +42,9 @@ pid_alive() {  # pid_alive PIDFILE -> 0 when the pid in PIDFILE runs kafka.Kafka
     [[ -s "$1" ]] || return 1
     pid="$(cat "$1")"
     [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'kafka\.Kafka|redis-server'
+    local cmdline
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$cmdline" == *kafka.Kafka* || "$cmdline" == *redis-server* ]]
 }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
@@ -217,11 +219,13 @@ kafka_up() {
         </dev/null >"$KAFKA_STATE/kafka.out" 2>&1 9>&- &
     echo $! >"$KAFKA_PID"
     say "kafka $KAFKA_VERSION starting (pid $(cat "$KAFKA_PID"), $java)"
-    local i
+    local i pid
+    pid="$(cat "$KAFKA_PID")"
     for ((i = 0; i < KAFKA_WAIT_S * 2; i++)); do
-        if ! pid_alive "$KAFKA_PID"; then
+        # kill -0, not pid_alive: while setsid/nohup exec into java, /proc/PID/cmdline can read empty
+        if ! kill -0 "$pid" 2>/dev/null; then
             local code=0
-            wait "$(cat "$KAFKA_PID")" || code=$?   # >128: killed by signal code-128
+            wait "$pid" || code=$?   # >128: killed by signal code-128
             tail -n 30 "$KAFKA_STATE/kafka.out" "$KAFKA_STATE/server.log" >&2 2>/dev/null || true
             rm -f "$KAFKA_PID"
             die "kafka exited during start-up with status $code (logs: $KAFKA_STATE)"
