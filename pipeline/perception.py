@@ -75,6 +75,26 @@ def camera_detectors(cam: ResolvedCamera) -> CameraDetectors:
     )
 
 
+def crosses_threshold(cam: ResolvedCamera, det: Detection) -> bool:
+    """Whether a frame may open or update an event: a zone at or above its crowding threshold (people,
+    or people/m² when the zone has an area) or P(fire) at or above the fire threshold.
+
+    The ingest worker stores evidence snapshots for these frames only; the rule engine (in another
+    process) names them by the same key, so they never need to coordinate.
+    """
+    rules = cam.settings.rules
+    if det.fire is not None and det.fire.score >= rules.fire.threshold:
+        return True
+    zones = {z.name: z for z in cam.zones}
+    for zc in det.zones:
+        cfg = zones.get(zc.zone)
+        threshold = cfg.crowd_threshold if cfg and cfg.crowd_threshold is not None else rules.crowding.threshold
+        level = zc.density_per_m2 if cfg and cfg.area_m2 and zc.density_per_m2 is not None else zc.count
+        if level >= threshold:
+            return True
+    return False
+
+
 def health_record(health: IngestHealth, grid_id: str | None = None) -> CameraHealth:
     """Ingest's health snapshot as the ``guanjia.camera-health.v1`` record the events worker reads."""
     state = health.state.value if health.state is not CameraState.ended else "stopped"

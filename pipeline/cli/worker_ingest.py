@@ -112,19 +112,41 @@ class KafkaSink:
             self.thread.join(10)
 
 
-def redis_publisher(url: str):
-    """A HealthPublisher on ``url``; Redis down is said once and analysis goes on (it retries every report)."""
+def redis_client(url: str):
+    """A client on ``url``; Redis down is said once here and analysis goes on (every write retries)."""
     import redis
-
-    from ingest.health import HealthPublisher
 
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:
         click.echo(f"worker ingest: Redis at {redact_url(url)} unreachable ({type(exc).__name__}); camera health goes "
-                   f"to Kafka only until it is back; {SERVICES_HINT}", err=True)
-    return HealthPublisher(client)
+                   f"to Kafka only and evidence is not stored until it is back; {SERVICES_HINT}", err=True)
+    return client
+
+
+class RedisEvidence:
+    """Evidence snapshots in Redis with a TTL; an outage is logged once, never raised (the event goes out anyway)."""
+
+    def __init__(self, client, ttl_s: int):
+        from pipeline.evidence import RedisStore
+
+        self.store = RedisStore(client, ttl_s=ttl_s)
+        self.stored = 0
+        self._failing = False
+
+    def put(self, key: str, jpeg: bytes) -> None:
+        import redis
+
+        try:
+            self.store.put(key, jpeg)
+        except redis.RedisError as exc:
+            if not self._failing:
+                log.warning("evidence: cannot store snapshots in Redis (%s); retrying with each one", type(exc).__name__)
+            self._failing = True
+            return
+        self._failing = False
+        self.stored += 1
 
 
 @click.command("ingest")
@@ -138,6 +160,8 @@ def redis_publisher(url: str):
 @click.option("--no-metrics", is_flag=True, help="Do not serve /metrics.")
 @click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
               help="Seconds between camera-health reports (Kafka and Redis).")
+@click.option("--evidence-ttl", default=7 * 24 * 3600, show_default=True, type=click.IntRange(min=0),
+              help="Seconds annotated snapshots of frames over a threshold stay in Redis (0: store none).")
 @click.option("--backpressure", is_flag=True,
               help="Files: analyse every sampled frame (the reader waits for the detector) instead of the latest one.")
 @click.option("--until-done", is_flag=True, help="Exit once every camera has ended (file sources: batch runs, tests).")
@@ -148,10 +172,11 @@ def redis_publisher(url: str):
 @click.option("--loglevel", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_metrics: bool, health_interval: float,
-           backpressure: bool, until_done: bool, max_seconds: float | None, models_dir: Path | None,
+           evidence_ttl: int, backpressure: bool, until_done: bool, max_seconds: float | None, models_dir: Path | None,
            loglevel: str) -> None:
     """Pull the configured cameras, run the detectors and produce guanjia.detections.v1 (key: camera id)
-    and guanjia.camera-health.v1 to Kafka; camera health also goes to Redis, metrics to /metrics.
+    and guanjia.camera-health.v1 to Kafka; camera health and annotated snapshots of frames over a
+    crowding or fire threshold (the events' evidence_key) go to Redis, metrics to /metrics.
 
     \b
     Example:
@@ -161,8 +186,10 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
     from detectors.plugins import PluginError
     from detectors.registry import ModelError
     from pipeline.config import ConfigError, load_config
+    from ingest.health import HealthPublisher
+    from pipeline.evidence import write_snapshot
     from pipeline.metrics import Metrics, serve_metrics
-    from pipeline.perception import Perception
+    from pipeline.perception import Perception, crosses_threshold
     from pipeline.settings import get_settings
     from pipeline.topics import ensure_topics
     from pipeline.web.access import UnsafeBindError
@@ -191,7 +218,9 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
         sink.close()
         raise click.ClickException(f"cannot create topics on Kafka at {kafka_hosts(settings.kafka_bootstrap)}: "
                                    f"{type(exc).__name__}: {exc}") from None
-    publisher = redis_publisher(settings.redis_url)
+    client = redis_client(settings.redis_url)
+    publisher = HealthPublisher(client)
+    evidence = RedisEvidence(client, evidence_ttl) if evidence_ttl else None
     detections_topic, health_topic = settings.topic("detections"), settings.topic("camera-health")
     server = None
     if not no_metrics:
@@ -208,7 +237,10 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    def on_detection(det, _frame) -> None:
+    def on_detection(det, frame) -> None:
+        cam = perception.cameras[det.camera_id]
+        if evidence is not None and crosses_threshold(cam, det):
+            write_snapshot(evidence, frame.image, det, cam.zones)
         sink.send(detections_topic, det.camera_id, det.to_json())
 
     click.echo(f"worker ingest: {len(perception.cameras)} cameras, broker {kafka_hosts(settings.kafka_bootstrap)}, "
@@ -224,5 +256,6 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
         if server is not None:
             server.close()
     click.echo(f"worker ingest: {perception.analysed} frames analysed in {time.monotonic() - started:.1f} s, "
-               f"{sink.sent} records delivered, {sink.failed} failed", err=True)
+               f"{sink.sent} records delivered, {sink.failed} failed"
+               + (f", {evidence.stored} evidence snapshots in Redis" if evidence else ""), err=True)
     sys.exit(1 if sink.failed else 0)

@@ -1,6 +1,6 @@
 """`worker ingest` → real Kafka → `worker events` → `events tail --json`, on the shared footage.
 
-Also scrapes the ingest worker's Prometheus endpoint while it runs and checks Redis health.
+Also scrapes the ingest worker's Prometheus endpoint while it runs and checks Redis health and evidence.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def test_ingest_to_events_to_tail(kafka_bootstrap, redis_url, tmp_path):
     try:
         with ingest_log.open("wb") as log:
             ingest = subprocess.Popen([GUANJIA, "worker", "ingest", "--config", str(config), "--metrics-port", "0",
-                                       "--health-interval", "1", "--until-done"], env=env, stdout=log,
+                                       "--health-interval", "1", "--until-done",
+                                       "--evidence-ttl", "600"], env=env, stdout=log,
                                       stderr=subprocess.STDOUT)
         try:
             url = wait_for(lambda: (m := re.search(r"metrics (http://\S+/metrics)", ingest_log.read_text())) and m.group(1), 60, 0.2)
@@ -108,8 +109,8 @@ def test_ingest_to_events_to_tail(kafka_bootstrap, redis_url, tmp_path):
         assert re.search(r"110 frames analysed", log_text), log_text[-2000:]  # 80 + 30 sampled frames, none lost
 
         # Redis health from the HealthPublisher
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        assert client.hget("guanjia:camera:e2e-street", "frames_analysed") == "80"
+        client = redis.Redis.from_url(redis_url)
+        assert client.hget("guanjia:camera:e2e-street", "frames_analysed") == b"80"
 
         def both() -> list[dict] | None:
             events = tail_json(env)
@@ -124,6 +125,10 @@ def test_ingest_to_events_to_tail(kafka_bootstrap, redis_url, tmp_path):
         assert fire_ev["town"] == "Humen" and fire_ev["grid_id"] == "HM-ZA-014" and fire_ev["routing"]["unit"]
         crowd_ev = next(e for e in events if e["rule"] == "crowding")
         assert crowd_ev["town"] == "Guancheng" and crowd_ev["peak"] >= 4
+        # the evidence the events name was stored by the ingest worker (frames over a threshold)
+        for ev in (fire_ev, crowd_ev):
+            jpeg = client.get(f"guanjia:{ev['evidence_key']}")
+            assert jpeg and jpeg[:3] == b"\xff\xd8\xff", ev["evidence_key"]
         assert events_worker.alive()
     finally:
         events_worker.stop()

@@ -81,3 +81,25 @@ def test_health_records_match_the_events_worker_schema():
     ended = health_record(snap(CameraState.ended))
     assert ended.state == "stopped" and ended.reason == "end of file"
     assert b"***" not in ended.to_json() and b"10.0.0.1" not in down.to_json()  # no URL in the record
+
+
+def test_frames_over_a_threshold_are_the_evidence_candidates():
+    from detectors.records import Detection, FireResult, ZoneCount
+
+    c = cam(zones=[{"name": "atrium", "polygon": [[0, 0], [1, 0], [1, 1]], "area_m2": 100, "crowd_threshold": 0.5}],
+            settings=CameraSettings(rules={"crowding": {"threshold": 10, "clear_threshold": 5},
+                                           "fire": {"threshold": 0.6}}))
+
+    def det(whole: float, atrium: float, fire: float | None = None) -> Detection:
+        return Detection(camera_id="c1", seq=0, capture_time=1.0, frame_width=64, frame_height=48,
+                         zones=[ZoneCount(zone="*", count=whole),
+                                ZoneCount(zone="atrium", count=atrium, density_per_m2=atrium / 100)],
+                         fire=None if fire is None else FireResult(score=fire))
+
+    from pipeline.perception import crosses_threshold
+
+    assert not crosses_threshold(c, det(9, 40))          # 0.4 /m² in the atrium, 9 people overall
+    assert crosses_threshold(c, det(10, 40))             # camera threshold on the whole frame
+    assert crosses_threshold(c, det(9, 50))              # zone threshold is per m²
+    assert not crosses_threshold(c, det(0, 0, fire=0.59))
+    assert crosses_threshold(c, det(0, 0, fire=0.6))
