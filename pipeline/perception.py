@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Self
 from zoneinfo import ZoneInfo
 
 from detectors.engine import CameraDetectors, DetectorEngine
@@ -148,7 +149,7 @@ class Perception:
     def stop(self) -> None:
         self.pool.stop()
 
-    def __enter__(self) -> Perception:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

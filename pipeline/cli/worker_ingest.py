@@ -185,8 +185,8 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
     """
     from detectors.plugins import PluginError
     from detectors.registry import ModelError
-    from pipeline.config import ConfigError, load_config
     from ingest.health import HealthPublisher
+    from pipeline.config import ConfigError, load_config
     from pipeline.evidence import write_snapshot
     from pipeline.metrics import Metrics, serve_metrics
     from pipeline.perception import Perception, crosses_threshold

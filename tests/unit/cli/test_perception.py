@@ -20,7 +20,7 @@ def at(day: int, hour: int, minute: int = 0) -> float:
 
 
 def cam(**kw) -> ResolvedCamera:
-    base = dict(id="c1", url="/data/clip.mp4", group_id="g", grid="G1", town="T", village="V")
+    base = {"id": "c1", "url": "/data/clip.mp4", "group_id": "g", "grid": "G1", "town": "T", "village": "V"}
     return ResolvedCamera(**(base | kw))
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+
+import numpy as np
 
 from ingest.board import FrameBoard
 from ingest.frame import Frame
@@ -10,8 +13,6 @@ from ingest.health import CameraState
 from ingest.pool import IngestPool
 from ingest.settings import DecodeMode, SourceSettings
 from ingest.source import CameraSource
-
-import numpy as np
 
 
 def _consume_slowly(pool: IngestPool, camera_id: str, delay_s: float, timeout: float = 30.0) -> list[Frame]:
@@ -54,7 +55,7 @@ def test_backpressure_hands_out_every_sampled_frame_to_a_slow_consumer(clip):
     assert health["bp"].dropped == 0
     assert [f.seq for f in bp] == list(range(12))  # 6 s of stream at one frame per 0.5 s, none lost
     pts = [f.pts for f in bp]
-    assert all(abs((b - a) - 0.5) < 0.05 for a, b in zip(pts, pts[1:]))
+    assert all(abs((b - a) - 0.5) < 0.05 for a, b in itertools.pairwise(pts))
     # capture times follow stream time, not the (slower) reading
     assert abs((bp[-1].capture_time - bp[0].capture_time) - (pts[-1] - pts[0])) < 0.05
     # the same file without backpressure is read at full speed and overwrites frames the consumer had no time for
