@@ -98,6 +98,9 @@ async def follow(
         )
     for name in missing:
         log.warning("risk map: topic %s does not exist yet; it is read once it appears", name)
+    for tp in assigned:
+        # Let the initial offset lookup finish first: its answer would override a seek made meanwhile.
+        await consumer.position(tp)
     replay = [tp for tp in assigned if topics[tp.topic] in REPLAYED]
     live = [tp for tp in assigned if topics[tp.topic] not in REPLAYED]
     if replay:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.web import LiveState
-from pipeline.web.feed import follow
+from pipeline.web.feed import PAGE_CONSUMER_OPTIONS, follow
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +66,7 @@ def test_page_follows_every_partition_and_skips_poison(
         state = LiveState()
         task = None
         skipped: list[tuple[str, int]] = []
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False
-        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, **PAGE_CONSUMER_OPTIONS)
         try:
             # Before the page starts: events and health are history it must rebuild; a detection is stale.
             for partition, (event_id, camera) in enumerate(
@@ -141,9 +139,7 @@ def test_unknown_kinds_and_missing_topics_are_clear_errors(
     kafka_bootstrap: str, kafka_topic: str
 ) -> None:
     async def main() -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False
-        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, **PAGE_CONSUMER_OPTIONS)
         await consumer.start()
         try:
             with pytest.raises(ValueError, match="unknown topic kind"):
