@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
+
+
+_KEEP_TEMPLATES: ContextVar[bool] = ContextVar("guanjia_keep_templates", default=False)
+
+
+@contextmanager
+def keep_templates() -> Iterator[None]:
+    """Within this block :func:`interpolate` returns text unchanged: configs load with their ``${VAR}``
+    templates (``guanjia cameras publish`` ships templates, never interpolated secrets)."""
+    token = _KEEP_TEMPLATES.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_TEMPLATES.reset(token)
 
 
 class MissingVariable(ValueError):
@@ -25,7 +41,7 @@ def interpolate(text: str, environ: Mapping[str, str] | None = None) -> str:
 
     Raises :class:`MissingVariable` naming every unset variable (never their values).
     """
-    if "$" not in text:
+    if "$" not in text or _KEEP_TEMPLATES.get():
         return text
     env = os.environ if environ is None else environ
     missing: list[str] = []
