@@ -51,7 +51,7 @@ def naive_opencv(url: str, stop: threading.Event, deadline: float | None, out: d
     every = max(1, round(INTERVAL_S * fps))
     n = kept = 0
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-        ok, image = cap.read()
+        ok, _image = cap.read()
         if not ok:
             break
         if n % every == 0:
@@ -142,7 +142,7 @@ def guanjia_pool(urls: list[str], seconds: float | None, live: bool, threads: in
 def run_threads(fn, urls: list[str], seconds: float | None, **kw) -> dict:
     """One thread per stream (the usual shape of naive and bare loops)."""
     stop = threading.Event()
-    outs = [dict() for _ in urls]
+    outs: list[dict] = [{} for _ in urls]
     live = seconds is not None
     cpu0 = _cpu()
     deadline = time.monotonic() + 30 + seconds if live else None
@@ -188,7 +188,7 @@ def worker_main(argv: list[str]) -> None:
 
 def run_variant(variant: str, urls: list[str], seconds: float | None, **extra) -> dict:
     proc = subprocess.run([sys.executable, "-m", "ingest.bench", variant, json.dumps({"urls": urls, "seconds": seconds, **extra})],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         raise click.ClickException(f"bench variant {variant} failed: {proc.stderr.strip()[-500:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -195,6 +195,10 @@ class CameraReader:
     # ---- reading -------------------------------------------------------------------------
     def _read_burst(self, now: float) -> float | None:
         realtime = not self.src.live and self.src.source.realtime
+        # keyframes mode: a non-key packet is only counted (the per-packet path is hot at 25 fps)
+        skip_nonkey = self._sampler.mode is DecodeMode.keyframes and not realtime
+        packets = self._packets
+        counted = False
         for _ in range(BURST_PACKETS):
             if self._held:  # backpressure: the last frame is not taken yet
                 self._last_packet = time.monotonic()
@@ -207,17 +211,23 @@ class CameraReader:
                     return due
                 self._on_packet(packet)
                 continue
-            started = time.perf_counter()
+            started = time.monotonic()
             try:
-                packet = next(self._packets)
+                packet = next(packets)
             except StopIteration:
                 self._on_eof(time.monotonic())
                 return None
             except Exception as exc:  # noqa: BLE001 - av/OS read errors: disconnect, never fatal
                 self._fail(exc, time.monotonic())
                 return None
-            blocked = time.perf_counter() - started > BLOCKED_S
+            blocked = time.monotonic() - started > BLOCKED_S
             if packet.size == 0:
+                continue
+            if skip_nonkey and not packet.is_keyframe:
+                self.frames_in += 1
+                counted = True
+                if blocked:
+                    break
                 continue
             if realtime:
                 due = self._pace(packet, time.monotonic())
@@ -230,6 +240,9 @@ class CameraReader:
             if blocked:
                 break
         mono = time.monotonic()
+        if counted:
+            self.last_frame_time = time.time()
+            self._last_packet = mono
         if mono - self._last_packet > self.src.reconnect.stall_timeout_s:
             self._fail(f"no packet for {mono - self._last_packet:.1f}s", mono, "StallTimeout")
         return None

@@ -64,7 +64,7 @@ class CameraHealth:
         return out
 
     @classmethod
-    def from_redis(cls, data: dict) -> "CameraHealth":
+    def from_redis(cls, data: dict) -> CameraHealth:
         """Inverse of :meth:`to_redis` (bytes or str keys and values)."""
         text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in data.items()}
         kwargs: dict = {}

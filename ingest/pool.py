@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self
 
 from ingest.board import FrameBoard
 from ingest.camera import CameraReader
@@ -55,7 +56,7 @@ def default_threads() -> int:
 
 
 class _ReaderThread(threading.Thread):
-    def __init__(self, index: int, pool: "IngestPool"):
+    def __init__(self, index: int, pool: IngestPool):
         super().__init__(name=f"ingest-reader-{index}", daemon=True)
         self.pool = pool
         self.readers: list[CameraReader] = []
@@ -89,7 +90,7 @@ class _ReaderThread(threading.Thread):
                     continue
                 try:
                     wake_at = reader.service(time.monotonic())
-                except Exception:  # noqa: BLE001 - one camera's bug must not stop the others
+                except Exception:
                     log.exception("camera %s: unexpected error in reader", reader.src.camera_id)
                     reader._fail(RuntimeError("internal reader error"), time.monotonic(), "InternalError")
                     continue
@@ -141,7 +142,7 @@ class IngestPool:
         self._running = False
 
     # ---- lifecycle -----------------------------------------------------------------------
-    def start(self) -> "IngestPool":
+    def start(self) -> Self:
         """Start the reader threads and connect every camera."""
         with self._lock:
             if self._running:
@@ -181,7 +182,7 @@ class IngestPool:
             self._running = False
             self._threads = []
 
-    def __enter__(self) -> "IngestPool":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -233,5 +234,5 @@ class IngestPool:
         while not self._stopping.wait(self._health_interval_s):
             try:
                 self._on_health(self.health())
-            except Exception:  # noqa: BLE001 - health reporting must never stop ingest
+            except Exception:
                 log.exception("health callback failed")

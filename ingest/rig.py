@@ -15,6 +15,7 @@ import subprocess
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = REPO_ROOT / "scripts" / "rtsp_server.py"
@@ -40,7 +41,7 @@ def missing_rtsp_tools() -> str | None:
         return f"{SYSTEM_PYTHON} or {SERVER_SCRIPT} is missing"
     probe = subprocess.run(
         [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     if probe.returncode != 0:
         return "GStreamer RTSP server bindings missing (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0)"
@@ -102,7 +103,7 @@ class RtspRig:
     def urls(self) -> list[str]:
         return [f"rtsp://127.0.0.1:{self.port}/cam{i}" for i in range(len(self.udp_ports))]
 
-    def start(self) -> "RtspRig":
+    def start(self) -> Self:
         self.start_server()
         for udp in self.udp_ports:
             self.feeders.append(subprocess.Popen(
@@ -149,7 +150,7 @@ class RtspRig:
             _stop(feeder)
         self.feeders = []
 
-    def __enter__(self) -> "RtspRig":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

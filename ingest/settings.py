@@ -30,7 +30,7 @@ class ReconnectPolicy(StrictModel):
     stall_timeout_s: float = Field(15.0, gt=0, description="No frame for this long while streaming triggers a reconnect.")
 
     @model_validator(mode="after")
-    def _cap_not_below_base(self) -> "ReconnectPolicy":
+    def _cap_not_below_base(self) -> ReconnectPolicy:
         if self.backoff_cap_s < self.backoff_base_s:
             raise ValueError("backoff_cap_s must be >= backoff_base_s")
         return self

@@ -24,7 +24,7 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtspServer
 
 PIPELINE = (
     '( udpsrc port={udp_port} caps="video/mpegts, systemstream=(boolean)true" buffer-size=2097152 '

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -49,7 +50,7 @@ def test_frames_arrive_at_the_configured_interval(clip, rtsp_rig):
         frames = collect(pool, 8.5)
     assert len(frames) >= 3
     times = [f.capture_time for f in frames]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(1.0 - 0.05 <= g <= 3.0 + 0.05 for g in gaps), gaps  # 2 s ± one keyframe
     assert abs(sum(gaps) / len(gaps) - 2.0) < 0.35, gaps
     assert [f.seq for f in frames] == list(range(frames[0].seq, frames[0].seq + len(frames)))

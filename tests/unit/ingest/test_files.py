@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -61,7 +62,7 @@ def test_sparse_keyframes_fall_back_to_interval(clip):
         health = pool.health()[0]
     assert health.decode_mode == "interval"
     late = [f.pts for f in frames if f.pts >= 9.0]
-    assert len(late) >= 2 and all(abs((b - a) - 1.0) < 0.05 for a, b in zip(late, late[1:])), late
+    assert len(late) >= 2 and all(abs((b - a) - 1.0) < 0.05 for a, b in itertools.pairwise(late)), late
 
 
 @pytest.mark.parametrize(("mode", "expected"), [(DecodeMode.interval, 4), (DecodeMode.all, 100)])
@@ -85,7 +86,7 @@ def test_realtime_loop_paces_a_file_and_keeps_time_monotonic(clip):
     assert len(frames) >= 7
     assert elapsed >= 2.5  # paced: 7 frames at 0.5 s need ~3 s, not the instant of a file read
     times = [f.capture_time for f in frames]
-    assert all(b > a for a, b in zip(times, times[1:]))  # across the loop too
+    assert all(b > a for a, b in itertools.pairwise(times))  # across the loop too
 
 
 def test_opening_and_closing_200_times_leaks_neither_fds_nor_memory(clip):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -23,7 +24,7 @@ def run_keyframes(sampler: Sampler, fps: float, gop: int, seconds: float) -> lis
 
 def test_keyframes_mode_emits_one_keyframe_per_interval():
     emitted = run_keyframes(Sampler(2.0, DecodeMode.keyframes), fps=25, gop=12, seconds=20)
-    gaps = [b - a for a, b in zip(emitted, emitted[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(emitted)]
     assert len(emitted) == 10
     assert all(abs(g - 2.0) <= 12 / 25 for g in gaps), gaps  # ± one keyframe
 
@@ -44,7 +45,7 @@ def test_sparse_keyframes_fall_back_to_interval_once():
     emitted = run_keyframes(sampler, fps=25, gop=100, seconds=20)  # keyframes 4 s apart
     assert sampler.fell_back and sampler.mode is DecodeMode.interval
     late = [t for t in emitted if t >= 8.0]
-    gaps = [b - a for a, b in zip(late, late[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(late)]
     assert gaps and all(abs(g - 1.0) < 0.05 for g in gaps), gaps
 
 
