@@ -36,7 +36,8 @@ QUICK_ARGS: dict[str, list[str]] = {
 """Smaller sizes for ``--quick`` (a smoke run of every benchmark in a few minutes)."""
 
 THROUGHPUT = re.compile(r"(per_s|_fps|throughput|per_second|_rate\b|images_s|msgs_s|rows_s)")
-LATENCY = re.compile(r"(latency|_ms\b|_ms_|_us\b|_us_per|_ns\b|_p50|_p95|_p99)")
+LATENCY = re.compile(r"(_ms|_us|_ns)$|_(ms|us|ns)_per_")
+"""Figures named with a time unit (throughput-like names are excluded by :func:`pick`)."""
 
 
 def run_one(name: str, quick: bool, timeout_s: float) -> dict:
@@ -134,11 +135,14 @@ def replace_between_markers(text: str, section: str, heading: str = "## All benc
 
 
 def pick(results: dict[str, dict], pattern: re.Pattern) -> dict[str, float]:
-    """``bench.figure → value`` of the successful results whose figure name matches ``pattern``."""
+    """``bench.figure → value`` of the successful results whose figure name matches ``pattern``
+    (latency never takes a throughput-like name such as ``latency_rate_detections_per_s``)."""
     out = {}
     for name, res in results.items():
         if res["ok"]:
             for key, value in numeric_figures(res["figures"]).items():
+                if pattern is LATENCY and THROUGHPUT.search(key):
+                    continue
                 if pattern.search(key) and value > 0:
                     out[f"{name}: {key}"] = value
     return out
@@ -179,8 +183,10 @@ def plot_bars(values: dict[str, float], title: str, xlabel: str, path: Path) -> 
 @click.option("--img-dir", type=click.Path(file_okay=False, path_type=Path), default=IMG_DIR, show_default=True,
               help="Folder for bench-throughput.png and bench-latency.png.")
 @click.option("--write/--no-write", default=True, show_default=True, help="Update the doc and plots.")
+@click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Do not run anything: redraw the doc section and plots from an earlier `bench all --json` output.")
 def bench_all(as_json: bool, quick: bool, only: str | None, timeout_s: float, doc: Path, img_dir: Path,
-              write: bool) -> None:
+              write: bool, from_json: Path | None) -> None:
     """Run every benchmark (config, ingest, detect, events, page) with --json and write the summary table
     into docs/benchmarks.md between the bench-all markers, plus throughput/latency plots in docs/img/.
     A benchmark that fails is reported, not fatal (exit 1 if any failed).
@@ -189,6 +195,7 @@ def bench_all(as_json: bool, quick: bool, only: str | None, timeout_s: float, do
     Example:
       guanjia bench all --quick
       guanjia bench all --only detect,page --json
+      guanjia bench all --json > bench.json && guanjia bench all --from-json bench.json
     """
     from pipeline.cli.bench_cmd import BENCHES
 
@@ -200,6 +207,11 @@ def bench_all(as_json: bool, quick: bool, only: str | None, timeout_s: float, do
             raise click.BadParameter(f"unknown benchmark(s) {unknown}; choose from {names}", param_hint="--only")
         names = wanted
     results: dict[str, dict] = {}
+    if from_json is not None:
+        results = parse_json_output(from_json.read_text(encoding="utf-8")) or {}
+        if not results or not all(isinstance(r, dict) and "ok" in r for r in results.values()):
+            raise click.ClickException(f"{from_json}: not the output of `guanjia bench all --json`")
+        names = []
     for name in names:
         click.echo(f"bench {name}…", err=True)
         results[name] = run_one(name, quick, timeout_s)
@@ -214,7 +226,8 @@ def bench_all(as_json: bool, quick: bool, only: str | None, timeout_s: float, do
             plots.append(rel(throughput_png))
         if plot_bars(pick(results, LATENCY), "Latency and cost (lower is better)", "as named (ms or s)", latency_png):
             plots.append(rel(latency_png))
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        measured = from_json.stat().st_mtime if from_json is not None else time.time()
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(measured))
         text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
         doc.write_text(replace_between_markers(text, summary_markdown(results, when, quick, plots)), encoding="utf-8")
         click.echo(f"wrote {doc}" + (f" and {', '.join(plots)}" if plots else ""), err=True)

@@ -53,6 +53,8 @@ def test_throughput_and_latency_figures_are_told_apart():
     results = {"detect": {"ok": True, "seconds": 1, "figures": {"m": {"images_per_s": 15.0, "p50_ms": 63.0, "rounds": 3}}}}
     assert pick(results, THROUGHPUT) == {"detect: m.images_per_s": 15.0}
     assert pick(results, LATENCY) == {"detect: m.p50_ms": 63.0}
+    events = {"events": {"ok": True, "seconds": 1, "figures": {"latency_rate_detections_per_s": 300, "latency_p99_ms": 80}}}
+    assert pick(events, LATENCY) == {"events: latency_p99_ms": 80.0}
 
 
 def test_plot_is_a_png(tmp_path):
