@@ -7,8 +7,10 @@ use ``redacted()`` for display.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+import click
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.urls import redact_url
@@ -21,6 +23,18 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers (GUANJIA_KAFKA_BOOTSTRAP).")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL, redis:// or rediss:// (GUANJIA_REDIS_URL).")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How Kafka clients connect (GUANJIA_KAFKA_SECURITY_PROTOCOL); see docs/security.md.")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism for SASL_* protocols (GUANJIA_KAFKA_SASL_MECHANISM).")
+    kafka_username: str | None = Field(None, description="Kafka SASL user (GUANJIA_KAFKA_USERNAME).")
+    kafka_password: SecretStr | None = Field(None, description="Kafka SASL password (GUANJIA_KAFKA_PASSWORD); never printed.")
+    kafka_ca_file: Path | None = Field(None, description="PEM CA bundle that signed the brokers' certificates; default: system CAs (GUANJIA_KAFKA_CA_FILE).")
+    kafka_cert_file: Path | None = Field(None, description="PEM client certificate for mutual TLS (GUANJIA_KAFKA_CERT_FILE).")
+    kafka_key_file: Path | None = Field(None, description="PEM private key of the client certificate (GUANJIA_KAFKA_KEY_FILE).")
+    redis_username: str | None = Field(None, description="Redis ACL user when the URL names none (GUANJIA_REDIS_USERNAME).")
+    redis_password: SecretStr | None = Field(None, description="Redis ACL password when the URL has none (GUANJIA_REDIS_PASSWORD); never printed.")
+    redis_ca_file: Path | None = Field(None, description="PEM CA bundle for rediss:// servers; default: system CAs (GUANJIA_REDIS_CA_FILE).")
     topic_prefix: str = Field("guanjia", description="Prefix of every Kafka topic (GUANJIA_TOPIC_PREFIX).")
     topic_partitions: int = Field(8, ge=1, description="Partitions for topics the project creates (GUANJIA_TOPIC_PARTITIONS).")
     models_dir: Path | None = Field(None, description="Folder searched first for model files (GUANJIA_MODELS_DIR).")
@@ -33,8 +47,21 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.{name}.v1"
 
     def redacted(self) -> dict[str, str]:
-        return {k: redact_url(str(v)) for k, v in self.model_dump().items()}
+        """Every setting as text for display: URLs redacted, passwords as ``***``."""
+        out = {}
+        for key, value in self.model_dump().items():
+            out[key] = "***" if isinstance(value, SecretStr) else redact_url(str(value))
+        return out
+
+
+class SettingsError(click.ClickException):
+    """A GUANJIA_* variable with an unusable value (one line naming it; the value is never shown)."""
 
 
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "GUANJIA_" + "_".join(str(p) for p in err["loc"]).upper()
+        raise SettingsError(f"{name}: {err['msg']}") from None

@@ -30,8 +30,10 @@ async def ensure_topics(settings: Settings, partitions: int | None = None) -> li
     """Create the missing topics (idempotent); returns the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+    from pipeline.security import kafka_client_options, start_kafka_client
+
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await start_kafka_client(admin, settings)  # refused credentials / unreachable: one-line TransportError
     try:
         existing = set(await admin.list_topics())
         n = partitions or settings.topic_partitions

@@ -334,4 +334,7 @@ main() {
     return "$rc"
 }
 
-main "$@"
+# sourced (scripts/secure_services.sh reuses the helpers above): define only, run nothing
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -43,17 +43,18 @@ def status(down: bool, stale_s: float, prefix: str, as_json: bool) -> None:
     import redis
 
     from ingest.health import CameraState, down_cameras, read_health
-    from ingest.urls import redact_text, redact_url
+    from ingest.urls import redact_url
+    from pipeline.security import redis_client, redis_error
     from pipeline.settings import get_settings
 
-    url = get_settings().redis_url
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    settings = get_settings()
+    url = settings.redis_url
+    client = redis_client(settings, url)
     try:
         rows = read_health(client, prefix=prefix)
         stale = set(down_cameras(client, stale_after_s=stale_s, prefix=prefix))
     except redis.RedisError as exc:
-        raise click.ClickException(f"cannot read camera health from Redis at {redact_url(url)}: "
-                                   f"{redact_text(str(exc))}") from None
+        raise click.ClickException(f"cannot read camera health: {redis_error(url, exc, settings).message}") from None
     now = time.time()
     is_down = {r.camera_id: r.state is not CameraState.streaming or r.camera_id in stale for r in rows}
     if down:

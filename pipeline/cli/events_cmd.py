@@ -35,13 +35,13 @@ def _line(ev: dict) -> str:
 async def _tail(last: int, follow: bool, as_json: bool, rule: str | None, town: str | None) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    from pipeline.cli.kafka_errors import start_kafka
+    from pipeline.security import kafka_client_options, start_kafka_client
     from pipeline.settings import get_settings
 
     settings = get_settings()
     topic = settings.topic("governance-events")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await start_kafka(consumer, settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
+    await start_kafka_client(consumer, settings)
     try:
         if topic not in await consumer.topics():  # checked first: subscribing would auto-create it
             raise click.ClickException(f"topic {topic} does not exist yet (is a worker running?)")
@@ -114,15 +114,15 @@ def ack(event_id: str, by: str, note: str) -> None:
     """
     from aiokafka import AIOKafkaProducer
 
-    from pipeline.cli.kafka_errors import start_kafka
     from pipeline.records import Ack
+    from pipeline.security import kafka_client_options, start_kafka_client
     from pipeline.settings import get_settings
 
     settings = get_settings()
 
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-        await start_kafka(producer, settings.kafka_bootstrap)
+        producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all")
+        await start_kafka_client(producer, settings)
         try:
             record = Ack(event_id=event_id, by=by, time=time.time(), note=note)
             await producer.send_and_wait(settings.topic("event-acks"), record.to_json(), key=event_id.encode())

@@ -6,14 +6,10 @@ import logging
 
 import click
 
-from ingest.urls import redact_url
+from pipeline.security import KAFKA_HINT as SERVICES_HINT
+from pipeline.security import kafka_hosts
 
-SERVICES_HINT = "start it with `bash scripts/services.sh up` (or `guanjia services up`)"
-
-
-def kafka_hosts(bootstrap: str) -> str:
-    """Bootstrap servers for display: ``host:port`` only, credentials never."""
-    return ",".join(redact_url(part.strip()).rsplit("@", 1)[-1] for part in bootstrap.split(","))
+__all__ = ["SERVICES_HINT", "kafka_hosts", "kafka_unreachable", "start_kafka"]
 
 
 def kafka_unreachable(bootstrap: str, exc: BaseException | None = None) -> click.ClickException:

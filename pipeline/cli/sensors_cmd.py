@@ -65,7 +65,7 @@ def replay(file: Path, speed: float, keep_times: bool) -> None:
     """
     from aiokafka import AIOKafkaProducer
 
-    from pipeline.cli.kafka_errors import start_kafka
+    from pipeline.security import kafka_client_options, start_kafka_client
     from pipeline.settings import get_settings
 
     readings = read_csv(file)
@@ -75,8 +75,8 @@ def replay(file: Path, speed: float, keep_times: bool) -> None:
     topic = settings.topic("sensor-readings")
 
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
-        await start_kafka(producer, settings.kafka_bootstrap)
+        producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5)
+        await start_kafka_client(producer, settings)
         try:
             first, start = readings[0].time, time.time()
             for reading in readings:

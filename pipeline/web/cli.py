@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from pathlib import Path
 
 import click
 
-from ingest.urls import redact_url
-
 TOKEN_ENV = "GUANJIA_PAGE_TOKEN"
 RETRY_S = 5.0
 
 
-def _hosts(bootstrap: str) -> str:
-    """Bootstrap servers for display: ``host:port`` only, whatever else was written."""
-    return ",".join(redact_url(part.strip()).rsplit("@", 1)[-1] for part in bootstrap.split(","))
-
-
 async def _serve(configs: tuple[Path, ...], host: str, port: int, token: str | None) -> None:
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.errors import KafkaConnectionError
 
+    from pipeline.security import kafka_client_options, start_kafka_client
     from pipeline.settings import get_settings
     from pipeline.web import LiveState, start_page
     from pipeline.web.feed import PAGE_CONSUMER_OPTIONS, follow, page_topics
@@ -38,20 +30,8 @@ async def _serve(configs: tuple[Path, ...], host: str, port: int, token: str | N
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
         state.set_cameras(cam.model_dump(mode="json") for cam in city.cameras)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **PAGE_CONSUMER_OPTIONS)
-    kafka_log = logging.getLogger("aiokafka")
-    level = kafka_log.level
-    kafka_log.setLevel(logging.CRITICAL)  # the one-line error below says it all
-    try:
-        await consumer.start()
-    except KafkaConnectionError:
-        await consumer.stop()
-        raise click.ClickException(
-            f"cannot reach Kafka at {_hosts(settings.kafka_bootstrap)} (GUANJIA_KAFKA_BOOTSTRAP); "
-            "start it with `guanjia services up` or point GUANJIA_KAFKA_BOOTSTRAP at the broker"
-        ) from None
-    finally:
-        kafka_log.setLevel(level)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), **PAGE_CONSUMER_OPTIONS)
+    await start_kafka_client(consumer, settings)  # refused credentials / unreachable: one-line error
     page = None
     try:
         page = await start_page(state, host=host, port=port, token=token)

@@ -52,7 +52,7 @@ PAGE_CONSUMER_OPTIONS: dict[str, Any] = {
     "auto_offset_reset": "earliest",  # a topic that appears later is read from its start
     "metadata_max_age_ms": 5000,  # notice topics created after the page started
 }
-"""Options for the page's ``AIOKafkaConsumer``; add the project's Kafka security options to them."""
+"""Options for the page's ``AIOKafkaConsumer``, next to ``pipeline.security.kafka_client_options(settings)``."""
 
 
 def page_topics(topic: Callable[[str], str]) -> dict[str, str]:
