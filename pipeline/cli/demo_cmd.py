@@ -237,7 +237,7 @@ def demo(configs: tuple[Path, ...], out_dir: Path | None, catalog: Path | None, 
                 live_state.apply_health(record.model_dump(mode="json", by_alias=True))
         publish(runner.tick(time.time()))
 
-    started = time.monotonic()
+    started, run_started = time.monotonic(), time.time() - 1.0
     interrupted = cut = False
     try:
         with perception, Live(view.progress(), console=console, refresh_per_second=4, transient=False) as live:
@@ -260,7 +260,7 @@ def demo(configs: tuple[Path, ...], out_dir: Path | None, catalog: Path | None, 
         events_file.close()
     elapsed = time.monotonic() - started
 
-    snapshots = sum(1 for _ in (out / "evidence").rglob("*.jpg"))
+    snapshots = sum(1 for f in (out / "evidence").rglob("*.jpg") if f.stat().st_mtime >= run_started)  # this run's
     result = _console()
     result.print(view.summary())
     result.print(f"{len(view.events)} events ({view.revisions} revisions) in {out / 'events.jsonl'}; "
