@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from ingest.urls import redact_text
@@ -212,10 +213,15 @@ async def publish_cameras(bootstrap: str, topic: str, cameras: Iterable[Resolved
 
 # ---- the consumer-group member -------------------------------------------------------------------
 
-async def _call(fn: Callable[..., Any], *args: Any) -> None:
-    out = fn(*args)
-    if inspect.isawaitable(out):
-        await out
+async def _call(fn: Callable[..., Any], camera: ResolvedCamera | str) -> None:
+    """Run a callback; its failure is logged with the camera id and never stops the member."""
+    try:
+        out = fn(camera)
+        if inspect.isawaitable(out):
+            await out
+    except Exception:  # one camera's failure must not stop the assignment of the others
+        camera_id = camera if isinstance(camera, str) else camera.id
+        log.exception("camera %s: %s failed", camera_id, getattr(fn, "__name__", "callback"))
 
 
 class CameraAssignment:
@@ -282,9 +288,7 @@ class CameraAssignment:
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=1000, max_records=5000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a broker outage: aiokafka reconnects by itself
+            except KafkaError as exc:  # a broker outage: aiokafka reconnects by itself
                 log.warning("camera assignment: %s: %s", type(exc).__name__, redact_text(str(exc)))
                 await asyncio.sleep(1.0)
                 continue
@@ -323,10 +327,7 @@ class CameraAssignment:
             self._raw.pop(camera_id, None)
             self._partition_of.pop(camera_id, None)
             if self.cameras.pop(camera_id, None) is not None:
-                try:
-                    await _call(self._on_remove, camera_id)
-                except Exception:
-                    log.exception("camera %s: on_remove failed", camera_id)
+                await _call(self._on_remove, camera_id)
         self._owned -= partitions
 
 

@@ -96,7 +96,7 @@ async def main():
         print(json.dumps(sorted(m.cameras)), flush=True)
         await asyncio.sleep(0.3)
 asyncio.run(main())
-""" % SESSION_MS
+""".replace("%d", str(SESSION_MS))
 
 
 def test_members_share_fail_over_spread_and_follow_updates(kafka_bootstrap: str, kafka_topic: str) -> None:
@@ -116,8 +116,9 @@ async def _scenario(bootstrap: str, topic: str) -> None:
     assert b"s3cret" not in b"".join(stored.values()) and b"${CAM_PW}" in stored["cam-001"]
 
     fleet = Fleet(bootstrap, topic, group)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, bootstrap, topic, group], stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    child = subprocess.Popen(  # noqa: ASYNC220 - started once; its output is read in an executor
+        [sys.executable, "-c", CHILD, bootstrap, topic, group], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
     child_owned: set[str] = set()
 
     async def read_child() -> None:
@@ -192,3 +193,39 @@ def test_record_errors_name_the_camera_and_never_the_secret() -> None:
         parse_camera_record("cam-002", record, environ=ENV)
     with pytest.raises(CameraRecordError, match="malformed record"):
         parse_camera_record("cam-001", b"not json", environ=ENV)
+
+
+def test_cameras_publish_ships_templates_and_tombstones_dropped_cameras(kafka_bootstrap: str, tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli.cameras_publish import publish
+
+    prefix = f"guanjia-test-pub-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("GUANJIA_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("CAM_PW", "s3cret-pw")
+    topic = f"{prefix}.cameras.v1"
+
+    def write(ids: list[str]) -> str:
+        cams = "".join(f"      - {{id: {i}, url: 'rtsp://admin:${{CAM_PW}}@10.0.0.9/{i}', grid: G1}}\n" for i in ids)
+        path = tmp_path / "city.yaml"
+        path.write_text(f"groups:\n  - id: gate\n    town: t\n    cameras:\n{cams}")
+        return str(path)
+
+    runner = CliRunner()
+    first = runner.invoke(publish, [write(["a1", "a2", "a3"]), "--partitions", "3", "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output) | {"seconds": 0} == {"topic": topic, "cameras": 3, "published": 3, "unchanged": 0,
+                                                        "tombstoned": [], "topic_created": True, "seconds": 0}
+    stored = asyncio.run(read_cameras_topic(kafka_bootstrap, topic))
+    assert set(stored) == {"a1", "a2", "a3"}
+    assert all(b"${CAM_PW}" in v and b"s3cret" not in v for v in stored.values())
+
+    again = runner.invoke(publish, [write(["a1", "a3"]), "--json"])
+    out = json.loads(again.output)
+    assert (out["published"], out["unchanged"], out["tombstoned"]) == (0, 2, ["a2"])
+    assert set(asyncio.run(read_cameras_topic(kafka_bootstrap, topic))) == {"a1", "a3"}
+    text = runner.invoke(publish, [write(["a1"])])
+    assert text.exit_code == 0 and "1 tombstoned" in text.output and "removed a3" in text.output
+
+    missing = runner.invoke(publish, [str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 1 and "no such config file" in missing.output
