@@ -186,7 +186,7 @@ secure_kafka_up() {
         die "formatting the secured Kafka storage failed (log: $SKAFKA_STATE/format.log)"
     fi
     setsid nohup "$java" "${common[@]}" kafka.Kafka "$SKAFKA_STATE/server.properties" \
-        </dev/null >"$SKAFKA_STATE/kafka.out" 2>&1 9>&- &
+        </dev/null >"$SKAFKA_STATE/kafka.out" 2>&1 8>&- 9>&- &
     echo $! >"$SKAFKA_PID"
     say "secured kafka starting (pid $(cat "$SKAFKA_PID"))"
     local i pid
@@ -251,7 +251,7 @@ user default off
 user $SEC_USER on >$pw ~* &* +@all
 EOF
     )
-    redis-server "$SREDIS_STATE/redis.conf" 9>&- || die "redis-server failed to start (log: $SREDIS_STATE/redis.log)"
+    redis-server "$SREDIS_STATE/redis.conf" 8>&- 9>&- || die "redis-server failed to start (log: $SREDIS_STATE/redis.log)"
     local i
     for ((i = 0; i < 100; i++)); do
         if port_open "$SEC_REDIS_PORT" && grep -q "Ready to accept connections" "$SREDIS_STATE/redis.log" 2>/dev/null; then
