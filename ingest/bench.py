@@ -67,7 +67,9 @@ def naive_opencv(url: str, stop: threading.Event, deadline: float | None, out: d
 def bare_pyav(url: str, stop: threading.Event, deadline: float | None, out: dict, options: dict | None = None) -> None:
     """The ceiling: a plain PyAV loop that decodes keyframes only, no framework around it."""
     import av
+    from av.video.reformatter import VideoReformatter
 
+    reformatter = VideoReformatter()  # one swscale context per stream, as Guanjia does
     for attempt in range(40):  # the local server sometimes refuses a burst of simultaneous opens
         try:
             container = av.open(url, options={"rtsp_transport": "tcp"} if url.startswith("rtsp") else {})
@@ -97,7 +99,7 @@ def bare_pyav(url: str, stop: threading.Event, deadline: float | None, out: dict
             continue
         for frame in codec.decode(packet):
             if next_due is None or (frame.pts or 0) * tb >= next_due - 0.5:
-                frame.to_ndarray(format="bgr24")
+                reformatter.reformat(frame, format="bgr24").to_ndarray()
                 kept += 1
                 next_due = (frame.pts or 0) * tb + INTERVAL_S
                 out.setdefault("first", time.monotonic())
