@@ -29,9 +29,11 @@ def worker() -> None:
 @click.option("--app-id", default=None, help="Consumer group / changelog name (default <topic prefix>-events).")
 @click.option("--batch", default=1000, show_default=True, help="Messages taken per agent batch.")
 @click.option("--tick", "tick_s", default=1.0, show_default=True, help="Seconds between deadline checks.")
+@click.option("--loop", "loop_name", type=click.Choice(["uvloop", "aio"]), default="uvloop", show_default=True,
+              help="Event loop: uvloop costs less per message than asyncio's own.")
 @click.option("--loglevel", default="warning", show_default=True)
 def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str | None, batch: int,
-                  tick_s: float, loglevel: str) -> None:
+                  tick_s: float, loop_name: str, loglevel: str) -> None:
     """Faust worker: detections, sensor readings and health in → governance events out.
 
     \b
@@ -39,6 +41,7 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
       guanjia worker events --config configs/demo.yaml --loglevel info
     """
     import faust
+    import mode.loop
 
     from pipeline.catalog import DEFAULT_CATALOG, load_catalog
     from pipeline.config import ConfigError, load_config
@@ -48,6 +51,7 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
     from pipeline.topics import ensure_topics
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mode.loop.use(loop_name)  # before any loop exists
     settings = get_settings()
     try:
         cameras = load_config(list(configs)).cameras if configs else []
