@@ -179,7 +179,7 @@ def make_plan(inputs: PlanInputs, results: Results) -> dict[str, Any]:
     if det_bytes is not None:
         mb_s = frames_per_s * use("kafka.detection_record_bytes", det_bytes) / 1e6
         plan["kafka_detections_mb_per_s"] = round(mb_s, 1)
-        plan["kafka_detections_gb_per_day_replicated"] = round(mb_s * 86400 / 1000 * inputs.replication, 1)
+        plan["kafka_detections_tb_per_day_replicated"] = round(mb_s * 86400 / 1e6 * inputs.replication, 1)
     cam_bytes = _need(results, "kafka.camera_topic_bytes_per_camera", missing, scale_bench)
     if cam_bytes is not None:
         plan["kafka_cameras_topic_mb"] = round(c * use("kafka.camera_topic_bytes_per_camera", cam_bytes) / 1e6, 1)

@@ -22,7 +22,7 @@ LABELS = {
     "kafka_partitions_cameras": "Kafka partitions, guanjia.cameras.v1",
     "kafka_partitions_detections": "Kafka partitions, guanjia.detections.v1",
     "kafka_detections_mb_per_s": "Kafka detections MB/s",
-    "kafka_detections_gb_per_day_replicated": "Kafka detections GB/day (replicated)",
+    "kafka_detections_tb_per_day_replicated": "Kafka detections TB per day kept (replicated)",
     "kafka_cameras_topic_mb": "Kafka cameras topic MB",
     "redis_memory_mb": "Redis memory MB (camera health)",
     "redis_down_query_ms_measured": "Redis 'down > 5 min' query ms (measured)",
