@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from ingest.urls import redact_url
-from pipeline.cli.kafka_errors import SERVICES_HINT, kafka_hosts, kafka_unreachable
+from pipeline.cli.kafka_errors import kafka_hosts, kafka_unreachable
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ class KafkaSink:
     so a slow broker slows the caller down instead of growing memory.
     """
 
-    def __init__(self, bootstrap: str, linger_ms: int = 20, max_in_flight: int = MAX_IN_FLIGHT):
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, linger_ms: int = 20, max_in_flight: int = MAX_IN_FLIGHT):
+        self.settings = settings
+        self.bootstrap = settings.kafka_bootstrap
         self.linger_ms = linger_ms
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="guanjia-kafka", daemon=True)
@@ -40,33 +42,28 @@ class KafkaSink:
         self._failure_logged = False
 
     def start(self) -> KafkaSink:
-        """Connect; raises click.ClickException (one line, address and what to start) when unreachable."""
+        """Connect (GUANJIA_KAFKA_* security applies); one-line click error when unreachable, TLS or credentials fail."""
         from aiokafka import AIOKafkaProducer
-        from aiokafka.errors import KafkaError
+
+        from pipeline.security import kafka_client_options, start_kafka_client
 
         self.thread.start()
 
         async def connect():
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            producer = AIOKafkaProducer(**kafka_client_options(self.settings), acks="all", enable_idempotence=True,
                                         linger_ms=self.linger_ms, max_batch_size=256 * 1024,
                                         request_timeout_ms=30_000)
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
+            await start_kafka_client(producer, self.settings)
             return producer
 
-        kafka_log = logging.getLogger("aiokafka")
-        level = kafka_log.level
-        kafka_log.setLevel(logging.CRITICAL)  # the one-line error below says it all
         try:
             self.producer = asyncio.run_coroutine_threadsafe(connect(), self.loop).result(60)
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
             self._stop_loop()
             raise kafka_unreachable(self.bootstrap, exc) from None
-        finally:
-            kafka_log.setLevel(level)
+        except BaseException:
+            self._stop_loop()
+            raise
         return self
 
     def send(self, topic: str, key: str, value: bytes) -> None:
@@ -112,16 +109,19 @@ class KafkaSink:
             self.thread.join(10)
 
 
-def redis_client(url: str):
-    """A client on ``url``; Redis down is said once here and analysis goes on (every write retries)."""
+def redis_health_client(settings: Settings):
+    """A client on GUANJIA_REDIS_URL (ACL user, TLS from settings); Redis down is said once here and
+    analysis goes on (every write retries)."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    from pipeline.security import redis_client, redis_error
+
+    client = redis_client(settings, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:
-        click.echo(f"worker ingest: Redis at {redact_url(url)} unreachable ({type(exc).__name__}); camera health goes "
-                   f"to Kafka only and evidence is not stored until it is back; {SERVICES_HINT}", err=True)
+        click.echo(f"worker ingest: {redis_error(settings.redis_url, exc, settings).message}; meanwhile camera health "
+                   "goes to Kafka only and evidence is not stored (retried with every report)", err=True)
     return client
 
 
@@ -211,14 +211,14 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
     except (ModelError, PluginError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
-    sink = KafkaSink(settings.kafka_bootstrap).start()
+    sink = KafkaSink(settings).start()
     try:
         asyncio.run_coroutine_threadsafe(ensure_topics(settings), sink.loop).result(60)
     except Exception as exc:  # noqa: BLE001 - one line, the worker cannot run without its topics
         sink.close()
         raise click.ClickException(f"cannot create topics on Kafka at {kafka_hosts(settings.kafka_bootstrap)}: "
                                    f"{type(exc).__name__}: {exc}") from None
-    client = redis_client(settings.redis_url)
+    client = redis_health_client(settings)
     publisher = HealthPublisher(client)
     evidence = RedisEvidence(client, evidence_ttl) if evidence_ttl else None
     detections_topic, health_topic = settings.topic("detections"), settings.topic("camera-health")
