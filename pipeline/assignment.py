@@ -229,12 +229,14 @@ class CameraAssignment:
 
     ``on_add(camera)`` / ``on_change(camera)`` / ``on_remove(camera_id)`` may be plain functions or
     coroutines; they run on this member's event loop, one at a time. ``cameras`` is what it owns now.
+    ``partitions``: the topic's partition count if this member has to create it.
     """
 
     def __init__(self, bootstrap: str, topic: str, *, on_add: OnCamera, on_change: OnCamera, on_remove: OnRemove,
                  group_id: str = DEFAULT_GROUP, session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 2_000,
-                 environ: Mapping[str, str] | None = None, client_id: str | None = None):
+                 environ: Mapping[str, str] | None = None, client_id: str | None = None, partitions: int = 12):
         self.bootstrap = bootstrap
+        self.partitions_if_created = partitions
         self.topic = topic
         self.group_id = group_id
         self.session_timeout_ms = session_timeout_ms
@@ -259,6 +261,9 @@ class CameraAssignment:
         """Join the group and start following the owned partitions in a background task."""
         from aiokafka import AIOKafkaConsumer
 
+        # a worker started before the first publish must not let the broker auto-create a
+        # non-compacted single-partition topic
+        await ensure_cameras_topic(self.bootstrap, self.topic, self.partitions_if_created)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.client_id or "guanjia-ingest",
             enable_auto_commit=False, auto_offset_reset="earliest",
