@@ -44,6 +44,8 @@ RECORD_VERSION = 1
 DEFAULT_GROUP = "guanjia-ingest"
 TOPIC_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"}
 
+Security = Mapping[str, Any] | None
+"""aiokafka security keyword arguments (``pipeline.security.kafka_security_options``)."""
 OnCamera = Callable[[ResolvedCamera], object | Awaitable[object]]
 OnRemove = Callable[[str], object | Awaitable[object]]
 
@@ -94,11 +96,12 @@ def parse_camera_record(camera_id: str, value: bytes, environ: Mapping[str, str]
 
 # ---- topic and publishing -----------------------------------------------------------------------
 
-async def ensure_cameras_topic(bootstrap: str, topic: str, partitions: int, replication: int = 1) -> bool:
+async def ensure_cameras_topic(bootstrap: str, topic: str, partitions: int, replication: int = 1,
+                               security: Security = None) -> bool:
     """Create the compacted cameras topic if missing; True when it was created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         if topic in set(await admin.list_topics()):
@@ -113,11 +116,11 @@ async def ensure_cameras_topic(bootstrap: str, topic: str, partitions: int, repl
         await admin.close()
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> int:
+async def topic_partitions(bootstrap: str, topic: str, security: Security = None) -> int:
     """Number of partitions of ``topic`` (0 when it does not exist)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         (desc,) = await admin.describe_topics([topic])
@@ -126,15 +129,15 @@ async def topic_partitions(bootstrap: str, topic: str) -> int:
         await admin.close()
 
 
-async def read_cameras_topic(bootstrap: str, topic: str) -> dict[str, bytes]:
+async def read_cameras_topic(bootstrap: str, topic: str, security: Security = None) -> dict[str, bytes]:
     """The topic's current state: camera id → latest value (tombstoned ids left out)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    count = await topic_partitions(bootstrap, topic)
+    count = await topic_partitions(bootstrap, topic, security)
     if not count:
         return {}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20, **(security or {}))
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(count)]
@@ -176,16 +179,17 @@ class PublishResult:
 
 
 async def publish_cameras(bootstrap: str, topic: str, cameras: Iterable[ResolvedCamera], *, partitions: int = 12,
-                          tombstone_missing: bool = True, skip_unchanged: bool = True) -> PublishResult:
+                          tombstone_missing: bool = True, skip_unchanged: bool = True,
+                          security: Security = None) -> PublishResult:
     """Publish every camera (new or changed ones only, with ``skip_unchanged``) and tombstone the
     cameras that the topic has but ``cameras`` no longer lists. Waits until the broker acknowledged all."""
     from aiokafka import AIOKafkaProducer
 
-    result = PublishResult(topic_created=await ensure_cameras_topic(bootstrap, topic, partitions))
-    current = {} if result.topic_created else await read_cameras_topic(bootstrap, topic)
+    result = PublishResult(topic_created=await ensure_cameras_topic(bootstrap, topic, partitions, security=security))
+    current = {} if result.topic_created else await read_cameras_topic(bootstrap, topic, security)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                 linger_ms=50, max_batch_size=1 << 20, compression_type="gzip",
-                                max_request_size=8 << 20)
+                                max_request_size=8 << 20, **(security or {}))
     await producer.start()
     try:
         pending: list[asyncio.Future] = []
@@ -229,13 +233,16 @@ class CameraAssignment:
 
     ``on_add(camera)`` / ``on_change(camera)`` / ``on_remove(camera_id)`` may be plain functions or
     coroutines; they run on this member's event loop, one at a time. ``cameras`` is what it owns now.
-    ``partitions``: the topic's partition count if this member has to create it.
+    ``partitions``: the topic's partition count if this member has to create it; ``security``: TLS/SASL
+    keyword arguments for aiokafka (``pipeline.security.kafka_security_options(settings)``).
     """
 
     def __init__(self, bootstrap: str, topic: str, *, on_add: OnCamera, on_change: OnCamera, on_remove: OnRemove,
                  group_id: str = DEFAULT_GROUP, session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 2_000,
-                 environ: Mapping[str, str] | None = None, client_id: str | None = None, partitions: int = 12):
+                 environ: Mapping[str, str] | None = None, client_id: str | None = None, partitions: int = 12,
+                 security: Security = None):
         self.bootstrap = bootstrap
+        self.security = dict(security or {})
         self.partitions_if_created = partitions
         self.topic = topic
         self.group_id = group_id
@@ -263,13 +270,13 @@ class CameraAssignment:
 
         # a worker started before the first publish must not let the broker auto-create a
         # non-compacted single-partition topic
-        await ensure_cameras_topic(self.bootstrap, self.topic, self.partitions_if_created)
+        await ensure_cameras_topic(self.bootstrap, self.topic, self.partitions_if_created, security=self.security)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.client_id or "guanjia-ingest",
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.heartbeat_interval_ms,
             rebalance_timeout_ms=max(30_000, self.session_timeout_ms), max_poll_interval_ms=300_000,
-            metadata_max_age_ms=30_000)
+            metadata_max_age_ms=30_000, **self.security)
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         self._task = asyncio.create_task(self._run(), name=f"camera-assignment-{self.topic}")

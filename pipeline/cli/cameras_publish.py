@@ -36,6 +36,7 @@ def publish(configs: tuple[Path, ...], partitions: int, no_tombstones: bool, pub
     from pipeline.config.env import keep_templates
     from pipeline.config.errors import ConfigError
     from pipeline.config.loader import load_config
+    from pipeline.security import kafka_security_options
     from pipeline.settings import get_settings
 
     missing = [str(p) for p in configs if not p.is_file()]
@@ -47,12 +48,14 @@ def publish(configs: tuple[Path, ...], partitions: int, no_tombstones: bool, pub
     except ConfigError as exc:
         raise click.ClickException(f"config has errors (run `guanjia config validate`):\n{exc}") from None
     settings = get_settings()
+    security = kafka_security_options(settings)
     topic = settings.topic(CAMERAS_TOPIC)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     started = time.perf_counter()
     try:
         result = asyncio.run(publish_cameras(settings.kafka_bootstrap, topic, city.cameras, partitions=partitions,
-                                             tombstone_missing=not no_tombstones, skip_unchanged=not publish_all))
+                                             tombstone_missing=not no_tombstones, skip_unchanged=not publish_all,
+                                             security=security))
     except (KafkaConnectionError, OSError) as exc:
         raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
     seconds = time.perf_counter() - started
