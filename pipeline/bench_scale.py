@@ -67,26 +67,28 @@ async def _publish(n: int, partitions: int) -> dict[str, Any]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from pipeline.assignment import camera_record, publish_cameras, read_cameras_topic
+    from pipeline.security import kafka_security_options
     from pipeline.settings import get_settings
 
     settings = get_settings()
+    security = kafka_security_options(settings)
     topic = f"{settings.topic_prefix}.bench-scale-{uuid.uuid4().hex[:8]}.cameras.v1"
     say(f"publish: building {n:,} camera configs …")
     cams = fleet(n)
     record_bytes = statistics.mean(len(camera_record(c)) for c in cams[:1000])
     say(f"publish: {n:,} configs → {topic} ({partitions} partitions) …")
     t0, c0 = time.perf_counter(), time.process_time()
-    result = await publish_cameras(settings.kafka_bootstrap, topic, cams, partitions=partitions)
+    result = await publish_cameras(settings.kafka_bootstrap, topic, cams, partitions=partitions, security=security)
     publish_s, publish_cpu = time.perf_counter() - t0, time.process_time() - c0
     assert result.published == n, result
     await asyncio.sleep(2)  # let the broker write its segments
     size = kafka_log_bytes(topic)
     say("publish: reading the whole topic back (a worker's cold start) …")
     t0 = time.perf_counter()
-    state = await read_cameras_topic(settings.kafka_bootstrap, topic)
+    state = await read_cameras_topic(settings.kafka_bootstrap, topic, security)
     read_s = time.perf_counter() - t0
     assert len(state) == n, len(state)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security)
     await admin.start()
     try:
         await admin.delete_topics([topic])
@@ -106,16 +108,19 @@ def detection_record_bytes(topic: str | None = None, sample: int = 5000) -> dict
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from pipeline.assignment import topic_partitions
+    from pipeline.security import kafka_security_options
     from pipeline.settings import get_settings
 
     settings = get_settings()
+    security = kafka_security_options(settings)
     topic = topic or settings.topic("detections")
 
     async def run() -> list[int]:
-        count = await topic_partitions(settings.kafka_bootstrap, topic)
+        count = await topic_partitions(settings.kafka_bootstrap, topic, security)
         if not count:
             return []
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                                    **security)
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(count)]
