@@ -123,12 +123,12 @@ class Perception:
                  runtime: RuntimeSettings | None = None, metrics: Metrics | None = None,
                  backpressure: bool = False, threads: int | None = None,
                  on_health: Callable[[list[IngestHealth]], object] | None = None,
-                 health_interval_s: float = 5.0, schedule_check_s: float = 30.0):
+                 health_interval_s: float = 5.0, schedule_check_s: float = 30.0, allow_empty: bool = False):
         self.cameras: dict[str, ResolvedCamera] = {c.id: c for c in cameras if c.enabled}
-        if not self.cameras:
+        if not self.cameras and not allow_empty:
             raise ValueError("no enabled cameras in the configuration")
-        first = next(iter(self.cameras.values()))
-        self.runtime = Runtime(runtime or first.settings.runtime)
+        first = next(iter(self.cameras.values()), None)
+        self.runtime = Runtime(runtime or (first.settings.runtime if first else RuntimeSettings()))
         self.engine = DetectorEngine(ModelRegistry.load(models_dir=models_dir), self.runtime)
         for cam in self.cameras.values():
             self.engine.configure(camera_detectors(cam))
@@ -138,6 +138,8 @@ class Perception:
         self._schedule_check_s = schedule_check_s
         self._next_schedule_check = 0.0
         self._pulled: set[str] = set()
+        self._lock = threading.Lock()
+        self._changes: list[tuple[str, ResolvedCamera | str]] = []
         self.analysed = 0
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -157,6 +159,10 @@ class Perception:
 
     def sync_schedule(self, now: float) -> None:
         """Pull exactly the cameras whose schedule includes ``now``."""
+        with self._lock:
+            self._sync_schedule(now)
+
+    def _sync_schedule(self, now: float) -> None:
         self._next_schedule_check = time.monotonic() + self._schedule_check_s
         for cam in self.cameras.values():
             active = in_schedule(cam.schedule, now)
@@ -168,9 +174,46 @@ class Perception:
                 self.pool.remove_camera(cam.id)
                 self._pulled.discard(cam.id)
 
+    # ---- cameras assigned while running (guanjia worker ingest --assign kafka) ---------------
+    def add_camera(self, cam: ResolvedCamera) -> None:
+        """Pull a camera, or restart a known one with its new settings; any thread, applied by the next step."""
+        with self._lock:
+            self._changes.append(("add", cam))
+
+    def remove_camera(self, camera_id: str) -> None:
+        """Stop pulling a camera now (any thread); the detectors forget it at the next step."""
+        with self._lock:
+            if camera_id in self._pulled:
+                self.pool.remove_camera(camera_id)
+                self._pulled.discard(camera_id)
+            self._changes.append(("remove", camera_id))
+
+    def _apply_changes(self) -> bool:
+        """Apply queued add/remove calls on the loop's thread (the engine is not shared); True if any."""
+        with self._lock:
+            changes, self._changes = self._changes, []
+            for kind, item in changes:
+                camera_id = item if isinstance(item, str) else item.id
+                if camera_id in self._pulled:
+                    self.pool.remove_camera(camera_id)
+                    self._pulled.discard(camera_id)
+                self.cameras.pop(camera_id, None)
+                self.engine.remove(camera_id)
+                if kind == "add" and item.enabled:
+                    try:
+                        self.engine.configure(camera_detectors(item))
+                    except ValueError as exc:
+                        log.error("camera %s: %s; not pulled", camera_id, exc)
+                        continue
+                    self.cameras[camera_id] = item
+            if changes:
+                self._sync_schedule(time.time())
+        return bool(changes)
+
     # ---- the loop ------------------------------------------------------------------------
     def step(self, on_detection: OnDetection, timeout: float = 0.5) -> int:
         """Take the ready frames (one per camera, up to the runtime's max batch), detect, call back; the count."""
+        self._apply_changes()
         if time.monotonic() >= self._next_schedule_check:
             self.sync_schedule(time.time())
         frames = self.pool.take(timeout=timeout, max_frames=self.runtime.settings.max_batch)

@@ -150,9 +150,15 @@ class RedisEvidence:
 
 
 @click.command("ingest")
-@click.option("--config", "configs", multiple=True, required=True,
+@click.option("--config", "configs", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Camera-group file(s) (repeatable).")
+              help="Camera-group file(s) (repeatable); not with --assign kafka.")
+@click.option("--assign", type=click.Choice(["config", "kafka"]), default="config", show_default=True,
+              help="config: pull every camera of --config. kafka: join the ingest consumer group on "
+                   "guanjia.cameras.v1 (`guanjia cameras publish`) and pull the cameras of the partitions Kafka assigns.")
+@click.option("--group", default="guanjia-ingest", show_default=True, help="Consumer group of the ingest workers (--assign kafka).")
+@click.option("--session-timeout", default=10.0, show_default=True, type=click.FloatRange(min=6),
+              help="Seconds without a heartbeat before Kafka moves this worker's cameras (--assign kafka).")
 @click.option("--metrics-port", default=9108, show_default=True, type=click.IntRange(0, 65535),
               help="Prometheus /metrics port (0: a free port).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
@@ -171,7 +177,7 @@ class RedisEvidence:
               help="Folder searched first for model files (GUANJIA_MODELS_DIR).")
 @click.option("--loglevel", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_metrics: bool, health_interval: float,
+def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: float, metrics_port: int, metrics_host: str, no_metrics: bool, health_interval: float,
            evidence_ttl: int, backpressure: bool, until_done: bool, max_seconds: float | None, models_dir: Path | None,
            loglevel: str) -> None:
     """Pull the configured cameras, run the detectors and produce guanjia.detections.v1 (key: camera id)
@@ -196,8 +202,12 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    if assign == "kafka" and configs:
+        raise click.UsageError("--assign kafka takes its cameras from guanjia.cameras.v1: leave out --config")
+    if assign == "config" and not configs:
+        raise click.UsageError("Missing option '--config' (repeatable), or give --assign kafka")
     try:
-        city = load_config(list(configs))
+        cameras = load_config(list(configs)).cameras if configs else []
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     def on_health(snapshots) -> None:  # from the pool's health thread, which starts after sink and publisher exist
@@ -206,8 +216,8 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
             sink.send(health_topic, record.camera_id, record.to_json())
 
     try:
-        perception = Perception(city.cameras, models_dir=models_dir, backpressure=backpressure,
-                                on_health=on_health, health_interval_s=health_interval)
+        perception = Perception(cameras, models_dir=models_dir, backpressure=backpressure,
+                                on_health=on_health, health_interval_s=health_interval, allow_empty=assign == "kafka")
     except (ModelError, PluginError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -243,13 +253,35 @@ def ingest(configs: tuple[Path, ...], metrics_port: int, metrics_host: str, no_m
             write_snapshot(evidence, frame.image, det, cam.zones)
         sink.send(detections_topic, det.camera_id, det.to_json())
 
-    click.echo(f"worker ingest: {len(perception.cameras)} cameras, broker {kafka_hosts(settings.kafka_bootstrap)}, "
+    assignment = None
+    if assign == "kafka":
+        from pipeline.assignment import CAMERAS_TOPIC, AssignmentThread, CameraAssignment
+        from pipeline.security import kafka_security_options
+
+        member = CameraAssignment(settings.kafka_bootstrap, settings.topic(CAMERAS_TOPIC), group_id=group,
+                                  on_add=perception.add_camera, on_change=perception.add_camera,
+                                  on_remove=perception.remove_camera, session_timeout_ms=int(session_timeout * 1000),
+                                  heartbeat_interval_ms=max(1000, int(session_timeout * 1000) // 5),
+                                  security=kafka_security_options(settings))
+        assignment = AssignmentThread(member)
+    where = (f"cameras of group {group} on {settings.topic('cameras')}" if assignment else f"{len(perception.cameras)} cameras")
+    click.echo(f"worker ingest: {where}, broker {kafka_hosts(settings.kafka_bootstrap)}, "
                f"topics {settings.topic_prefix}.*.v1, redis {redact_url(settings.redis_url)}"
                + (f", metrics {server.url}" if server else ""), err=True)
     started = time.monotonic()
     try:
         with perception:
-            perception.run(on_detection, stop, until_done=until_done, max_seconds=max_seconds)
+            if assignment is not None:
+                try:
+                    assignment.start()
+                except Exception as exc:  # noqa: BLE001 - one line: the worker has no cameras without its group
+                    raise click.ClickException(f"cannot join the ingest group on Kafka at "
+                                               f"{kafka_hosts(settings.kafka_bootstrap)}: {type(exc).__name__}") from None
+            try:
+                perception.run(on_detection, stop, until_done=until_done, max_seconds=max_seconds)
+            finally:
+                if assignment is not None:
+                    assignment.stop()  # closes the owned cameras and leaves the group: others take over at once
             on_health(perception.health())  # the last word on every camera
     finally:
         sink.close()
