@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAD_MODEL = "crowd_density"
 BACKBONE_MODEL = "yolox_nano_coco_416"
 FEATURE_OUTPUTS = ("feat8", "feat16")
@@ -199,17 +198,8 @@ class DensityEstimator:
 
 
 def locate_head(registry: "ModelRegistry", name: str) -> Path:
-    """The committed head file (``models/<file>`` in the repo, or the registry's folders), sha256-checked."""
-    from detectors.registry import ModelError
-
-    spec = registry.spec(name)
-    tried = []
-    for path in [REPO_ROOT / "models" / spec.file, *registry.candidates(name)]:
-        problem = registry.check_file(spec, path)
-        if problem is None:
-            return path
-        tried.append(f"{path} ({problem})")
-    raise ModelError(f"model {name}: no intact {spec.file}; tried: {'; '.join(tried)}")
+    """The head file (committed in ``models/trained/``, one of the registry's folders), sha256-checked."""
+    return registry.locate(name)
 
 
 def _sha(data: bytes) -> str:

@@ -27,6 +27,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     huber_delta: float = 1.0
     whitening_cells: int = 200_000
+    whitening_images: int = 250
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,11 +49,12 @@ def _cells(part: Part, batch: int = 16):
 
 
 def fit_whitening(parts: list[Part], cfg: TrainConfig, rng: np.random.Generator) -> Whitening:
-    """PCA whitening fitted on a random sample of the training images' cells."""
-    total = sum(len(p.index) for p in parts)
-    per_image = max(1, cfg.whitening_cells // total)
+    """PCA whitening fitted on a random sample of cells of (about ``whitening_images``) training images."""
+    every = max(1, sum(len(p.index) for p in parts) // cfg.whitening_images)
+    sampled = [Part(p.bank, p.index[::every], p.counts[::every]) for p in parts]
+    per_image = max(1, cfg.whitening_cells // sum(len(p.index) for p in sampled))
     sample = []
-    for part in parts:
+    for part in sampled:
         for cells in _cells(part):
             for image_cells in cells:
                 pick = rng.choice(len(image_cells), size=min(per_image, len(image_cells)), replace=False)

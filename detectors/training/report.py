@@ -28,7 +28,7 @@ def write_report(path: Path, result: dict) -> None:
         "",
         "## Data and training",
         "- ShanghaiTech Part B train (400 images, 1024×768) and each image mirrored; the Mall train clip "
-        f"(800 frames, 640×480 scaled to {result['long_side']}), every {result['mall_train_every']}nd frame used for training.",
+        f"(800 frames, 640×480 scaled to {result['long_side']}), one frame in {result['mall_train_every']} used for training.",
         "- Only image-level counts exist, so the loss is a Huber loss (δ = "
         f"{cfg['huber_delta']}) of (map sum − count)/√(count+1); Adam, learning rate {cfg['lr']} with cosine decay, "
         f"weight decay {cfg['weight_decay']}, {cfg['batch_images']} images per step, {cfg['epochs']} epochs, seed {cfg['seed']}.",

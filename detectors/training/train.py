@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 MALL_BLOCKS = 5
 MALL_GAP = 8  # frames (4 s) dropped from training on each side of a held-out Mall block
-MALL_TRAIN_EVERY = 2  # neighbouring frames at 2 fps are near-duplicates
+MALL_TRAIN_EVERY = 3  # neighbouring frames at 2 fps are near-duplicates
 
 
 @dataclass
