@@ -1,0 +1,148 @@
+"""Train and cross-validate the fire head (numpy only): L2 logistic regression on frozen OnFire features.
+
+Features come from the registry's OnFire graph with its feature maps exposed
+(:func:`detectors.fire_tuned.expose_features`); the fit is Newton's method (IRLS) on standardised
+features, and the standardisation is folded into the exported weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detectors.evaluation import BinaryScores, binary_scores
+from detectors.fire_tuned import (
+    FEATURE_TENSORS,
+    LOGIT_OUTPUT,
+    blend_logits,
+    expose_features,
+    pooled_features,
+)
+from detectors.preprocess import to_tensor
+from detectors.registry import InputSpec
+
+
+@dataclass(frozen=True, slots=True)
+class LinearHead:
+    """``p = sigmoid(x · weights + bias)`` on raw :func:`pooled_features` vectors."""
+
+    weights: np.ndarray
+    bias: float
+
+    def logit(self, features: np.ndarray) -> np.ndarray:
+        return features.astype(np.float64) @ self.weights + self.bias
+
+    def predict(self, features: np.ndarray, blend: float = 1.0) -> np.ndarray:
+        """P(fire) as the scorer computes it: head logit blended with OnFire's (the last feature)."""
+        z = blend_logits(self.logit(features), features[:, -1].astype(np.float64), blend)
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+class FeatureExtractor:
+    """Pooled OnFire features of BGR images, batched."""
+
+    def __init__(self, backbone_bytes: bytes, input_spec: InputSpec, intra_op_threads: int = 0):
+        import onnx
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.log_severity_level = 3
+        model = expose_features(onnx.load_from_string(backbone_bytes))
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.input_spec = input_spec
+        self.outputs = [*FEATURE_TENSORS.values(), LOGIT_OUTPUT]
+
+    def maps(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(conv5, stage4, nofire_logit) arrays for a batch of BGR images."""
+        tensor, _ = to_tensor(images, self.input_spec)
+        conv5, stage4, logit = self.session.run(self.outputs, {self.input_spec.name: tensor})
+        return conv5, stage4, logit
+
+    def features(self, images: Iterable[np.ndarray], batch: int = 16) -> np.ndarray:
+        """(N, 513) pooled feature vectors."""
+        out, chunk = [], []
+        for image in images:
+            chunk.append(image)
+            if len(chunk) == batch:
+                out.append(pooled_features(*self.maps(chunk)))
+                chunk = []
+        if chunk:
+            out.append(pooled_features(*self.maps(chunk)))
+        return np.concatenate(out) if out else np.zeros((0, 513), np.float32)
+
+
+def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float, iterations: int = 100) -> LinearHead:
+    """L2-regularised logistic regression by Newton's method on standardised features (bias unpenalised)."""
+    x = features.astype(np.float64)
+    y = labels.astype(np.float64)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z = np.hstack([(x - mean) / std, np.ones((len(x), 1))])
+    penalty = np.full(z.shape[1], l2)
+    penalty[-1] = 0.0
+    w = np.zeros(z.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-z @ w))
+        grad = z.T @ (p - y) + penalty * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    weights = w[:-1] / std
+    return LinearHead(weights=weights, bias=float(w[-1] - weights @ mean))
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index per item: each class shuffled with ``seed`` and dealt round-robin into ``k`` folds."""
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(labels), dtype=int)
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        folds[idx] = np.arange(len(idx)) % k
+    return folds
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    repeat: int
+    fold: int
+    head: BinaryScores  # the head trained on the other folds
+    baseline: BinaryScores  # OnFire alone on the same images
+
+
+def cross_validate(features: np.ndarray, labels: np.ndarray, *, folds: int, repeats: int, seed: int, l2: float,
+                   threshold: float, blend: float = 1.0) -> tuple[list[FoldResult], np.ndarray]:
+    """Stratified k-fold CV, repeated with seeds ``seed .. seed+repeats-1``.
+
+    Returns the per-fold figures and the out-of-fold P(fire) per repeat, shape (repeats, N): every
+    image is scored by a head that never saw it.
+    """
+    baseline_p = 1.0 / (1.0 + np.exp(features[:, -1].astype(np.float64)))  # OnFire's P(fire) = sigmoid(-logit)
+    y = labels.astype(bool)
+    results: list[FoldResult] = []
+    oof = np.zeros((repeats, len(y)))
+    for r in range(repeats):
+        assign = stratified_folds(y, folds, seed + r)
+        for f in range(folds):
+            test = assign == f
+            head = fit_logistic(features[~test], y[~test], l2)
+            oof[r, test] = head.predict(features[test], blend)
+            results.append(FoldResult(r, f, binary_scores(y[test].tolist(), oof[r, test].tolist(), threshold),
+                                      binary_scores(y[test].tolist(), baseline_p[test].tolist(), threshold)))
+    return results, oof
+
+
+def load_images(folder: Path, names: Sequence[str]) -> Iterable[np.ndarray]:
+    """BGR images in order; an unreadable file is an error naming it."""
+    import cv2
+
+    for name in names:
+        image = cv2.imread(str(folder / name))
+        if image is None:
+            raise ValueError(f"{folder / name}: missing or unreadable image")
+        yield image

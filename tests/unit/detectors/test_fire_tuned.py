@@ -1,0 +1,131 @@
+"""The tuned fire scorer: exported head = reference computation, test-image expectations, hard negatives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from detectors.fire_tuned import (
+    FEATURE_SIZE,
+    HEAD_INPUTS,
+    OUTPUT,
+    blend_logits,
+    build_head,
+    pooled_features,
+)
+from detectors.training.fire_head import cross_validate, fit_logistic, stratified_folds
+from tests.plugins.shared import shared_path
+
+
+def _random_head(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 0.05, FEATURE_SIZE), float(rng.normal())
+
+
+@pytest.mark.parametrize("blend", [1.0, 0.3])
+def test_exported_head_equals_reference(blend):
+    import onnxruntime as ort
+
+    weights, bias = _random_head()
+    head = build_head(weights, bias, blend)
+    session = ort.InferenceSession(head.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    conv5 = rng.random((3, 64, 7, 7), dtype=np.float32) * 4
+    stage4 = rng.normal(size=(3, 192, 7, 7)).astype(np.float32)
+    logit = rng.normal(size=(3, 1)).astype(np.float32) * 3
+    got = session.run([OUTPUT], dict(zip(HEAD_INPUTS, (conv5, stage4, logit))))[0][:, 0]
+    z = blend_logits(pooled_features(conv5, stage4, logit).astype(np.float64) @ weights + bias, logit[:, 0], blend)
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-z)), rtol=1e-4, atol=1e-6)
+
+
+def test_merged_model_equals_features_then_head():
+    """Backbone + head merged in one graph give the same P(fire) as features extracted and scored apart."""
+    import cv2
+
+    from detectors.fire_tuned import TunedFireScorer
+    from detectors.registry import ModelRegistry
+    from detectors.training.fire_head import FeatureExtractor, LinearHead
+
+    backbone = shared_path("models", "shufflenetv2_onfire_224.onnx")
+    images = [cv2.imread(str(p)) for p in sorted(shared_path("testdata", "fire").glob("*"))[:3]]
+    spec = ModelRegistry.load().spec("shufflenetv2_onfire_224").input
+    weights, bias = _random_head(2)
+    head_file = _tmp_head(weights, bias, 0.3)
+    merged = TunedFireScorer.from_files(backbone, head_file, spec).probabilities(images)
+    features = FeatureExtractor(backbone.read_bytes(), spec).features(images)
+    np.testing.assert_allclose(merged, LinearHead(weights, bias).predict(features, 0.3), rtol=1e-4, atol=1e-5)
+
+
+def _tmp_head(weights, bias, blend):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "head.onnx"
+    path.write_bytes(build_head(weights, bias, blend).SerializeToString())
+    return path
+
+
+def test_logistic_fit_separates_and_folds_are_stratified():
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(-1, 1, (80, 5)), rng.normal(1.5, 1, (20, 5))])
+    y = np.r_[np.zeros(80, bool), np.ones(20, bool)]
+    head = fit_logistic(x, y, l2=0.1)
+    x_aug = np.hstack([x, np.zeros((100, 1))])  # predict() reads the last column as OnFire's logit
+    accuracy = ((LinearHeadShim(head).predict(x_aug) >= 0.5) == y).mean()
+    assert accuracy > 0.9
+    folds = stratified_folds(y, 5, seed=3)
+    assert all((y[folds == f]).sum() == 4 and (folds == f).sum() == 20 for f in range(5))
+
+
+class LinearHeadShim:
+    def __init__(self, head):
+        self.head = head
+
+    def predict(self, x):
+        return 1 / (1 + np.exp(-(x[:, :-1] @ self.head.weights + self.head.bias)))
+
+
+@pytest.fixture(scope="module")
+def tuned_scorer():
+    from detectors.fire_tuned import TunedFireScorer
+    from detectors.registry import ModelRegistry
+    from detectors.runtime import Runtime
+    from detectors.settings import FireSettings
+
+    shared_path("models", "shufflenetv2_onfire_224.onnx")
+    return TunedFireScorer.from_registry(ModelRegistry.load(), FireSettings(scorer="tuned"), Runtime())
+
+
+def test_committed_head_on_testdata(tuned_scorer):
+    """Fire test images ≥ 0.5 (except the known early-fire miss f0221), non-fire < 0.5."""
+    import cv2
+
+    fire = [p for p in sorted(shared_path("testdata", "fire").glob("*")) if "f0221" not in p.name]
+    nonfire = sorted(shared_path("testdata", "nonfire").glob("*")) + sorted(shared_path("testdata", "vtest").glob("*.jpg"))
+    p_fire = tuned_scorer.probabilities([cv2.imread(str(p)) for p in fire])
+    p_non = tuned_scorer.probabilities([cv2.imread(str(p)) for p in nonfire])
+    assert len(fire) == 5 and len(nonfire) == 11
+    assert (p_fire >= 0.5).all(), dict(zip([p.name for p in fire], p_fire.round(3)))
+    assert (p_non < 0.5).all(), dict(zip([p.name for p in nonfire], p_non.round(3)))
+
+
+def test_hard_negatives_cross_validated():
+    """On CAIR dev, heads never trained on the images they score halve OnFire's false alarms at equal recall."""
+    from detectors.registry import ModelRegistry
+    from detectors.training.fire_head import FeatureExtractor, load_images
+
+    folder = shared_path("data", "fire", "cair_dev")
+    labels = json.loads((folder / "labels.json").read_text())
+    names = sorted(labels)
+    y = np.array([labels[n] == "fire" for n in names])
+    spec = ModelRegistry.load().spec("shufflenetv2_onfire_224").input
+    x = FeatureExtractor(shared_path("models", "shufflenetv2_onfire_224.onnx").read_bytes(), spec).features(
+        load_images(folder / "images", names))
+    _, oof = cross_validate(x, y, folds=5, repeats=1, seed=0, l2=0.3, threshold=0.5, blend=0.3)
+    onfire = 1 / (1 + np.exp(x[:, -1].astype(np.float64)))
+    fp_head, fp_onfire = (oof[0][~y] >= 0.5).sum(), (onfire[~y] >= 0.5).sum()
+    recall_head, recall_onfire = (oof[0][y] >= 0.5).mean(), (onfire[y] >= 0.5).mean()
+    assert fp_onfire >= 40 and fp_head <= fp_onfire / 2, (fp_head, fp_onfire)
+    assert recall_head >= recall_onfire - 0.05, (recall_head, recall_onfire)
