@@ -33,7 +33,7 @@ def write_report(path: Path, result: dict) -> None:
         f"{cfg['huber_delta']}) of (map sum − count)/√(count+1); Adam, learning rate {cfg['lr']} with cosine decay, "
         f"weight decay {cfg['weight_decay']}, {cfg['batch_images']} images per step, {cfg['epochs']} epochs, seed {cfg['seed']}.",
         "- The whitening (PCA) is fitted on the training images of each fit only.",
-        f"- Final fit: {result['final_seconds']:.0f} s on this 2-core machine after feature extraction (cached under `.cache/crowd_features/`).",
+        f"- Final fit: {result['final_seconds']:.0f} s wall time on the shared 2-core machine, run in parallel with the CV fits (`--jobs`), after feature extraction (cached under `.cache/crowd_features/`).",
         "",
     ]
     if cv:
