@@ -129,3 +129,13 @@ def test_hard_negatives_cross_validated():
     recall_head, recall_onfire = (oof[0][y] >= 0.5).mean(), (onfire[y] >= 0.5).mean()
     assert fp_onfire >= 40 and fp_head <= fp_onfire / 2, (fp_head, fp_onfire)
     assert recall_head >= recall_onfire - 0.05, (recall_head, recall_onfire)
+
+
+def test_house6_clip_detected(tuned_scorer):
+    """FURG house6 (fire in every frame): every 30th frame scores ≥ 0.5."""
+    import av
+
+    with av.open(str(shared_path("data", "fire", "furg", "house6.mp4"))) as container:
+        frames = [f.to_ndarray(format="bgr24") for i, f in enumerate(container.decode(video=0)) if i % 30 == 0]
+    p = tuned_scorer.probabilities(frames)
+    assert len(frames) == 30 and (p >= 0.5).all(), p.round(3)
