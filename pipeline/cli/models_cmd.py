@@ -18,6 +18,7 @@ from pipeline.cli import LazyGroup
 # further model subcommands owned by other modules: name -> "module:attr" (listed only when importable)
 EXTRA_COMMANDS: dict[str, str] = {
     "train-crowd": "pipeline.cli.train_cmd:train_crowd",
+    "train-fire": "pipeline.cli.train_fire_cmd:train_fire",
 }
 
 
