@@ -10,9 +10,10 @@ third-party weights are never committed and one pass serves the whole map.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -64,7 +65,7 @@ def letterbox(image: np.ndarray, long_side: int) -> tuple[np.ndarray, Letterbox]
     return canvas.transpose(2, 0, 1), Letterbox(ratio, nw, nh, iw, ih)
 
 
-def _feature_tensors(graph: "onnx.GraphProto", level: int) -> tuple[str, str]:
+def _feature_tensors(graph: onnx.GraphProto, level: int) -> tuple[str, str]:
     """Names of the cls and reg branch features that feed YOLOX's predictions at ``level`` (0 = stride 8)."""
     by_weight = {node.input[1]: node for node in graph.node if node.op_type == "Conv" and len(node.input) > 1}
     try:
@@ -75,7 +76,7 @@ def _feature_tensors(graph: "onnx.GraphProto", level: int) -> tuple[str, str]:
     return cls_in, reg_in
 
 
-def cut_backbone(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def cut_backbone(model: onnx.ModelProto) -> onnx.ModelProto:
     """YOLOX with a dynamic N×3×H×W input, cut to two outputs: ``feat8`` (N,128,H/8,W/8), ``feat16`` (N,128,H/16,W/16).
 
     Each output is the cls-branch features followed by the reg-branch features of that stride.
@@ -105,7 +106,7 @@ def cut_backbone(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return sub
 
 
-def merge_backbone_and_head(backbone: "onnx.ModelProto", head: "onnx.ModelProto") -> "onnx.ModelProto":
+def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
     """One graph: image → cut backbone → head → ``density`` (N,1,H/16,W/16)."""
     import onnx
     from onnx import compose
@@ -123,7 +124,7 @@ def merge_backbone_and_head(backbone: "onnx.ModelProto", head: "onnx.ModelProto"
     return merged
 
 
-def head_metadata(head: "onnx.ModelProto") -> dict[str, str]:
+def head_metadata(head: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in head.metadata_props}
 
 
@@ -155,13 +156,13 @@ class DensityEstimator:
         self.session = ort.InferenceSession(merged.SerializeToString(), options, providers=list(providers))
 
     @classmethod
-    def from_files(cls, backbone: Path | str, head: Path | str, **kwargs) -> "DensityEstimator":
+    def from_files(cls, backbone: Path | str, head: Path | str, **kwargs) -> DensityEstimator:
         """Build from two ONNX files (the registry is the normal way; this one is for scripts and tests)."""
         head_bytes = Path(head).read_bytes()
         return cls(Path(backbone).read_bytes(), head_bytes, f"{HEAD_MODEL}@{_sha(head_bytes)[:12]}", **kwargs)
 
     @classmethod
-    def from_registry(cls, registry: "ModelRegistry", settings: "CrowdSettings", runtime: "Runtime") -> "DensityEstimator":
+    def from_registry(cls, registry: ModelRegistry, settings: CrowdSettings, runtime: Runtime) -> DensityEstimator:
         """Head ``crowd_density`` (or ``settings.model`` when that names a density model) on its registered backbone."""
         head_name = settings.model if registry.spec(settings.model).task == "crowd_density" else HEAD_MODEL
         head_path = locate_head(registry, head_name)
@@ -197,7 +198,7 @@ class DensityEstimator:
                 for m, s in self.density(images)]
 
 
-def locate_head(registry: "ModelRegistry", name: str) -> Path:
+def locate_head(registry: ModelRegistry, name: str) -> Path:
     """The head file (committed in ``models/trained/``, one of the registry's folders), sha256-checked."""
     return registry.locate(name)
 

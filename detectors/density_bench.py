@@ -34,7 +34,14 @@ def run_bench(rounds: int, threads: int) -> dict:
     import onnxruntime as ort
 
     from detectors.crowd import BoxCrowdEstimator
-    from detectors.density import FEATURE_OUTPUTS, INPUT_NAME, DensityEstimator, cut_backbone, letterbox, locate_head
+    from detectors.density import (
+        FEATURE_OUTPUTS,
+        INPUT_NAME,
+        DensityEstimator,
+        cut_backbone,
+        letterbox,
+        locate_head,
+    )
     from detectors.registry import ModelRegistry
     from detectors.runtime import Runtime, cpu_count
     from detectors.settings import CrowdSettings, RuntimeSettings

@@ -10,7 +10,7 @@ from detectors.training.head import CONTEXT, DensityHead
 OPSET = 13
 
 
-def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> "onnx.ModelProto":  # noqa: F821
+def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto:  # noqa: F821
     """SpaceToDepth(feat8) ‖ feat16 ‖ AveragePool(feat16) → 1×1 conv (whitening folded in) → ReLU → 1×1 conv → Softplus."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -116,7 +116,7 @@ def errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """MAE, RMSE, mean relative error and the mean true count."""
     diff = pred - truth
     return {
-        "images": int(len(truth)),
+        "images": len(truth),
         "mae": float(np.abs(diff).mean()),
         "rmse": float(np.sqrt((diff ** 2).mean())),
         "mean_rel_err": float((np.abs(diff) / np.maximum(truth, 1)).mean()),

@@ -53,7 +53,7 @@ class Whitening:
     proj: np.ndarray  # (D, K)
 
     @classmethod
-    def fit(cls, cells: np.ndarray, k: int) -> "Whitening":
+    def fit(cls, cells: np.ndarray, k: int) -> Whitening:
         """Fit on an (M, D) sample of cell vectors."""
         mean = cells.mean(axis=0, dtype=np.float64)
         centred = cells - mean
@@ -85,7 +85,7 @@ class Mlp:
     b2: np.ndarray
 
     @classmethod
-    def init(cls, k: int, hidden: int, rng: np.random.Generator, prior_density: float) -> "Mlp":
+    def init(cls, k: int, hidden: int, rng: np.random.Generator, prior_density: float) -> Mlp:
         w1 = rng.normal(0.0, np.sqrt(2.0 / k), (k, hidden)).astype(np.float32)
         w2 = rng.normal(0.0, np.sqrt(1.0 / hidden) * 0.1, (hidden, 1)).astype(np.float32)
         b2 = np.array([np.log(np.expm1(prior_density))], np.float32)  # softplus(b2) = prior

@@ -20,18 +20,26 @@ def write_report(path: Path, result: dict) -> None:
         "",
         "## Model",
         f"- Backbone: `{result['backbone']}` (COCO YOLOX-Nano, frozen, resolved through `models/models.yaml`; not committed).",
-        f"- Input: long side scaled to {result['long_side']} px (top-left letterbox, pad 114, BGR, raw 0–255); "
-        "features: the cls and reg branch tensors that feed YOLOX's stride-8 and stride-16 predictions (128 channels each).",
-        "- Head (stride 16): space-to-depth of the stride-8 features (512) ‖ stride-16 features (128) ‖ their 5×5 mean (128) "
-        f"→ PCA whitening to {cfg['components']} → ReLU MLP ({cfg['hidden']} hidden) → softplus = people per cell.",
+        (
+            f"- Input: long side scaled to {result['long_side']} px (top-left letterbox, pad 114, BGR, raw 0–255); "
+            "features: the cls and reg branch tensors that feed YOLOX's stride-8 and stride-16 predictions (128 channels each)."
+        ),
+        (
+            "- Head (stride 16): space-to-depth of the stride-8 features (512) ‖ stride-16 features (128) ‖ their 5×5 mean (128) "
+            f"→ PCA whitening to {cfg['components']} → ReLU MLP ({cfg['hidden']} hidden) → softplus = people per cell."
+        ),
         f"- Head file: `{head['file']}`, {head['size']} bytes, sha256 `{head['sha256']}`.",
         "",
         "## Data and training",
-        "- ShanghaiTech Part B train (400 images, 1024×768) and each image mirrored; the Mall train clip "
-        f"(800 frames, 640×480 scaled to {result['long_side']}), one frame in {result['mall_train_every']} used for training.",
-        "- Only image-level counts exist, so the loss is a Huber loss (δ = "
-        f"{cfg['huber_delta']}) of (map sum − count)/√(count+1); Adam, learning rate {cfg['lr']} with cosine decay, "
-        f"weight decay {cfg['weight_decay']}, {cfg['batch_images']} images per step, {cfg['epochs']} epochs, seed {cfg['seed']}.",
+        (
+            "- ShanghaiTech Part B train (400 images, 1024×768) and each image mirrored; the Mall train clip "
+            f"(800 frames, 640×480 scaled to {result['long_side']}), one frame in {result['mall_train_every']} used for training."
+        ),
+        (
+            "- Only image-level counts exist, so the loss is a Huber loss (δ = "
+            f"{cfg['huber_delta']}) of (map sum − count)/√(count+1); Adam, learning rate {cfg['lr']} with cosine decay, "
+            f"weight decay {cfg['weight_decay']}, {cfg['batch_images']} images per step, {cfg['epochs']} epochs, seed {cfg['seed']}."
+        ),
         "- The whitening (PCA) is fitted on the training images of each fit only.",
         f"- Final fit: {result['final_seconds']:.0f} s wall time on the shared 2-core machine, run in parallel with the CV fits (`--jobs`), after feature extraction (cached under `.cache/crowd_features/`).",
         "",
@@ -40,9 +48,11 @@ def write_report(path: Path, result: dict) -> None:
         lines += [
             f"## Cross-validated figures ({len(cv['folds'])} folds)",
             "",
-            f"Fold k holds out ShanghaiTech-B fold k (seeded permutation, seed {cfg['seed']}, dealt round-robin) and Mall frames "
-            f"block k (consecutive time blocks; {result['mall_gap']} frames either side of the block are also kept out of training). "
-            "No image is ever evaluated by a model trained on it.",
+            (
+                f"Fold k holds out ShanghaiTech-B fold k (seeded permutation, seed {cfg['seed']}, dealt round-robin) and Mall frames "
+                f"block k (consecutive time blocks; {result['mall_gap']} frames either side of the block are also kept out of training). "
+                "No image is ever evaluated by a model trained on it."
+            ),
             "",
             "| held-out set | images | mean count | MAE | RMSE | bias | mean rel. error |",
             "|---|---|---|---|---|---|---|",

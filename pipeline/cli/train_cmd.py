@@ -35,8 +35,8 @@ def train_crowd(shared_dir, folds, out, epochs, seed, long_side, jobs, no_final,
 
     import onnx
 
-    from detectors.registry import ModelError, ModelRegistry, cache_dir, sha256_file
     from detectors.density import BACKBONE_MODEL, HEAD_MODEL
+    from detectors.registry import ModelError, ModelRegistry, cache_dir, sha256_file
     from detectors.training.export import head_to_onnx
     from detectors.training.fit import TrainConfig
     from detectors.training.report import write_report

@@ -12,7 +12,14 @@ from detectors.base import CrowdEstimate
 from detectors.density import DENSITY_OUTPUT, FEATURE_OUTPUTS, letterbox
 from detectors.settings import Zone
 from detectors.training.export import head_to_onnx
-from detectors.training.head import DensityHead, Mlp, Whitening, average_pool, cell_features, space_to_depth
+from detectors.training.head import (
+    DensityHead,
+    Mlp,
+    Whitening,
+    average_pool,
+    cell_features,
+    space_to_depth,
+)
 from detectors.zones import ZoneCounter
 from tests.plugins.shared import shared_path
 
