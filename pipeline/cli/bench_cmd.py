@@ -12,6 +12,7 @@ BENCHES: dict[str, str] = {
     "detect": "detectors.bench:bench_detect",
     "events": "pipeline.bench_events:bench_events",
     "page": "pipeline.web.bench:bench_page",
+    "density": "detectors.density_bench:bench_density",
     "all": "pipeline.cli.bench_all:bench_all",
 }
 
