@@ -24,7 +24,6 @@ CROWD_ESTIMATORS: dict[str, str] = {
 
 FIRE_SCORERS: dict[str, str] = {
     "classifier": "detectors.fire:OnFireScorer",
-    "regions": "detectors.fire_regions:RegionFireScorer",
     "tuned": "detectors.fire_tuned:TunedFireScorer",
 }
 
