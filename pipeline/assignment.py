@@ -233,11 +233,14 @@ class CameraAssignment:
 
     ``on_add(camera)`` / ``on_change(camera)`` / ``on_remove(camera_id)`` may be plain functions or
     coroutines; they run on this member's event loop, one at a time. ``cameras`` is what it owns now.
+    ``on_deleted(camera_id)`` (optional) follows every tombstone read, also of cameras this member never
+    pulled and again when a partition is re-read: e.g. forget the camera's health.
     ``partitions``: the topic's partition count if this member has to create it; ``security``: TLS/SASL
     keyword arguments for aiokafka (``pipeline.security.kafka_security_options(settings)``).
     """
 
     def __init__(self, bootstrap: str, topic: str, *, on_add: OnCamera, on_change: OnCamera, on_remove: OnRemove,
+                 on_deleted: OnRemove | None = None,
                  group_id: str = DEFAULT_GROUP, session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 2_000,
                  environ: Mapping[str, str] | None = None, client_id: str | None = None, partitions: int = 12,
                  security: Security = None):
@@ -251,6 +254,7 @@ class CameraAssignment:
         self.client_id = client_id
         self.environ = environ
         self._on_add, self._on_change, self._on_remove = on_add, on_change, on_remove
+        self._on_deleted = on_deleted
         self.cameras: dict[str, ResolvedCamera] = {}
         self._raw: dict[str, bytes] = {}
         self._partition_of: dict[str, int] = {}
@@ -317,6 +321,8 @@ class CameraAssignment:
             if known:
                 del self.cameras[camera_id]
                 await _call(self._on_remove, camera_id)
+            if self._on_deleted is not None:
+                await _call(self._on_deleted, camera_id)
             return
         if self._raw.get(camera_id) == value:
             return

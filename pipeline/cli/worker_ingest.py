@@ -258,9 +258,16 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
         from pipeline.assignment import CAMERAS_TOPIC, AssignmentThread, CameraAssignment
         from pipeline.security import kafka_security_options
 
+        def forget_health(camera_id: str) -> None:  # a removed camera must not stay "down" in Redis
+            try:
+                publisher.forget([camera_id])
+            except Exception as exc:  # noqa: BLE001 - Redis down: its hash expires by itself
+                log.warning("health: cannot forget removed camera %s in Redis (%s)", camera_id, type(exc).__name__)
+
         member = CameraAssignment(settings.kafka_bootstrap, settings.topic(CAMERAS_TOPIC), group_id=group,
                                   on_add=perception.add_camera, on_change=perception.add_camera,
-                                  on_remove=perception.remove_camera, session_timeout_ms=int(session_timeout * 1000),
+                                  on_remove=perception.remove_camera, on_deleted=forget_health,
+                                  session_timeout_ms=int(session_timeout * 1000),
                                   heartbeat_interval_ms=max(1000, int(session_timeout * 1000) // 5),
                                   security=kafka_security_options(settings))
         assignment = AssignmentThread(member)

@@ -42,6 +42,7 @@ class Fleet:
         self.violations: list[str] = []
         self.events: list[tuple[str, str, str, str]] = []  # (member, kind, camera, url)
         self.members: dict[str, CameraAssignment] = {}
+        self.deleted: list[tuple[str, str]] = []
 
     async def join(self, name: str) -> CameraAssignment:
         def on_add(cam: ResolvedCamera) -> None:
@@ -59,7 +60,7 @@ class Fleet:
             self.events.append((name, "remove", camera_id, ""))
 
         member = CameraAssignment(self.bootstrap, self.topic, group_id=self.group, on_add=on_add, on_change=on_change,
-                                  on_remove=on_remove, session_timeout_ms=SESSION_MS, heartbeat_interval_ms=1000,
+                                  on_remove=on_remove, on_deleted=lambda cid: self.deleted.append((name, cid)), session_timeout_ms=SESSION_MS, heartbeat_interval_ms=1000,
                                   environ=ENV, client_id=name)
         self.members[name] = await member.start()
         return member
@@ -168,6 +169,7 @@ async def _scenario(bootstrap: str, topic: str) -> None:
         changes = [e for e in fleet.events if e[1] == "change"]
         assert changes == [(fleet.holder[changed.id], "change", changed.id, "rtsp://admin:s3cret-pw@10.9.9.9/moved")]
         assert all(removed.id not in owned for owned in fleet.owned().values())
+        assert [cid for _, cid in fleet.deleted] == [removed.id]  # once: only its partition's owner reads it
 
         # 5. a clean stop hands its cameras over at once (it leaves the group)
         await fleet.members.pop("a").stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.shared]
 
 GUANJIA = str(Path(sys.executable).with_name("guanjia"))
 SESSION_S = 6
-CAMERAS = 4
+IDS = [f"as-{i}" for i in range(3, 9)]  # Kafka's murmur2 puts as-3..5 on partition 1, as-6..8 on 0
+PARTITIONS = 2  # one per worker: both pull cameras
 
 
 class Detections(threading.Thread):
@@ -67,6 +69,33 @@ class Detections(threading.Thread):
         return {cam for cam, rows in list(self.seen.items()) if any(ts > t for ts, _ in rows)}
 
 
+async def camera_partitions(bootstrap: str, topic: str) -> dict[str, int]:
+    """camera id → partition of its record on the cameras topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from pipeline.assignment import topic_partitions
+
+    tps = [TopicPartition(topic, p) for p in range(await topic_partitions(bootstrap, topic))]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: dict[str, int] = {}
+        for _ in range(10):
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                out.update({r.key.decode(): tp.partition for r in records})
+        return out
+    finally:
+        await consumer.stop()
+
+
+def owned_partitions(log: Path) -> set[int] | None:
+    """The partitions a worker said it owns last (None before its first assignment)."""
+    found = re.findall(r"owns partitions \[([0-9, ]*)\]", log.read_text())
+    return {int(p) for p in found[-1].split(",") if p.strip()} if found else None
+
+
 def wait_for(predicate, timeout_s: float) -> float | None:
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
@@ -85,9 +114,9 @@ def test_two_workers_share_the_cameras_and_survive_a_kill(kafka_bootstrap: str, 
         "defaults": {"decode_mode": "interval", "analysis_interval_s": 1.0, "detectors": ["fire"],
                      "source": {"loop": True, "realtime": True}},
         "groups": [{"id": "assign", "town": "Humen", "cameras": [
-            {"id": f"as-{i}", "url": str(clip), "grid": f"G{i}"} for i in range(CAMERAS)]}],
+            {"id": cam, "url": str(clip), "grid": f"G{i}"} for i, cam in enumerate(IDS)]}],
     }))
-    asyncio.run(publish_cameras(kafka_bootstrap, f"{prefix}.cameras.v1", load_config([config]).cameras, partitions=CAMERAS))
+    asyncio.run(publish_cameras(kafka_bootstrap, f"{prefix}.cameras.v1", load_config([config]).cameras, partitions=PARTITIONS))
     env = {**os.environ, "GUANJIA_TOPIC_PREFIX": prefix, "GUANJIA_TOPIC_PARTITIONS": "2",
            "GUANJIA_KAFKA_BOOTSTRAP": kafka_bootstrap, "GUANJIA_REDIS_URL": redis_url}
     detections = Detections(kafka_bootstrap, f"{prefix}.detections.v1")
@@ -101,19 +130,25 @@ def test_two_workers_share_the_cameras_and_survive_a_kill(kafka_bootstrap: str, 
                     [GUANJIA, "worker", "ingest", "--assign", "kafka", "--group", f"{prefix}-ingest",
                      "--session-timeout", str(SESSION_S), "--no-metrics", "--evidence-ttl", "0",
                      "--health-interval", "1", "--loglevel", "info"], env=env, stdout=out, stderr=subprocess.STDOUT))
-        all_ids = {f"as-{i}" for i in range(CAMERAS)}
+        all_ids = set(IDS)
         assert wait_for(lambda: detections.cameras_since(0) == all_ids, 180), (
             detections.seen.keys(), logs[0].read_text()[-2000:], logs[1].read_text()[-2000:])
-        # each worker owns some partitions
-        assert wait_for(lambda: all("owns partitions [" in log.read_text() and "owns partitions []" not in
-                                    log.read_text().rsplit("owns partitions", 1)[-1][:4] for log in logs), 30)
-
+        # the workers split the partitions; kill one that pulls cameras
+        assert wait_for(lambda: all(owned_partitions(log) for log in logs), 30), [log.read_text()[-1000:] for log in logs]
+        where = asyncio.run(camera_partitions(kafka_bootstrap, f"{prefix}.cameras.v1"))
+        shares = [{cam for cam, part in where.items() if part in owned_partitions(log)} for log in logs]
+        assert not shares[0] & shares[1] and shares[0] | shares[1] == all_ids, shares
+        assert shares[0] and shares[1], shares
+        victim = 0
         killed_at = time.monotonic()
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait(10)
+        workers[victim].send_signal(signal.SIGKILL)
+        workers[victim].wait(10)
+        survivor = 1 - victim
         took = wait_for(lambda: detections.cameras_since(killed_at + 1) == all_ids, SESSION_S + 10 + 20)
-        assert took is not None, (detections.cameras_since(killed_at + 1), logs[1].read_text()[-3000:])
-        print(f"every camera analysed again {took:.1f}s after kill -9 (session timeout {SESSION_S}s)")
+        assert took is not None, (detections.cameras_since(killed_at + 1), logs[survivor].read_text()[-3000:])
+        print(f"{len(shares[victim])} camera(s) of the killed worker analysed again {took:.1f}s after kill -9 "
+              f"(session timeout {SESSION_S}s)")
+        assert owned_partitions(logs[survivor]) == set(range(PARTITIONS))
         assert took <= SESSION_S + 10 + 5, took  # + the first analysed frame of a reopened camera
 
         # one puller per camera at a time: a second puller would interleave a second run of seq numbers
@@ -121,9 +156,23 @@ def test_two_workers_share_the_cameras_and_survive_a_kill(kafka_bootstrap: str, 
             before = [seq for ts, seq in rows if ts < killed_at]
             assert before == sorted(before), (cam, before)
 
-        workers[1].send_signal(signal.SIGTERM)
-        assert workers[1].wait(60) == 0, logs[1].read_text()[-3000:]
-        assert "Traceback" not in logs[1].read_text()
+        # a camera dropped from the config: tombstone → no longer pulled, its health forgotten in Redis
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        assert wait_for(lambda: client.zscore("guanjia:cameras:last_seen", "as-3") is not None, 20)
+        kept = [c for c in load_config([config]).cameras if c.id != "as-3"]
+        asyncio.run(publish_cameras(kafka_bootstrap, f"{prefix}.cameras.v1", kept))
+        assert wait_for(lambda: client.zscore("guanjia:cameras:last_seen", "as-3") is None
+                        and not client.exists("guanjia:camera:as-3"), 20), "health of the removed camera stays in Redis"
+        time.sleep(2)
+        settled = time.monotonic()
+        time.sleep(4)
+        assert detections.cameras_since(settled) == all_ids - {"as-3"}
+
+        workers[survivor].send_signal(signal.SIGTERM)
+        assert workers[survivor].wait(60) == 0, logs[survivor].read_text()[-3000:]
+        assert "Traceback" not in logs[survivor].read_text()
     finally:
         detections.stop.set()
         for proc in workers:
