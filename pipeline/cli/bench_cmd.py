@@ -13,6 +13,7 @@ BENCHES: dict[str, str] = {
     "events": "pipeline.bench_events:bench_events",
     "page": "pipeline.web.bench:bench_page",
     "density": "detectors.density_bench:bench_density",
+    "scale": "pipeline.bench_scale:bench_scale",
     "all": "pipeline.cli.bench_all:bench_all",
 }
 

@@ -86,3 +86,8 @@ def status(down: bool, stale_s: float, prefix: str, as_json: bool) -> None:
     if not rows:
         click.echo("no camera health in Redis (is an ingest worker running with a health publisher?)", err=True)
         sys.exit(0)
+
+
+from pipeline.cli.cameras_publish import publish  # noqa: E402  (a sibling module's command)
+
+cameras.add_command(publish)
