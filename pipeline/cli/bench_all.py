@@ -32,6 +32,8 @@ QUICK_ARGS: dict[str, list[str]] = {
     "detect": ["--rounds", "3", "--batches", "1,4"],
     "events": ["--detections", "5000", "--latency-seconds", "3"],
     "page": ["--cameras", "200", "--events", "400", "--repeat", "3"],
+    "density": ["--rounds", "5"],
+    "scale": ["--cameras", "20000", "--pool-cameras", "50", "--pool-seconds", "5"],
 }
 """Smaller sizes for ``--quick`` (a smoke run of every benchmark in a few minutes)."""
 
@@ -187,7 +189,7 @@ def plot_bars(values: dict[str, float], title: str, xlabel: str, path: Path) -> 
               help="Do not run anything: redraw the doc section and plots from an earlier `bench all --json` output.")
 def bench_all(as_json: bool, quick: bool, only: str | None, timeout_s: float, doc: Path, img_dir: Path,
               write: bool, from_json: Path | None) -> None:
-    """Run every benchmark (config, ingest, detect, events, page) with --json and write the summary table
+    """Run every registered benchmark (config, ingest, detect, events, page, …) with --json and write the summary table
     into docs/benchmarks.md between the bench-all markers, plus throughput/latency plots in docs/img/.
     A benchmark that fails is reported, not fatal (exit 1 if any failed).
 
