@@ -69,16 +69,31 @@ def load_yaml(path: Path, *, display: str | None = None) -> YamlDoc:
         doc.issues.append(ConfigIssue(doc.file, line, col, "", f"YAML syntax: {exc.problem or exc}"))
         return doc
     if node is not None:
-        doc.data = _Walker(doc).value(node, ())
+        walker = _Walker(doc, budget=4 * len(text) + 100_000)
+        try:
+            doc.data = walker.value(node, ())
+        except _TooManyValues:
+            doc.data = None
+            doc.values.clear()
+            doc.issues.append(ConfigIssue(doc.file, None, None, "", f"YAML expands to more than {walker.budget} values "
+                                                                    "through aliases (*anchor); refusing to load it"))
     return doc
 
 
+class _TooManyValues(Exception):
+    """Aliases that expand beyond the budget (a "billion laughs" document)."""
+
+
 class _Walker:
-    def __init__(self, doc: YamlDoc):
+    def __init__(self, doc: YamlDoc, budget: int):
         self.doc = doc
         self.constructor = yaml.constructor.SafeConstructor()  # scalars and merge keys (<<) only
+        self.budget, self.walked = budget, 0
 
     def value(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.walked += 1
+        if self.walked > self.budget:  # aliases are walked once per use: bound the expansion
+            raise _TooManyValues
         self.doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path)
