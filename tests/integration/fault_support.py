@@ -202,3 +202,58 @@ def wait_for(predicate, timeout_s: float, every_s: float = 0.5) -> float | None:
             return time.monotonic() - start
         time.sleep(every_s)
     return None
+
+
+class LiveDetections:
+    """A background consumer of a detections topic: per camera, (receive time, seq) in offset order."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        import threading
+
+        self.bootstrap, self.topic = bootstrap, topic
+        self.seen: dict[str, list[tuple[float, int]]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def start(self) -> LiveDetections:
+        self.thread.start()
+        return self
+
+    def _main(self) -> None:
+        import asyncio
+
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        import asyncio
+
+        from aiokafka import AIOKafkaConsumer
+
+        from detectors.records import Detection
+        from pipeline.assignment import topic_partitions
+
+        while not await topic_partitions(self.bootstrap, self.topic):
+            if self.stop.is_set():
+                return
+            await asyncio.sleep(0.5)
+        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            while not self.stop.is_set():
+                batch = await consumer.getmany(timeout_ms=500)
+                now = time.monotonic()
+                for records in batch.values():
+                    for rec in records:
+                        det = Detection.from_json(rec.value)
+                        self.seen.setdefault(det.camera_id, []).append((now, det.seq))
+        finally:
+            await consumer.stop()
+
+    def cameras_since(self, t: float) -> set[str]:
+        """Cameras with a detection received after monotonic time ``t``."""
+        return {cam for cam, rows in list(self.seen.items()) if any(ts > t for ts, _ in rows)}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(15)
