@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -59,6 +60,9 @@ def _unwrap(tp: Any, part: str | int | None) -> Any:
     return None
 
 
+_PYDANTIC_TAG = re.compile(r"^[a-z][a-z-]*\[.+\]$")  # validator/union tags in a pydantic loc; user keys such as '[' stay
+
+
 def issues_from_error(
     exc: ValidationError,
     model: type[BaseModel],
@@ -69,7 +73,7 @@ def issues_from_error(
     """One issue per pydantic error; ``extra_keys(parent_loc)`` adds names accepted besides the model's fields."""
     issues = []
     for err in exc.errors(include_url=False, include_input=True):
-        loc = tuple(p for p in err["loc"] if isinstance(p, int) or "[" not in p)  # drop 'function-after[…]' tags
+        loc = tuple(p for p in err["loc"] if isinstance(p, int) or not _PYDANTIC_TAG.match(p))  # drop 'function-after[…]' tags
         message, about_key = _message(err, model, loc, extra_keys)
         file, line, col, key_path = locate(loc, about_key)
         issues.append(ConfigIssue(file, line, col, key_path, message))

@@ -68,6 +68,13 @@ def load_yaml(path: Path, *, display: str | None = None) -> YamlDoc:
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         doc.issues.append(ConfigIssue(doc.file, line, col, "", f"YAML syntax: {exc.problem or exc}"))
         return doc
+    except yaml.reader.ReaderError as exc:  # e.g. a NUL or other control character
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - before.rfind("\n")
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)  # C and pure loaders differ
+        doc.issues.append(ConfigIssue(doc.file, line, col, "", f"YAML: character {code:#06x} is not allowed in YAML "
+                                                              "(control character)"))
+        return doc
     if node is not None:
         walker = _Walker(doc, budget=4 * len(text) + 100_000)
         try:
