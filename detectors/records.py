@@ -10,7 +10,7 @@ DETECTION_SCHEMA = "guanjia.detection.v1"
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: invalid, never a time or count
 
 
 class Box(_Record):
