@@ -1,6 +1,6 @@
 """The Kafka broker is killed (SIGKILL) and restarted mid-stream under a running `guanjia worker ingest`:
 every analysed frame's detection still reaches the topic exactly once. Private broker (own ports, own data
-dir kept across the restart), shared footage-free clip, the shared fire model."""
+dir kept across the restart), a generated clip, the shared fire model."""
 
 from __future__ import annotations
 
