@@ -62,6 +62,7 @@ class _ReaderThread(threading.Thread):
         self.readers: list[CameraReader] = []
         self.wake = threading.Event()
         self._lock = threading.Lock()
+        self._retired: list[CameraReader] = []
 
     def add(self, reader: CameraReader) -> None:
         with self._lock:
@@ -72,14 +73,22 @@ class _ReaderThread(threading.Thread):
         with self._lock:
             found = [r for r in self.readers if r.src.camera_id == camera_id]
             self.readers = [r for r in self.readers if r.src.camera_id != camera_id]
+            self._retired.extend(found)  # closed by this thread, never while it reads them
         for r in found:
             r.closed = True
         self.wake.set()
         return found[0] if found else None
 
+    def _close_retired(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for reader in retired:
+            reader.close()
+
     def run(self) -> None:
         stopping = self.pool._stopping
         while not stopping.is_set():
+            self._close_retired()
             now = time.monotonic()
             next_wake = now + 1.0
             busy = False
@@ -101,6 +110,7 @@ class _ReaderThread(threading.Thread):
             if not busy:
                 self.wake.wait(max(0.0, next_wake - time.monotonic()))
                 self.wake.clear()
+        self._close_retired()
         for reader in self.readers:
             reader.close()
 
@@ -207,9 +217,7 @@ class IngestPool:
         with self._lock:
             self._sources = [s for s in self._sources if s.camera_id != camera_id]
             for t in self._threads:
-                reader = t.remove(camera_id)
-                if reader is not None and self._opener is not None:
-                    self._opener.submit(reader.close)
+                t.remove(camera_id)
             self.board.discard(camera_id)
 
     @property

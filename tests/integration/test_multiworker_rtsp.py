@@ -54,10 +54,6 @@ def runs(seqs: list[int]) -> list[list[int]]:
     return out
 
 
-@pytest.mark.xfail(reason="ingest/pool.py: IngestPool.remove_camera closes a reader's PyAV container on the opener thread "
-                          "while its reader thread may still be reading it; a rebalance then segfaults the worker in "
-                          "libavutil (RTSP). Passes once the reader thread closes its own removed readers (patch in the "
-                          "h14 report); then drop this marker", strict=False)
 def test_workers_share_rtsp_cameras_fail_over_and_spread(kafka_bootstrap: str, redis_url: str, clip, rtsp_rig,
                                                           tmp_path: Path) -> None:
     shared_path("models", "shufflenetv2_onfire_224.onnx")
