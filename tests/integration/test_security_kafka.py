@@ -145,3 +145,38 @@ def test_detections_in_events_out_over_the_secured_broker(secure: Secure, tmp_pa
     assert [(e["camera_id"], e["rule"], e["action"]) for e in events] == [
         ("cam-sec", "crowding", "opened"), ("cam-sec", "crowding", "closed")], events
     assert events[1]["peak"] == 9
+
+
+def test_faust_app_with_broker_credentials(secure: Secure):
+    """``faust.App(..., **faust_security_settings(settings))`` (as the events worker builds it) speaks SASL_SSL."""
+    import faust
+
+    from pipeline.security import faust_security_settings
+
+    settings = secure.settings()
+    topic = f"sec-faust-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> None:
+        app = faust.App(f"sec-{uuid.uuid4().hex[:6]}", broker=f"kafka://{settings.kafka_bootstrap}",
+                        web_enabled=False, autodiscover=False, **faust_security_settings(settings))
+        await app.producer.start()
+        try:
+            await app.producer.send_and_wait(topic, key=b"k", value=b"from-faust", partition=None, timestamp=None,
+                                             headers=None)
+        finally:
+            await app.producer.stop()
+
+    async def read_back() -> list[bytes]:
+        consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
+        await start_kafka_client(consumer, settings)
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            batch = await consumer.getmany(tp, timeout_ms=10000)
+            return [m.value for m in batch.get(tp, [])]
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+    assert asyncio.run(read_back()) == [b"from-faust"]
