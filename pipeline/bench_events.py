@@ -27,6 +27,7 @@ import psutil
 import yaml
 
 from detectors.records import Box, Detection, FireResult, ZoneCount
+from pipeline.security import kafka_client_options
 from pipeline.settings import Settings, get_settings
 
 PATTERN = [8] + [1] * 9  # per camera: opened at 8, closed at the next 1 → 2 events per 10 detections
@@ -50,7 +51,7 @@ def write_config(path: Path, cameras: int) -> Path:
 async def _produce(settings: Settings, topic: str, dets: list[Detection], rate: float | None = None) -> float:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     start = time.perf_counter()
     try:
@@ -71,7 +72,7 @@ async def _collect(settings: Settings, topic: str, expected: int, timeout_s: flo
     """(Kafka timestamp in s, event) for the first ``expected`` messages of ``topic``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, max_poll_records=5000)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False, max_poll_records=5000)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
@@ -108,9 +109,9 @@ async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=N
 
     from pipeline.codec import DecodeError, decode
 
-    consumer = AIOKafkaConsumer(src, bootstrap_servers=settings.kafka_bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+    consumer = AIOKafkaConsumer(src, **kafka_client_options(settings), group_id=f"raw-{uuid.uuid4().hex[:6]}",
                                 auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=2, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
     states: dict[str, dict] = {}

@@ -32,6 +32,7 @@ from detectors.records import Detection
 from pipeline.codec import DecodeError, dead_letter, decode
 from pipeline.records import Ack, CameraHealth, DeskTick, FireSignal, GovernanceEvent, SensorReading
 from pipeline.rules.engine import CLOSED_RETENTION_S, RuleEngine
+from pipeline.security import faust_security_settings
 from pipeline.settings import Settings
 from pipeline.topics import topic_names
 
@@ -153,11 +154,12 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
         broker_commit_interval=1.0,
         producer_linger=0.01,
         producer_max_batch_size=256 * 1024,
-        producer_acks=1,
+        producer_acks=-1,  # all in-sync replicas: an event must survive a leader failover
         table_standby_replicas=0,
         broker_session_timeout=10.0,  # a killed worker's partitions move on within seconds
         broker_heartbeat_interval=1.0,
         web_enabled=False,
+        **faust_security_settings(settings),
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
         datadir=datadir or str(settings.cache_dir / "faust"),
