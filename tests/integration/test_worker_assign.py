@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 
 from pipeline.assignment import publish_cameras
 from pipeline.config.loader import load_config
+from tests.integration.fault_support import LiveDetections, wait_for
 from tests.plugins.shared import shared_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared]
@@ -27,46 +27,6 @@ GUANJIA = str(Path(sys.executable).with_name("guanjia"))
 SESSION_S = 6
 IDS = [f"as-{i}" for i in range(3, 9)]  # Kafka's murmur2 puts as-3..5 on partition 1, as-6..8 on 0
 PARTITIONS = 2  # one per worker: both pull cameras
-
-
-class Detections(threading.Thread):
-    """Collects (receive time, seq) per camera from the detections topic."""
-
-    def __init__(self, bootstrap: str, topic: str):
-        super().__init__(daemon=True)
-        self.bootstrap, self.topic = bootstrap, topic
-        self.seen: dict[str, list[tuple[float, int]]] = {}
-        self.stop = threading.Event()
-        self.ready = threading.Event()
-
-    def run(self) -> None:
-        asyncio.run(self._run())
-
-    async def _run(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
-        from pipeline.assignment import topic_partitions
-
-        while not await topic_partitions(self.bootstrap, self.topic):
-            await asyncio.sleep(0.5)
-        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest")
-        await consumer.start()
-        self.ready.set()
-        try:
-            while not self.stop.is_set():
-                batch = await consumer.getmany(timeout_ms=500)
-                now = time.monotonic()
-                for records in batch.values():
-                    for rec in records:
-                        from detectors.records import Detection
-
-                        det = Detection.from_json(rec.value)
-                        self.seen.setdefault(det.camera_id, []).append((now, det.seq))
-        finally:
-            await consumer.stop()
-
-    def cameras_since(self, t: float) -> set[str]:
-        return {cam for cam, rows in list(self.seen.items()) if any(ts > t for ts, _ in rows)}
 
 
 async def camera_partitions(bootstrap: str, topic: str) -> dict[str, int]:
@@ -96,13 +56,6 @@ def owned_partitions(log: Path) -> set[int] | None:
     return {int(p) for p in found[-1].split(",") if p.strip()} if found else None
 
 
-def wait_for(predicate, timeout_s: float) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.25)
-    return None
 
 
 def test_two_workers_share_the_cameras_and_survive_a_kill(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> None:
@@ -119,7 +72,7 @@ def test_two_workers_share_the_cameras_and_survive_a_kill(kafka_bootstrap: str, 
     asyncio.run(publish_cameras(kafka_bootstrap, f"{prefix}.cameras.v1", load_config([config]).cameras, partitions=PARTITIONS))
     env = {**os.environ, "GUANJIA_TOPIC_PREFIX": prefix, "GUANJIA_TOPIC_PARTITIONS": "2",
            "GUANJIA_KAFKA_BOOTSTRAP": kafka_bootstrap, "GUANJIA_REDIS_URL": redis_url}
-    detections = Detections(kafka_bootstrap, f"{prefix}.detections.v1")
+    detections = LiveDetections(kafka_bootstrap, f"{prefix}.detections.v1")
     detections.start()
     workers: list[subprocess.Popen] = []
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
@@ -131,7 +84,7 @@ def test_two_workers_share_the_cameras_and_survive_a_kill(kafka_bootstrap: str, 
                      "--session-timeout", str(SESSION_S), "--no-metrics", "--evidence-ttl", "0",
                      "--health-interval", "1", "--loglevel", "info"], env=env, stdout=out, stderr=subprocess.STDOUT))
         all_ids = set(IDS)
-        assert wait_for(lambda: detections.cameras_since(0) == all_ids, 180), (
+        assert wait_for(lambda: detections.cameras_since(0) == all_ids, 180, every_s=0.25), (
             detections.seen.keys(), logs[0].read_text()[-2000:], logs[1].read_text()[-2000:])
         # the workers split the partitions; kill one that pulls cameras
         assert wait_for(lambda: all(owned_partitions(log) for log in logs), 30), [log.read_text()[-1000:] for log in logs]
@@ -144,7 +97,7 @@ def test_two_workers_share_the_cameras_and_survive_a_kill(kafka_bootstrap: str, 
         workers[victim].send_signal(signal.SIGKILL)
         workers[victim].wait(10)
         survivor = 1 - victim
-        took = wait_for(lambda: detections.cameras_since(killed_at + 1) == all_ids, SESSION_S + 10 + 20)
+        took = wait_for(lambda: detections.cameras_since(killed_at + 1) == all_ids, SESSION_S + 10 + 20, every_s=0.25)
         assert took is not None, (detections.cameras_since(killed_at + 1), logs[survivor].read_text()[-3000:])
         print(f"{len(shares[victim])} camera(s) of the killed worker analysed again {took:.1f}s after kill -9 "
               f"(session timeout {SESSION_S}s)")
@@ -174,7 +127,7 @@ def test_two_workers_share_the_cameras_and_survive_a_kill(kafka_bootstrap: str, 
         assert workers[survivor].wait(60) == 0, logs[survivor].read_text()[-3000:]
         assert "Traceback" not in logs[survivor].read_text()
     finally:
-        detections.stop.set()
+        detections.close()
         for proc in workers:
             if proc.poll() is None:
                 proc.kill()
