@@ -141,7 +141,8 @@ class DensityEstimator:
                  providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int = 0,
                  long_side: int | None = None):
         import onnx
-        import onnxruntime as ort
+
+        from detectors.runtime import ort_session
 
         head = onnx.load_from_string(head_bytes)
         meta = head_metadata(head)
@@ -149,11 +150,7 @@ class DensityEstimator:
         self.stride = int(meta.get("stride", 16))
         self.long_side = int(long_side or meta.get("long_side", 1024))
         merged = merge_backbone_and_head(onnx.load_from_string(backbone_bytes), head)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(merged.SerializeToString(), options, providers=list(providers))
+        self.session = ort_session(merged.SerializeToString(), providers, intra_op_threads)
 
     @classmethod
     def from_files(cls, backbone: Path | str, head: Path | str, **kwargs) -> DensityEstimator:
@@ -165,7 +162,7 @@ class DensityEstimator:
     def from_registry(cls, registry: ModelRegistry, settings: CrowdSettings, runtime: Runtime) -> DensityEstimator:
         """Head ``crowd_density`` (or ``settings.model`` when that names a density model) on its registered backbone."""
         head_name = settings.model if registry.spec(settings.model).task == "crowd_density" else HEAD_MODEL
-        head_path = locate_head(registry, head_name)
+        head_path = registry.locate(head_name)
         head_bytes = head_path.read_bytes()
         import onnx
 
@@ -196,11 +193,6 @@ class DensityEstimator:
         """One estimate per BGR image: an empty box array and the density map."""
         return [CrowdEstimate(boxes=np.zeros((0, 5), np.float32), density=m, density_stride=s)
                 for m, s in self.density(images)]
-
-
-def locate_head(registry: ModelRegistry, name: str) -> Path:
-    """The head file (committed in ``models/trained/``, one of the registry's folders), sha256-checked."""
-    return registry.locate(name)
 
 
 def _sha(data: bytes) -> str:

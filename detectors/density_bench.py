@@ -40,7 +40,6 @@ def run_bench(rounds: int, threads: int) -> dict:
         DensityEstimator,
         cut_backbone,
         letterbox,
-        locate_head,
     )
     from detectors.registry import ModelRegistry
     from detectors.runtime import Runtime, cpu_count
@@ -70,7 +69,7 @@ def run_bench(rounds: int, threads: int) -> dict:
             fn(i)
             times[name].append(time.perf_counter() - t)
     fig = {k: {"images_per_s": len(v) / sum(v), "p50_ms": float(np.median(v) * 1000)} for k, v in times.items()}
-    head_path = locate_head(registry, "crowd_density")
+    head_path = registry.locate("crowd_density")
     return {"device": f"CPU ({cpu_count()} cores)", "images": source, "rounds": len(images), "intra_op_threads": threads,
             "model_id": density.model_id, "head_bytes": head_path.stat().st_size,
             "model_bytes": head_path.stat().st_size + registry.locate("yolox_nano_coco_416").stat().st_size,

@@ -142,14 +142,11 @@ class TunedFireScorer:
     def __init__(self, backbone_bytes: bytes, head_bytes: bytes, model_id: str, input_spec: InputSpec, *,
                  providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int = 0):
         import onnx
-        import onnxruntime as ort
+
+        from detectors.runtime import ort_session
 
         merged = merge_backbone_and_head(onnx.load_from_string(backbone_bytes), onnx.load_from_string(head_bytes))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(merged.SerializeToString(), options, providers=list(providers))
+        self.session = ort_session(merged.SerializeToString(), providers, intra_op_threads)
         self.input_spec = input_spec
         self.model_id = model_id
 
@@ -158,10 +155,9 @@ class TunedFireScorer:
         """Head ``fire_head`` (committed in models/trained, sha256-checked) on its registered OnFire backbone."""
         import onnx
 
-        from detectors.density import locate_head
         from detectors.runtime import resolve_providers
 
-        head_bytes = locate_head(registry, HEAD_MODEL).read_bytes()
+        head_bytes = registry.locate(HEAD_MODEL).read_bytes()
         backbone = dict(p for p in ((m.key, m.value) for m in onnx.load_from_string(head_bytes).metadata_props)).get(
             "backbone", BACKBONE_MODEL)
         rt = runtime.settings

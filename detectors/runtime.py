@@ -87,11 +87,22 @@ def make_batch_dynamic(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
+def ort_session(model_bytes: bytes, providers: Sequence[str] = ("CPUExecutionProvider",),
+                intra_op_threads: int = 0):
+    """An onnxruntime session for an in-memory model: quiet logs, one inter-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=list(providers))
+
+
 class OnnxModel:
     """A verified model file behind one onnxruntime session."""
 
     def __init__(self, spec: ModelSpec, model_bytes: bytes, settings: RuntimeSettings):
-        import onnxruntime as ort
         from onnxruntime.capi.onnxruntime_pybind11_state import (
             Fail,
             InvalidArgument,
@@ -109,13 +120,9 @@ class OnnxModel:
         if mode == "dynamic" and spec.input.static_batch:
             model_bytes = make_batch_dynamic(model_bytes)
         self.parallel_runs = settings.parallel_runs or cpu_count()
-        options = ort.SessionOptions()
         intra = settings.intra_op_threads or (1 if mode == "parallel" and self.parallel_runs > 1 else 0)
-        options.intra_op_num_threads = intra
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(model_bytes, options, providers=self.providers)
+            self.session = ort_session(model_bytes, self.providers, intra)
         except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, RuntimeError) as exc:
             raise ModelError(f"model {spec.name}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         actual = self.session.get_providers()

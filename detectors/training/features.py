@@ -32,13 +32,11 @@ class BackboneFeatures:
 
     def __init__(self, backbone_bytes: bytes, long_side: int, threads: int = 0):
         import onnx
-        import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
+        from detectors.runtime import ort_session
+
         cut = cut_backbone(onnx.load_from_string(backbone_bytes))
-        self.session = ort.InferenceSession(cut.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(cut.SerializeToString(), intra_op_threads=threads)
         self.long_side = long_side
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

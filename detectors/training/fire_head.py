@@ -46,13 +46,11 @@ class FeatureExtractor:
 
     def __init__(self, backbone_bytes: bytes, input_spec: InputSpec, intra_op_threads: int = 0):
         import onnx
-        import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.log_severity_level = 3
+        from detectors.runtime import ort_session
+
         model = expose_features(onnx.load_from_string(backbone_bytes))
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(model.SerializeToString(), intra_op_threads=intra_op_threads)
         self.input_spec = input_spec
         self.outputs = [*FEATURE_TENSORS.values(), LOGIT_OUTPUT]
 
