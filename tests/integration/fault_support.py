@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from ingest.rig import free_port
 from pipeline.settings import REPO_ROOT
 from tests.plugins.services import unavailable
@@ -257,3 +259,26 @@ class LiveDetections:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(15)
+
+
+GUANJIA = str(Path(sys.executable).with_name("guanjia"))
+
+
+def write_fire_cameras(config: Path, group_id: str, video: Path, cameras: list[str]) -> Path:
+    """A camera-group file: each camera loops ``video`` in real time, fire detector only, 0.3 s interval."""
+    config.write_text(yaml.safe_dump({
+        "defaults": {"decode_mode": "interval", "analysis_interval_s": 0.3, "detectors": ["fire"],
+                     "source": {"loop": True, "realtime": True}},
+        "groups": [{"id": group_id, "town": "Humen", "cameras": [
+            {"id": cam, "url": str(video), "grid": f"G{i}"} for i, cam in enumerate(cameras)]}],
+    }))
+    return config
+
+
+def start_ingest_worker(config: Path, env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
+    """``guanjia worker ingest`` with backpressure (every sampled frame analysed, so seqs have no gaps),
+    no metrics, no evidence, health every second; output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen([GUANJIA, "worker", "ingest", "--config", str(config), "--backpressure",
+                                 "--no-metrics", "--evidence-ttl", "0", "--health-interval", "1", *extra],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.integration.fault_support import PrivateBroker, read_detections, wait_for
+from tests.integration.fault_support import (
+    PrivateBroker,
+    read_detections,
+    start_ingest_worker,
+    wait_for,
+    write_fire_cameras,
+)
 from tests.plugins.shared import shared_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared]
 
-GUANJIA = str(Path(sys.executable).with_name("guanjia"))
 CAMERAS = ["br-1", "br-2", "br-3"]
 OUTAGE_S = 4.0  # the broker stays dead this long before its restart begins
 
@@ -32,23 +34,14 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(clip, redis_url: s
     broker = PrivateBroker(tmp_path / "kafka")
     prefix = f"t14br-{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.detections.v1"
-    config = tmp_path / "cams.yaml"
-    config.write_text(yaml.safe_dump({
-        "defaults": {"decode_mode": "interval", "analysis_interval_s": 0.3, "detectors": ["fire"],
-                     "source": {"loop": True, "realtime": True}},
-        "groups": [{"id": "restart", "town": "Humen", "cameras": [
-            {"id": cam, "url": str(video), "grid": f"G{i}"} for i, cam in enumerate(CAMERAS)]}],
-    }))
+    config = write_fire_cameras(tmp_path / "cams.yaml", "restart", video, CAMERAS)
     log = tmp_path / "worker.log"
     worker = None
     try:
         broker.start()
         env = {**os.environ, "GUANJIA_KAFKA_BOOTSTRAP": broker.bootstrap, "GUANJIA_TOPIC_PREFIX": prefix,
                "GUANJIA_REDIS_URL": redis_url}
-        with log.open("wb") as out:  # --backpressure: every sampled frame is analysed, so seqs have no gaps
-            worker = subprocess.Popen([GUANJIA, "worker", "ingest", "--config", str(config), "--backpressure",
-                                       "--no-metrics", "--evidence-ttl", "0", "--health-interval", "1"],
-                                      env=env, stdout=out, stderr=subprocess.STDOUT)
+        worker = start_ingest_worker(config, env, log)
 
         def per_camera_at_least(n: int) -> bool:
             counts = Counter(d.camera_id for d in read_detections(broker.bootstrap, topic))

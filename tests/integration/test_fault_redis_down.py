@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -15,14 +13,18 @@ from pathlib import Path
 
 import pytest
 import redis
-import yaml
 
-from tests.integration.fault_support import PrivateRedis, read_detections, wait_for
+from tests.integration.fault_support import (
+    PrivateRedis,
+    read_detections,
+    start_ingest_worker,
+    wait_for,
+    write_fire_cameras,
+)
 from tests.plugins.shared import shared_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared]
 
-GUANJIA = str(Path(sys.executable).with_name("guanjia"))
 CAMERAS = ["rd-1", "rd-2"]
 OUTAGE_S = 6.0
 
@@ -34,13 +36,7 @@ def test_worker_keeps_analysing_while_redis_is_down_and_health_returns(clip, kaf
     store = PrivateRedis()
     prefix = f"t14rd-{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.detections.v1"
-    config = tmp_path / "cams.yaml"
-    config.write_text(yaml.safe_dump({
-        "defaults": {"decode_mode": "interval", "analysis_interval_s": 0.3, "detectors": ["fire"],
-                     "source": {"loop": True, "realtime": True}},
-        "groups": [{"id": "redis", "town": "Humen", "cameras": [
-            {"id": cam, "url": str(video), "grid": f"G{i}"} for i, cam in enumerate(CAMERAS)]}],
-    }))
+    config = write_fire_cameras(tmp_path / "cams.yaml", "redis", video, CAMERAS)
     log = tmp_path / "worker.log"
     worker = None
     try:
@@ -48,10 +44,7 @@ def test_worker_keeps_analysing_while_redis_is_down_and_health_returns(clip, kaf
         client = redis.Redis.from_url(store.url, socket_connect_timeout=1, socket_timeout=1)
         env = {**os.environ, "GUANJIA_KAFKA_BOOTSTRAP": kafka_bootstrap, "GUANJIA_TOPIC_PREFIX": prefix,
                "GUANJIA_REDIS_URL": store.url}
-        with log.open("wb") as out:
-            worker = subprocess.Popen([GUANJIA, "worker", "ingest", "--config", str(config), "--backpressure",
-                                       "--no-metrics", "--evidence-ttl", "0", "--health-interval", "1",
-                                       "--loglevel", "info"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        worker = start_ingest_worker(config, env, log, "--loglevel", "info")
 
         def health_keys() -> bool:
             try:
