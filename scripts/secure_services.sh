@@ -142,18 +142,7 @@ log.retention.hours=4
 log.segment.bytes=16777216
 EOF
     )
-    cat >"$SKAFKA_STATE/log4j.properties" <<EOF
-log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.RollingFileAppender
-log4j.appender.file.File=$SKAFKA_STATE/server.log
-log4j.appender.file.MaxFileSize=20MB
-log4j.appender.file.MaxBackupIndex=1
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.controller=WARN
-log4j.logger.state.change.logger=WARN
-log4j.logger.org.apache.kafka.storage=WARN
-EOF
+    write_kafka_log4j "$SKAFKA_STATE" 1
 }
 
 secure_kafka_started() { grep -q "Kafka Server started" "$SKAFKA_STATE/server.log" 2>/dev/null; }
