@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import onnx
 
     from detectors.registry import ModelRegistry
-    from detectors.runtime import Runtime
+    from detectors.runtime import OnnxModel, Runtime
     from detectors.settings import CrowdSettings
 
 log = logging.getLogger(__name__)
@@ -133,46 +133,52 @@ class DensityEstimator:
 
     ``estimate`` returns one :class:`CrowdEstimate` per image with no boxes, ``density`` at
     ``density_stride`` original pixels per cell; zone counts are sums of the map inside the zone.
+    The merged graph is served by the shared :class:`detectors.runtime.Runtime` like any registry model.
     """
 
     name = "density"
 
-    def __init__(self, backbone_bytes: bytes, head_bytes: bytes, model_id: str, *,
-                 providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int = 0,
-                 long_side: int | None = None):
+    def __init__(self, model: OnnxModel, head_bytes: bytes, *, long_side: int | None = None):
         import onnx
 
-        from detectors.runtime import ort_session
-
-        head = onnx.load_from_string(head_bytes)
-        meta = head_metadata(head)
-        self.model_id = model_id
+        meta = head_metadata(onnx.load_from_string(head_bytes))
+        self.model = model
+        self.model_id = model.model_id
         self.stride = int(meta.get("stride", 16))
         self.long_side = int(long_side or meta.get("long_side", 1024))
-        merged = merge_backbone_and_head(onnx.load_from_string(backbone_bytes), head)
-        self.session = ort_session(merged.SerializeToString(), providers, intra_op_threads)
 
     @classmethod
-    def from_files(cls, backbone: Path | str, head: Path | str, **kwargs) -> DensityEstimator:
+    def from_files(cls, backbone: Path | str, head: Path | str, *, providers: Sequence[str] = ("CPUExecutionProvider",),
+                   intra_op_threads: int = 0, long_side: int | None = None) -> DensityEstimator:
         """Build from two ONNX files (the registry is the normal way; this one is for scripts and tests)."""
-        head_bytes = Path(head).read_bytes()
-        return cls(Path(backbone).read_bytes(), head_bytes, f"{HEAD_MODEL}@{_sha(head_bytes)[:12]}", **kwargs)
+        from detectors.registry import InputSpec, ModelSpec, OutputSpec
+        from detectors.runtime import Runtime
+        from detectors.settings import RuntimeSettings
+
+        backbone_bytes, head_bytes = Path(backbone).read_bytes(), Path(head).read_bytes()
+        spec = ModelSpec(
+            name=HEAD_MODEL, file=Path(head).name, sha256=_sha(head_bytes), size=len(head_bytes), task="crowd_density",
+            licence="unknown", source=str(head),
+            input=InputSpec(name=INPUT_NAME, shape=["batch", 3, "height", "width"], colour="BGR",
+                            resize="letterbox_top_left", pad_value=PAD_VALUE),
+            output=OutputSpec(name=DENSITY_OUTPUT, decoding="density"))
+        runtime = Runtime(RuntimeSettings(providers=list(providers), intra_op_threads=intra_op_threads))
+        model = runtime.derived(spec, (_sha(backbone_bytes), spec.sha256), lambda: _merged_bytes(backbone_bytes, head_bytes))
+        return cls(model, head_bytes, long_side=long_side)
 
     @classmethod
     def from_registry(cls, registry: ModelRegistry, settings: CrowdSettings, runtime: Runtime) -> DensityEstimator:
         """Head ``crowd_density`` (or ``settings.model`` when that names a density model) on its registered backbone."""
-        head_name = settings.model if registry.spec(settings.model).task == "crowd_density" else HEAD_MODEL
-        head_path = registry.locate(head_name)
-        head_bytes = head_path.read_bytes()
         import onnx
 
+        head_name = settings.model if registry.spec(settings.model).task == "crowd_density" else HEAD_MODEL
+        head_bytes = registry.locate(head_name).read_bytes()
         backbone_name = head_metadata(onnx.load_from_string(head_bytes)).get("backbone", BACKBONE_MODEL)
         backbone_path = registry.locate(backbone_name)
-        from detectors.runtime import resolve_providers
-
-        rt = runtime.settings
-        return cls(backbone_path.read_bytes(), head_bytes, registry.model_id(head_name),
-                   providers=resolve_providers(rt.providers), intra_op_threads=rt.intra_op_threads)
+        spec = registry.spec(head_name)
+        parts = (registry.spec(backbone_name).sha256, spec.sha256)
+        model = runtime.derived(spec, parts, lambda: _merged_bytes(backbone_path.read_bytes(), head_bytes))
+        return cls(model, head_bytes)
 
     def density(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float]]:
         """(map, original pixels per cell) per BGR image; the map covers the image only (padding cut off)."""
@@ -180,19 +186,30 @@ class DensityEstimator:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(image.shape[:2], []).append(i)
-        for indices in groups.values():
+
+        def prepare(indices: Sequence[int]) -> tuple[np.ndarray, Letterbox]:
             tensors, boxes = zip(*(letterbox(images[i], self.long_side) for i in indices))
-            maps = self.session.run([DENSITY_OUTPUT], {INPUT_NAME: np.stack(tensors)})[0]
-            box = boxes[0]
+            return np.stack(tensors), boxes[0]
+
+        def finish(maps: np.ndarray, box: Letterbox) -> list[tuple[np.ndarray, float]]:
             rows, cols = -(-box.height // self.stride), -(-box.width // self.stride)
-            for i, m in zip(indices, maps):
-                out[i] = (np.ascontiguousarray(m[0, :rows, :cols], dtype=np.float32), self.stride / box.ratio)
+            return [(np.ascontiguousarray(m[0, :rows, :cols], dtype=np.float32), self.stride / box.ratio) for m in maps]
+
+        for indices in groups.values():
+            for i, result in zip(indices, self.model.infer(indices, prepare, finish)):
+                out[i] = result
         return out  # type: ignore[return-value]
 
     def estimate(self, images: Sequence[np.ndarray]) -> list[CrowdEstimate]:
         """One estimate per BGR image: an empty box array and the density map."""
         return [CrowdEstimate(boxes=np.zeros((0, 5), np.float32), density=m, density_stride=s)
                 for m, s in self.density(images)]
+
+
+def _merged_bytes(backbone_bytes: bytes, head_bytes: bytes) -> bytes:
+    import onnx
+
+    return merge_backbone_and_head(onnx.load_from_string(backbone_bytes), onnx.load_from_string(head_bytes)).SerializeToString()
 
 
 def _sha(data: bytes) -> str:

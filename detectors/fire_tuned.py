@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import onnx
 
     from detectors.registry import InputSpec, ModelRegistry
-    from detectors.runtime import Runtime
+    from detectors.runtime import OnnxModel, Runtime
     from detectors.settings import FireSettings
 
 HEAD_MODEL = "fire_head"
@@ -135,52 +135,62 @@ def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) ->
 
 
 class TunedFireScorer:
-    """P(fire) of the whole frame from OnFire features and the trained head (:class:`detectors.base.FireScorer`)."""
+    """P(fire) of the whole frame from OnFire features and the trained head (:class:`detectors.base.FireScorer`).
+
+    The merged graph is served by the shared :class:`detectors.runtime.Runtime` like any registry model.
+    """
 
     name = "tuned"
 
-    def __init__(self, backbone_bytes: bytes, head_bytes: bytes, model_id: str, input_spec: InputSpec, *,
-                 providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int = 0):
-        import onnx
-
-        from detectors.runtime import ort_session
-
-        merged = merge_backbone_and_head(onnx.load_from_string(backbone_bytes), onnx.load_from_string(head_bytes))
-        self.session = ort_session(merged.SerializeToString(), providers, intra_op_threads)
-        self.input_spec = input_spec
-        self.model_id = model_id
+    def __init__(self, model: OnnxModel):
+        self.model = model
+        self.input_spec = model.spec.input
+        self.model_id = model.model_id
 
     @classmethod
     def from_registry(cls, registry: ModelRegistry, settings: FireSettings, runtime: Runtime) -> TunedFireScorer:
         """Head ``fire_head`` (committed in models/trained, sha256-checked) on its registered OnFire backbone."""
         import onnx
 
-        from detectors.runtime import resolve_providers
-
         head_bytes = registry.locate(HEAD_MODEL).read_bytes()
         backbone = dict(p for p in ((m.key, m.value) for m in onnx.load_from_string(head_bytes).metadata_props)).get(
             "backbone", BACKBONE_MODEL)
-        rt = runtime.settings
-        return cls(registry.locate(backbone).read_bytes(), head_bytes, registry.model_id(HEAD_MODEL),
-                   registry.spec(backbone).input, providers=resolve_providers(rt.providers),
-                   intra_op_threads=rt.intra_op_threads)
+        backbone_path = registry.locate(backbone)
+        spec = registry.spec(HEAD_MODEL)
+        parts = (registry.spec(backbone).sha256, spec.sha256)
+        return cls(runtime.derived(spec, parts, lambda: _merged_bytes(backbone_path.read_bytes(), head_bytes)))
 
     @classmethod
-    def from_files(cls, backbone: Path | str, head: Path | str, input_spec: InputSpec, **kwargs) -> TunedFireScorer:
+    def from_files(cls, backbone: Path | str, head: Path | str, input_spec: InputSpec, *,
+                   providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int = 0) -> TunedFireScorer:
         """Build from two ONNX files (scripts and tests; the registry is the normal way)."""
         import hashlib
 
-        head_bytes = Path(head).read_bytes()
-        model_id = f"{HEAD_MODEL}@{hashlib.sha256(head_bytes).hexdigest()[:12]}"
-        return cls(Path(backbone).read_bytes(), head_bytes, model_id, input_spec, **kwargs)
+        from detectors.registry import ModelSpec, OutputSpec
+        from detectors.runtime import Runtime
+        from detectors.settings import RuntimeSettings
+
+        backbone_bytes, head_bytes = Path(backbone).read_bytes(), Path(head).read_bytes()
+        spec = ModelSpec(name=HEAD_MODEL, file=Path(head).name, sha256=hashlib.sha256(head_bytes).hexdigest(),
+                         size=len(head_bytes), task="fire_head", licence="unknown", source=str(head),
+                         input=input_spec, output=OutputSpec(name=OUTPUT, decoding="sigmoid"))
+        parts = (hashlib.sha256(backbone_bytes).hexdigest(), spec.sha256)
+        runtime = Runtime(RuntimeSettings(providers=list(providers), intra_op_threads=intra_op_threads))
+        return cls(runtime.derived(spec, parts, lambda: _merged_bytes(backbone_bytes, head_bytes)))
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """P(fire) per BGR image as a float64 array."""
         if not images:
             return np.zeros(0)
-        tensor, _ = to_tensor(images, self.input_spec)
-        return self.session.run([OUTPUT], {self.input_spec.name: tensor})[0][:, 0].astype(np.float64)
+        p = self.model.infer(images, lambda chunk: to_tensor(chunk, self.input_spec), lambda out, _: list(out[:, 0]))
+        return np.asarray(p, dtype=np.float64)
 
     def score(self, images: Sequence[np.ndarray]) -> list[tuple[float, Region | None]]:
         """(P(fire), None) per BGR image: the head classifies the whole frame and does not localise."""
         return [(float(p), None) for p in self.probabilities(images)]
+
+
+def _merged_bytes(backbone_bytes: bytes, head_bytes: bytes) -> bytes:
+    import onnx
+
+    return merge_backbone_and_head(onnx.load_from_string(backbone_bytes), onnx.load_from_string(head_bytes)).SerializeToString()

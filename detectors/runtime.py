@@ -8,7 +8,11 @@ A model exported with a static batch of 1 (YOLOX) is served one of two ways:
 - ``parallel``: single-image runs of the one session from a small thread pool, one intra-op thread
   each; measured faster on CPU (see docs/benchmarks.md, ``guanjia bench detect``).
 
-``auto`` picks ``parallel`` on the CPU provider and ``dynamic`` on CUDA / TensorRT.
+``auto`` picks ``parallel`` on the CPU provider for a fixed input size and ``dynamic`` otherwise (CUDA /
+TensorRT, or an input whose size follows the image, where one large run keeps every core busy).
+
+Graphs built at load time from registry files (a frozen backbone merged with a project-trained head)
+are served the same way through :meth:`Runtime.derived`.
 """
 
 from __future__ import annotations
@@ -114,7 +118,8 @@ class OnnxModel:
         self.model_id = spec.model_id
         self.providers = resolve_providers(settings.providers)
         on_cpu = self.providers[0] == "CPUExecutionProvider"
-        mode = settings.batching if settings.batching != "auto" else ("parallel" if on_cpu else "dynamic")
+        fixed_size = all(isinstance(d, int) for d in spec.input.shape[2:])
+        mode = settings.batching if settings.batching != "auto" else ("parallel" if on_cpu and fixed_size else "dynamic")
         self.batch_mode: BatchMode = mode
         self.max_batch = settings.max_batch
         if mode == "dynamic" and spec.input.static_batch:
@@ -167,11 +172,35 @@ class Runtime:
         """The shared session for ``name``; the file is located and sha256-checked first."""
         spec = registry.spec(name)
         path = registry.locate(name)  # every registry proves its own file, even when the session exists
+        return self._shared((spec.sha256,), spec, path.read_bytes, str(path))
+
+    def derived(self, spec: ModelSpec, parts: Sequence[str], build: Callable[[], bytes]) -> OnnxModel:
+        """The shared session for a graph built in memory, e.g. a registry backbone merged with a trained head.
+
+        ``parts`` name what the graph is made of (the sha256 of every file it is built from): ``build``
+        runs once per parts and runtime settings in this process. The caller verifies those files
+        (``registry.locate``) before calling. A graph that cannot be built or loaded raises
+        :class:`ModelError`, never an onnx/onnxruntime traceback.
+        """
+
+        def checked_build() -> bytes:
+            from google.protobuf.message import DecodeError
+            from onnx.checker import ValidationError
+
+            try:
+                return build()
+            except (ValueError, LookupError, ValidationError, DecodeError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ModelError(f"model {spec.name}: cannot build its graph: {first}") from None
+
+        return self._shared(("derived", spec.name, *parts), spec, checked_build, "+".join(p[:12] for p in parts))
+
+    def _shared(self, ident: tuple[str, ...], spec: ModelSpec, read: Callable[[], bytes], origin: str) -> OnnxModel:
         s = self.settings
-        key = (spec.sha256, tuple(s.providers), s.intra_op_threads, s.batching, s.parallel_runs, s.max_batch)
+        key = (*ident, tuple(s.providers), s.intra_op_threads, s.batching, s.parallel_runs, s.max_batch)
         with _LOCK:
             if key not in _SESSIONS:
-                _SESSIONS[key] = OnnxModel(spec, path.read_bytes(), s)
-                log.info("model %s loaded from %s on %s (%s batches)", spec.model_id, path,
+                _SESSIONS[key] = OnnxModel(spec, read(), s)
+                log.info("model %s loaded from %s on %s (%s batches)", spec.model_id, origin,
                          _SESSIONS[key].providers[0], _SESSIONS[key].batch_mode)
             return _SESSIONS[key]
