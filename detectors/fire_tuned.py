@@ -4,8 +4,9 @@ The registry's OnFire ShuffleNetV2 (third-party, never committed) runs on the fu
 its last two feature maps (``conv5`` after ReLU, 64×7×7, and the ``stage4`` output, 192×7×7) are
 pooled (spatial mean and max) and, with OnFire's own logit, fed to a logistic-regression head
 trained on CAIR dev (``models/trained/fire_head.onnx``, trained by ``guanjia models train-fire``).
-The head's logit is blended with OnFire's (``blend``, stored in the head): the head alone is the
-best on CAIR's web photos but scores CCTV fires and close-up flames too low (docs/accuracy.md).
+The head's logit is blended with OnFire's and shifted (``blend`` and ``offset``, stored in the head):
+the head alone is the best on CAIR's web photos but scores CCTV fires and close-up flames too low, and
+the blend with the offset keeps them while still vetoing OnFire's sunsets (docs/accuracy.md).
 Backbone and head are merged into one ONNX graph at load time, so one pass gives ``p_fire``.
 """
 
@@ -71,17 +72,18 @@ def expose_features(backbone: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def blend_logits(head_logit: np.ndarray, nofire_logit: np.ndarray, blend: float) -> np.ndarray:
-    """The scorer's fire logit: ``blend · head + (1 − blend) · OnFire`` (OnFire's fire logit is ``−nofire_logit``)."""
-    return blend * head_logit - (1.0 - blend) * nofire_logit
+def blend_logits(head_logit: np.ndarray, nofire_logit: np.ndarray, blend: float, offset: float = 0.0) -> np.ndarray:
+    """The scorer's fire logit: ``blend · head + (1 − blend) · OnFire + offset`` (OnFire's is ``−nofire_logit``)."""
+    return blend * head_logit - (1.0 - blend) * nofire_logit + offset
 
 
 def build_head(weights: np.ndarray, bias: float, blend: float = 1.0,
-               metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+               metadata: dict[str, str] | None = None, *, offset: float = 0.0) -> onnx.ModelProto:
     """The trained head as ONNX: pooled features → ``p_fire = sigmoid(blend_logits(features · weights + bias, …))``.
 
     ``weights`` (513,) act on :func:`pooled_features` directly (standardisation already folded in);
-    ``blend`` weighs the head's logit against OnFire's own (see :func:`blend_logits`).
+    ``blend`` weighs the head's logit against OnFire's own and ``offset`` is added to the blend
+    (see :func:`blend_logits`).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -98,7 +100,8 @@ def build_head(weights: np.ndarray, bias: float, blend: float = 1.0,
         helper.make_node("Gemm", ["features", "head_w", "head_b"], ["head_logit"]),
         helper.make_node("Mul", ["head_logit", "blend_head"], ["head_part"]),
         helper.make_node("Mul", [logit, "blend_onfire"], ["onfire_part"]),
-        helper.make_node("Add", ["head_part", "onfire_part"], ["fire_logit"]),
+        helper.make_node("Add", ["head_part", "onfire_part"], ["blended_logit"]),
+        helper.make_node("Add", ["blended_logit", "fire_offset"], ["fire_logit"]),
         helper.make_node("Sigmoid", ["fire_logit"], [OUTPUT]),
     ]
     if not 0.0 <= blend <= 1.0:
@@ -106,7 +109,8 @@ def build_head(weights: np.ndarray, bias: float, blend: float = 1.0,
     inits = [numpy_helper.from_array(weights.astype(np.float32).reshape(-1, 1), "head_w"),
              numpy_helper.from_array(np.array([bias], np.float32), "head_b"),
              numpy_helper.from_array(np.array(blend, np.float32), "blend_head"),
-             numpy_helper.from_array(np.array(-(1.0 - blend), np.float32), "blend_onfire")]
+             numpy_helper.from_array(np.array(-(1.0 - blend), np.float32), "blend_onfire"),
+             numpy_helper.from_array(np.array(offset, np.float32), "fire_offset")]
     graph = helper.make_graph(
         nodes, "fire_head",
         [helper.make_tensor_value_info(c5, TensorProto.FLOAT, ["N", 64, "h", "w"]),
@@ -117,7 +121,7 @@ def build_head(weights: np.ndarray, bias: float, blend: float = 1.0,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="guanjia")
     model.ir_version = IR_VERSION
-    for key, value in {"backbone": BACKBONE_MODEL, "blend": blend, **(metadata or {})}.items():
+    for key, value in {"backbone": BACKBONE_MODEL, "blend": blend, "offset": offset, **(metadata or {})}.items():
         model.metadata_props.add(key=key, value=str(value))
     onnx.checker.check_model(model)
     return model

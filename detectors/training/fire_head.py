@@ -35,9 +35,9 @@ class LinearHead:
     def logit(self, features: np.ndarray) -> np.ndarray:
         return features.astype(np.float64) @ self.weights + self.bias
 
-    def predict(self, features: np.ndarray, blend: float = 1.0) -> np.ndarray:
-        """P(fire) as the scorer computes it: head logit blended with OnFire's (the last feature)."""
-        z = blend_logits(self.logit(features), features[:, -1].astype(np.float64), blend)
+    def predict(self, features: np.ndarray, blend: float = 1.0, offset: float = 0.0) -> np.ndarray:
+        """P(fire) as the scorer computes it: head logit blended with OnFire's (the last feature), shifted."""
+        z = blend_logits(self.logit(features), features[:, -1].astype(np.float64), blend, offset)
         return 1.0 / (1.0 + np.exp(-z))
 
 
@@ -114,7 +114,7 @@ class FoldResult:
 
 
 def cross_validate(features: np.ndarray, labels: np.ndarray, *, folds: int, repeats: int, seed: int, l2: float,
-                   threshold: float, blend: float = 1.0) -> tuple[list[FoldResult], np.ndarray]:
+                   threshold: float, blend: float = 1.0, offset: float = 0.0) -> tuple[list[FoldResult], np.ndarray]:
     """Stratified k-fold CV, repeated with seeds ``seed .. seed+repeats-1``.
 
     Returns the per-fold figures and the out-of-fold P(fire) per repeat, shape (repeats, N): every
@@ -129,7 +129,7 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, *, folds: int, repe
         for f in range(folds):
             test = assign == f
             head = fit_logistic(features[~test], y[~test], l2)
-            oof[r, test] = head.predict(features[test], blend)
+            oof[r, test] = head.predict(features[test], blend, offset)
             results.append(FoldResult(r, f, binary_scores(y[test].tolist(), oof[r, test].tolist(), threshold),
                                       binary_scores(y[test].tolist(), baseline_p[test].tolist(), threshold)))
     return results, oof

@@ -25,13 +25,15 @@ def _default_cair() -> Path:
 @click.option("--repeats", type=click.IntRange(1, 50), default=5, show_default=True, help="CV repeats, seeds seed..seed+repeats-1.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--l2", type=float, default=0.3, show_default=True, help="L2 penalty on the standardised weights.")
-@click.option("--blend", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+@click.option("--blend", type=click.FloatRange(0, 1), default=0.8, show_default=True,
               help="Weight of the head's logit against OnFire's (1: head alone).")
+@click.option("--offset", type=float, default=1.5, show_default=True,
+              help="Added to the blended fire logit (0 with --blend 1: the head alone).")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="P(fire) at or above which an image counts as fire.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write fire_head.onnx and fire_figures.json here (e.g. models/trained); default: CV only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the figures.")
-def train_fire(images, labels, folds, repeats, seed, l2, blend, threshold, out, as_json) -> None:
+def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, threshold, out, as_json) -> None:
     """Print k-fold figures of the fire head next to OnFire alone, then (with --out) train it on all images and export it.
 
     Every image is scored only by heads trained on the other folds.
@@ -70,7 +72,7 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, threshold, out, 
         raise click.ClickException(str(exc)) from None
     y = np.array([truth[n] for n in names])
     fold_results, oof = cross_validate(x, y, folds=folds, repeats=repeats, seed=seed, l2=l2, threshold=threshold,
-                                       blend=blend)
+                                       blend=blend, offset=offset)
     baseline_p = 1.0 / (1.0 + np.exp(x[:, -1].astype(np.float64)))
 
     def pooled(scores) -> dict:
@@ -82,7 +84,7 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, threshold, out, 
 
     result = {
         "backbone": registry.model_id(BACKBONE_MODEL), "n": len(y), "positives": int(y.sum()),
-        "folds": folds, "repeats": repeats, "seed": seed, "l2": l2, "blend": blend, "threshold": threshold,
+        "folds": folds, "repeats": repeats, "seed": seed, "l2": l2, "blend": blend, "offset": offset, "threshold": threshold,
         "fold_figures": [{"repeat": f.repeat, "fold": f.fold, "head": f.head.as_dict(), "baseline": f.baseline.as_dict()}
                          for f in fold_results],
         "cv": {str(t): pooled([(p, t) for p in oof]) for t in SWEEP},
@@ -97,14 +99,14 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, threshold, out, 
                 "licence": "Apache-2.0 (project-trained head)"}
         out.mkdir(parents=True, exist_ok=True)
         path = out / "fire_head.onnx"
-        path.write_bytes(build_head(head.weights, head.bias, blend, meta).SerializeToString())
+        path.write_bytes(build_head(head.weights, head.bias, blend, meta, offset=offset).SerializeToString())
         result["head"] = {"file": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
         (out / "fire_figures.json").write_text(json.dumps(result, indent=1) + "\n")
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['n']} images ({result['positives']} fire), {folds} folds x {repeats} repeats, l2={l2}, "
-               f"threshold {threshold}")
+               f"blend {blend}, offset {offset}, threshold {threshold}")
     click.echo("repeat fold   head: P     R     F1    FPR  | OnFire: P     R     F1    FPR")
     for f in fold_results:
         h, b = f.head, f.baseline

@@ -24,19 +24,20 @@ def _random_head(seed: int = 0):
     return rng.normal(0, 0.05, FEATURE_SIZE), float(rng.normal())
 
 
-@pytest.mark.parametrize("blend", [1.0, 0.3])
-def test_exported_head_equals_reference(blend):
+@pytest.mark.parametrize(("blend", "offset"), [(1.0, 0.0), (0.3, 0.0), (0.8, 1.5)])
+def test_exported_head_equals_reference(blend, offset):
     import onnxruntime as ort
 
     weights, bias = _random_head()
-    head = build_head(weights, bias, blend)
+    head = build_head(weights, bias, blend, offset=offset)
     session = ort.InferenceSession(head.SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     conv5 = rng.random((3, 64, 7, 7), dtype=np.float32) * 4
     stage4 = rng.normal(size=(3, 192, 7, 7)).astype(np.float32)
     logit = rng.normal(size=(3, 1)).astype(np.float32) * 3
     got = session.run([OUTPUT], dict(zip(HEAD_INPUTS, (conv5, stage4, logit))))[0][:, 0]
-    z = blend_logits(pooled_features(conv5, stage4, logit).astype(np.float64) @ weights + bias, logit[:, 0], blend)
+    z = blend_logits(pooled_features(conv5, stage4, logit).astype(np.float64) @ weights + bias, logit[:, 0], blend,
+                     offset)
     np.testing.assert_allclose(got, 1 / (1 + np.exp(-z)), rtol=1e-4, atol=1e-6)
 
 
@@ -52,18 +53,18 @@ def test_merged_model_equals_features_then_head():
     images = [cv2.imread(str(p)) for p in sorted(shared_path("testdata", "fire").glob("*"))[:3]]
     spec = ModelRegistry.load().spec("shufflenetv2_onfire_224").input
     weights, bias = _random_head(2)
-    head_file = _tmp_head(weights, bias, 0.3)
+    head_file = _tmp_head(weights, bias, 0.8, 1.5)
     merged = TunedFireScorer.from_files(backbone, head_file, spec).probabilities(images)
     features = FeatureExtractor(backbone.read_bytes(), spec).features(images)
-    np.testing.assert_allclose(merged, LinearHead(weights, bias).predict(features, 0.3), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(merged, LinearHead(weights, bias).predict(features, 0.8, 1.5), rtol=1e-4, atol=1e-5)
 
 
-def _tmp_head(weights, bias, blend):
+def _tmp_head(weights, bias, blend, offset):
     import tempfile
     from pathlib import Path
 
     path = Path(tempfile.mkdtemp()) / "head.onnx"
-    path.write_bytes(build_head(weights, bias, blend).SerializeToString())
+    path.write_bytes(build_head(weights, bias, blend, offset=offset).SerializeToString())
     return path
 
 
@@ -112,7 +113,7 @@ def test_committed_head_on_testdata(tuned_scorer):
 
 
 def test_hard_negatives_cross_validated():
-    """On CAIR dev, heads never trained on the images they score halve OnFire's false alarms at equal recall."""
+    """On CAIR dev, heads never trained on the images they score cut OnFire's false alarms to a third at equal recall."""
     from detectors.registry import ModelRegistry
     from detectors.training.fire_head import FeatureExtractor, load_images
 
@@ -123,11 +124,11 @@ def test_hard_negatives_cross_validated():
     spec = ModelRegistry.load().spec("shufflenetv2_onfire_224").input
     x = FeatureExtractor(shared_path("models", "shufflenetv2_onfire_224.onnx").read_bytes(), spec).features(
         load_images(folder / "images", names))
-    _, oof = cross_validate(x, y, folds=5, repeats=1, seed=0, l2=0.3, threshold=0.5, blend=0.3)
+    _, oof = cross_validate(x, y, folds=5, repeats=1, seed=0, l2=0.3, threshold=0.5, blend=0.8, offset=1.5)
     onfire = 1 / (1 + np.exp(x[:, -1].astype(np.float64)))
     fp_head, fp_onfire = (oof[0][~y] >= 0.5).sum(), (onfire[~y] >= 0.5).sum()
     recall_head, recall_onfire = (oof[0][y] >= 0.5).mean(), (onfire[y] >= 0.5).mean()
-    assert fp_onfire >= 40 and fp_head <= fp_onfire / 2, (fp_head, fp_onfire)
+    assert fp_onfire >= 40 and fp_head <= fp_onfire / 3, (fp_head, fp_onfire)
     assert recall_head >= recall_onfire - 0.05, (recall_head, recall_onfire)
 
 
