@@ -120,6 +120,7 @@ def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) ->
         m.opset_import.append(onnx.helper.make_opsetid("", opset))
     head = compose.add_prefix(head, "head/", rename_inputs=False, rename_outputs=False)
     merged = compose.merge_models(cut, head, io_map=[(n, n) for n in FEATURE_OUTPUTS])
+    del merged.opset_import[1:]  # merge_models lists the shared default domain once per model; tools want it once
     onnx.checker.check_model(merged)
     return merged
 

@@ -2,7 +2,9 @@
 
 Three calls take turns image by image so that load drift hits all alike: the density estimator's
 full path (letterbox + backbone + head), the cut backbone alone on a prepared tensor (its ceiling),
-and the box estimator (YOLOX-Nano at 416, decode + NMS) as the baseline.
+and the box estimator (YOLOX-Nano at 416, decode + NMS) as the baseline. ``--long-sides`` adds the
+same full path with the image scaled to other long sides (speed only: a head is accurate at the
+scale it was trained at, recorded in its metadata).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _images(count: int) -> tuple[list[np.ndarray], str]:
     return [rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8) for _ in range(count)], "random 1024x768"
 
 
-def run_bench(rounds: int, threads: int) -> dict:
+def run_bench(rounds: int, threads: int, long_sides: tuple[int, ...] = ()) -> dict:
     import onnx
     import onnxruntime as ort
 
@@ -60,6 +62,10 @@ def run_bench(rounds: int, threads: int) -> dict:
         "backbone_only": lambda i: backbone.run(list(FEATURE_OUTPUTS), {INPUT_NAME: tensors[i]}),
         "boxes_yolox_416": lambda i: boxes.estimate([images[i]]),
     }
+    head_bytes = registry.locate("crowd_density").read_bytes()
+    for side in long_sides:
+        scaled = DensityEstimator(density.model, head_bytes, long_side=side)
+        calls[f"density_long_side_{side}"] = lambda i, est=scaled: est.estimate([images[i]])
     for fn in calls.values():
         fn(0)
     times: dict[str, list[float]] = {k: [] for k in calls}
@@ -71,35 +77,46 @@ def run_bench(rounds: int, threads: int) -> dict:
     fig = {k: {"images_per_s": len(v) / sum(v), "p50_ms": float(np.median(v) * 1000)} for k, v in times.items()}
     head_path = registry.locate("crowd_density")
     return {"device": f"CPU ({cpu_count()} cores)", "images": source, "rounds": len(images), "intra_op_threads": threads,
-            "model_id": density.model_id, "head_bytes": head_path.stat().st_size,
+            "model_id": density.model_id, "long_side": density.long_side, "head_bytes": head_path.stat().st_size,
             "model_bytes": head_path.stat().st_size + registry.locate("yolox_nano_coco_416").stat().st_size,
             **fig,
             "density_over_backbone": fig["density_full"]["images_per_s"] / fig["backbone_only"]["images_per_s"],
-            "density_over_boxes": fig["density_full"]["images_per_s"] / fig["boxes_yolox_416"]["images_per_s"]}
+            "density_over_boxes": fig["density_full"]["images_per_s"] / fig["boxes_yolox_416"]["images_per_s"],
+            **{f"long_side_{side}_over_density": fig[f"density_long_side_{side}"]["images_per_s"] / fig["density_full"]["images_per_s"]
+               for side in long_sides}}
 
 
 @click.command("density")
 @click.option("--rounds", type=int, default=30, show_default=True, help="Images timed (each call type once per image).")
 @click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime intra-op threads (0 = all cores).")
+@click.option("--long-sides", default="", show_default=True,
+              help="Comma-separated other long sides to time the full path at, e.g. 768,640 (speed only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_density(rounds: int, threads: int, as_json: bool) -> None:
+def bench_density(rounds: int, threads: int, long_sides: str, as_json: bool) -> None:
     """Images/s of the density map at 1024×768 vs its backbone alone and vs YOLOX-Nano boxes at 416.
 
     \b
     Example:
       guanjia bench density --rounds 30 --json
+      guanjia bench density --rounds 20 --long-sides 768,640
     """
     from detectors.registry import ModelError
 
     try:
-        result = run_bench(rounds, threads)
+        sides = tuple(int(v) for v in long_sides.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{long_sides!r} is not a comma-separated list of integers", param_hint="--long-sides") from None
+    try:
+        result = run_bench(rounds, threads, sides)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['model_id']} on {result['images']}, {result['device']}, {result['rounds']} images")
-    for k in ("density_full", "backbone_only", "boxes_yolox_416"):
-        click.echo(f"{k:16} {result[k]['images_per_s']:6.1f} images/s  p50 {result[k]['p50_ms']:6.1f} ms")
+    for k in ("density_full", "backbone_only", "boxes_yolox_416", *(f"density_long_side_{v}" for v in sides)):
+        click.echo(f"{k:24} {result[k]['images_per_s']:6.1f} images/s  p50 {result[k]['p50_ms']:6.1f} ms")
     click.echo(f"density / backbone-only = {result['density_over_backbone']:.2f}   density / boxes = {result['density_over_boxes']:.2f}   "
-               f"model {result['model_bytes'] / 1e6:.2f} MB (head {result['head_bytes']} B)")
+               f"model {result['model_bytes'] / 1e6:.2f} MB (head {result['head_bytes']} B, long side {result['long_side']})")
+    for v in sides:
+        click.echo(f"long side {v} / {result['long_side']} = {result[f'long_side_{v}_over_density']:.2f}")

@@ -26,6 +26,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     huber_delta: float = 1.0
+    loss: str = "relative"  # Huber of (map sum − count)/√(count+1) ("relative") or of map sum − count ("absolute")
     whitening_cells: int = 200_000
     whitening_images: int = 250
 
@@ -80,12 +81,14 @@ def fit_head(parts: list[Part], cfg: TrainConfig) -> DensityHead:
 
 
 def train_mlp(z: np.ndarray, counts: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> Mlp:
-    """Adam on a Huber loss of (map sum − count) / sqrt(count + 1), cosine learning-rate decay."""
+    """Adam on a Huber loss of the count error (divided by sqrt(count + 1) when relative), cosine learning-rate decay."""
     start = time.perf_counter()
     cells = z.shape[1]
     mlp = Mlp.init(cfg.components, cfg.hidden, rng, prior_density=float(counts.mean() / cells))
     opt = Adam(cfg.lr, weight_decay=cfg.weight_decay)
-    scale = np.sqrt(counts + 1.0)
+    if cfg.loss not in ("relative", "absolute"):
+        raise ValueError(f"loss must be 'relative' or 'absolute', not {cfg.loss!r}")
+    scale = np.sqrt(counts + 1.0) if cfg.loss == "relative" else np.ones_like(counts)
     steps = cfg.epochs * -(-len(z) // cfg.batch_images)
     step = 0
     for epoch in range(cfg.epochs):

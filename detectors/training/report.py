@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+_LOSS = {"relative": "(map sum − count)/√(count+1)", "absolute": "map sum − count"}
+
 
 def _row(name: str, e: dict) -> str:
     return (f"| {name} | {e['images']} | {e['mean_count']:.1f} | **{e['mae']:.2f}** | {e['rmse']:.2f} | "
             f"{e['bias']:+.2f} | {100 * e['mean_rel_err']:.1f}% |")
+
+
+def reproduce_command(result: dict) -> str:
+    """The ``guanjia models train-crowd`` command line that repeats this run (options that differ from the defaults)."""
+    from detectors.training.fit import TrainConfig
+
+    cfg, defaults = result["config"], TrainConfig().as_dict()
+    folds = len(result["cv"]["folds"]) if result.get("cv") else 0
+    parts = ["guanjia models train-crowd", f"--cv {folds}"]
+    if result.get("long_side", 1024) != 1024:
+        parts.append(f"--long-side {result['long_side']}")
+    for key in ("epochs", "seed", "hidden", "components", "loss", "huber_delta"):
+        if key in cfg and cfg[key] != defaults[key]:
+            parts.append(f"--{key.replace('_', '-')} {cfg[key]}")
+    return " ".join(parts)
 
 
 def write_report(path: Path, result: dict) -> None:
@@ -37,7 +54,7 @@ def write_report(path: Path, result: dict) -> None:
         ),
         (
             "- Only image-level counts exist, so the loss is a Huber loss (δ = "
-            f"{cfg['huber_delta']}) of (map sum − count)/√(count+1); Adam, learning rate {cfg['lr']} with cosine decay, "
+            f"{cfg['huber_delta']}) of {_LOSS[cfg.get('loss', 'relative')]}; Adam, learning rate {cfg['lr']} with cosine decay, "
             f"weight decay {cfg['weight_decay']}, {cfg['batch_images']} images per step, {cfg['epochs']} epochs, seed {cfg['seed']}."
         ),
         "- The whitening (PCA) is fitted on the training images of each fit only.",
@@ -66,5 +83,5 @@ def write_report(path: Path, result: dict) -> None:
               for f in cv["folds"]],
             "",
         ]
-    lines += ["Reproduce: `guanjia models train-crowd --cv 5` (see docs/accuracy.md).", ""]
+    lines += [f"Reproduce: `{reproduce_command(result)}` (see docs/accuracy.md).", ""]
     path.write_text("\n".join(lines))

@@ -21,10 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @click.option("--epochs", type=int, default=None, help="Override the training epochs.")
 @click.option("--seed", type=int, default=None, help="Override the seed (folds, initialisation, batches).")
 @click.option("--long-side", type=int, default=1024, show_default=True, help="Images are scaled to this long side.")
+@click.option("--hidden", type=int, default=None, help="Override the head's hidden units.")
+@click.option("--components", type=int, default=None, help="Override the whitening's principal components.")
+@click.option("--loss", type=click.Choice(["relative", "absolute"]), default=None,
+              help="Override the count loss: Huber of the error / sqrt(count+1), or of the raw error.")
+@click.option("--huber-delta", type=float, default=None, help="Override the Huber threshold.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Fits run at once (forked processes).")
 @click.option("--no-final", is_flag=True, help="Only print the cross-validated figures; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the figures.")
-def train_crowd(shared_dir, folds, out, epochs, seed, long_side, jobs, no_final, as_json) -> None:
+def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, components, loss, huber_delta, jobs, no_final,
+                as_json) -> None:
     """Extract frozen YOLOX-Nano features once (cached in .cache/), report k-fold figures, train and export the head.
 
     \b
@@ -56,6 +62,8 @@ def train_crowd(shared_dir, folds, out, epochs, seed, long_side, jobs, no_final,
         cfg = replace(cfg, epochs=epochs)
     if seed is not None:
         cfg = replace(cfg, seed=seed)
+    overrides = {"hidden": hidden, "components": components, "loss": loss, "huber_delta": huber_delta}
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     dev = load_dev_data(shared, backbone_path.read_bytes(), long_side, cache_dir())
     result: dict = {"config": cfg.as_dict(), "backbone": registry.model_id(BACKBONE_MODEL), "long_side": long_side,
                     "mall_gap": MALL_GAP, "mall_train_every": MALL_TRAIN_EVERY}

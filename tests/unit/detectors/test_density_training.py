@@ -46,3 +46,22 @@ def test_training_learns_visible_counts_and_exports(tmp_path):
                                       "head": {"file": "x.onnx", "size": 1, "sha256": "0" * 64}})
     text = (tmp_path / "r.md").read_text()
     assert f"**{cv['shb']['mae']:.2f}**" in text and "2 folds" in text
+    assert "`guanjia models train-crowd --cv 2 --epochs 40 --hidden 8 --components 16`" in text
+
+
+def test_absolute_count_loss_also_learns_and_an_unknown_loss_is_refused():
+    import pytest
+
+    from detectors.training.fit import Part, fit_head, predict_counts
+
+    rng = np.random.default_rng(1)
+    bank, counts = _bank(rng, 60)
+    parts = [Part(bank, np.arange(40), counts[:40])]
+    cfg = TrainConfig(components=16, hidden=8, epochs=40, batch_images=8, lr=2e-2, whitening_cells=3000,
+                      loss="absolute", huber_delta=2.0)
+    head = fit_head(parts, cfg)
+    pred = predict_counts(head, Part(bank, np.arange(40, 60), counts[40:]))
+    baseline = np.abs(counts[40:] - counts[:40].mean()).mean()
+    assert np.abs(pred - counts[40:]).mean() < 0.6 * baseline
+    with pytest.raises(ValueError, match="loss must be"):
+        fit_head(parts, TrainConfig(components=16, hidden=8, epochs=1, whitening_cells=3000, loss="squared"))
