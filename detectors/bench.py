@@ -1,8 +1,9 @@
 """``guanjia bench detect``: detector throughput against the bare-inference ceiling, per model and batch size.
 
 For each model and batch size it times (a) the full path a worker runs — preprocess + inference +
-postprocess (``estimate`` / ``score``) on BGR frames — and (b) the ceiling: the same model serving
-(``OnnxModel.run``) on tensors prepared beforehand. It also times both ways of serving a batch-1
+postprocess (``estimate`` / ``score``) on BGR frames —, (b) the same path with float input (the
+normalisation in numpy) and (c) the ceiling: the original model file, served the same way
+(``OnnxModel.run``), on float tensors prepared beforehand. It also times both ways of serving a batch-1
 export (``parallel`` single-image runs vs one ``dynamic``-batch run) so the default can be justified.
 """
 
@@ -36,24 +37,26 @@ def _frames(count: int) -> tuple[list[np.ndarray], str]:
     return [rng.integers(0, 256, (576, 768, 3), dtype=np.uint8) for _ in range(count)], "random 768x576"
 
 
-def _time(fns: list[Callable[[], object]], rounds: int, warmup: int = 2) -> list[list[float]]:
-    """Seconds per call of each function, the functions taking turns so that load drift hits all alike."""
+def _time(fns: list[Callable[[], object]], rounds: int, warmup: int = 2) -> list[tuple[list[float], float]]:
+    """(wall seconds per call, process CPU seconds in all) of each function, taking turns so load drift hits all alike."""
     for _ in range(warmup):
         for fn in fns:
             fn()
-    out: list[list[float]] = [[] for _ in fns]
+    out: list[tuple[list[float], float]] = [([], 0.0) for _ in fns]
     for _ in range(rounds):
-        for fn, times in zip(fns, out):
-            t = time.perf_counter()
+        for i, fn in enumerate(fns):
+            c, t = time.process_time(), time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            out[i][0].append(wall)
+            out[i] = (out[i][0], out[i][1] + cpu)
     return out
 
 
-def _figures(times: list[float], batch: int) -> dict[str, float]:
-    arr = np.asarray(times)
+def _figures(timed: tuple[list[float], float], batch: int) -> dict[str, float]:
+    arr, cpu = np.asarray(timed[0]), timed[1]
     return {"images_per_s": batch * len(arr) / arr.sum(), "p50_ms": float(np.percentile(arr, 50) * 1000),
-            "p99_ms": float(np.percentile(arr, 99) * 1000)}
+            "p99_ms": float(np.percentile(arr, 99) * 1000), "cpu_ms_per_image": cpu * 1000 / (batch * len(arr))}
 
 
 def _full_path(registry, runtime, name: str) -> tuple[Callable[[list[np.ndarray]], object], object]:
@@ -71,7 +74,14 @@ def _full_path(registry, runtime, name: str) -> tuple[Callable[[list[np.ndarray]
 
 
 def run_bench(models: list[str], batches: list[int], rounds: int, batching: str) -> dict:
-    """All figures as one JSON-ready dict."""
+    """All figures as one JSON-ready dict.
+
+    Per model and batch: ``full`` = the worker's path (served as configured: uint8 input with the
+    normalisation folded into the graph), ``float_path`` = the same path with ``uint8_input: false``
+    (numpy normalisation, the path before the fold), ``ceiling`` = the ORIGINAL model file served the
+    same way (parallel/dynamic) on float tensors prepared beforehand. ``ratio`` = full / ceiling
+    images/s; ``cpu_ratio`` = ceiling / full CPU time per image (steadier than wall time on a busy box).
+    """
     import onnxruntime as ort
 
     from detectors.preprocess import to_tensor
@@ -85,25 +95,32 @@ def run_bench(models: list[str], batches: list[int], rounds: int, batching: str)
                     "gpu": "none in this session", "onnxruntime": ort.__version__, "frames": source,
                     "rounds": rounds, "models": {}}
     for name in models:
-        runtime = Runtime(RuntimeSettings(batching=batching, max_batch=max(batches)))
-        call, model = _full_path(registry, runtime, name)
+        settings = RuntimeSettings(batching=batching, max_batch=max(batches))
+        call, model = _full_path(registry, Runtime(settings), name)
+        float_call, _ = _full_path(registry, Runtime(settings.model_copy(update={"uint8_input": False})), name)
+        raw = registry.locate(name).read_bytes()
+        original = OnnxModel(model.spec, raw, settings)  # the ceiling: the file as published, float input
         per_batch = {}
         for b in batches:
             images = frames[:b]
             tensor, _ = to_tensor(images, model.spec.input)
-            ceiling_t, full_t = _time([lambda m=model, t=tensor: m.run(t), lambda c=call, i=images: c(i)], rounds)
-            ceiling, full = _figures(ceiling_t, b), _figures(full_t, b)
-            per_batch[str(b)] = {"full": full, "ceiling": ceiling,
-                                 "ratio": full["images_per_s"] / ceiling["images_per_s"]}
+            timed = _time([lambda m=original, t=tensor: m.run(t), lambda c=call, i=images: c(i),
+                           lambda c=float_call, i=images: c(i)], rounds)
+            ceiling, full, float_path = (_figures(t, b) for t in timed)
+            per_batch[str(b)] = {"full": full, "ceiling": ceiling, "float_path": float_path,
+                                 "ratio": full["images_per_s"] / ceiling["images_per_s"],
+                                 "float_ratio": float_path["images_per_s"] / ceiling["images_per_s"],
+                                 "cpu_ratio": ceiling["cpu_ms_per_image"] / full["cpu_ms_per_image"]}
         best = max(per_batch, key=lambda k: per_batch[k]["full"]["images_per_s"])
+        best_float = max(per_batch, key=lambda k: per_batch[k]["float_path"]["images_per_s"])
         entry = {"model_id": model.model_id, "batch_mode": model.batch_mode, "providers": model.providers,
-                 "batches": per_batch, "best_batch": int(best),
+                 "uint8_input": model.uint8_input, "batches": per_batch, "best_batch": int(best),
                  "best_images_per_s": per_batch[best]["full"]["images_per_s"],
-                 "ratio_at_best": per_batch[best]["ratio"]}
+                 "ratio_at_best": per_batch[best]["ratio"], "cpu_ratio_at_best": per_batch[best]["cpu_ratio"],
+                 "float_path_ratio_at_best": per_batch[best_float]["float_ratio"]}
         if len(batches) > 0:
             b = max(batches)
             tensor, _ = to_tensor(frames[:b], model.spec.input)
-            raw = registry.locate(name).read_bytes()
             served = {mode: OnnxModel(model.spec, raw, RuntimeSettings(batching=mode, max_batch=b))
                       for mode in ("parallel", "dynamic")}
             times = _time([lambda m=m, t=tensor: m.run(t) for m in served.values()], rounds)
@@ -140,13 +157,16 @@ def bench_detect(models: str, batches: str, rounds: int, batching: str, as_json:
         return
     click.echo(f"{result['device']}, onnxruntime {result['onnxruntime']}, GPU: {result['gpu']}; frames: {result['frames']}")
     for entry in result["models"].values():
-        click.echo(f"\n{entry['model_id']}  ({entry['batch_mode']} batches on {entry['providers'][0]})")
-        click.echo("batch  full img/s  ceiling img/s  ratio  full p50 ms  full p99 ms")
+        form = "uint8 input, normalisation in the graph" if entry["uint8_input"] else "float input"
+        click.echo(f"\n{entry['model_id']}  ({entry['batch_mode']} batches on {entry['providers'][0]}, {form})")
+        click.echo("batch  full img/s  ceiling img/s  ratio  cpu ratio  float-path ratio  full p50 ms  full p99 ms")
         for b, row in entry["batches"].items():
             click.echo(f"{b:>5}  {row['full']['images_per_s']:10.1f}  {row['ceiling']['images_per_s']:13.1f}  "
-                       f"{row['ratio']:5.2f}  {row['full']['p50_ms']:11.1f}  {row['full']['p99_ms']:11.1f}")
+                       f"{row['ratio']:5.2f}  {row['cpu_ratio']:9.2f}  {row['float_ratio']:16.2f}  "
+                       f"{row['full']['p50_ms']:11.1f}  {row['full']['p99_ms']:11.1f}")
         click.echo(f"best batch {entry['best_batch']}: {entry['best_images_per_s']:.1f} img/s, "
-                   f"{entry['ratio_at_best']:.2f} of the ceiling")
+                   f"{entry['ratio_at_best']:.2f} of the ceiling (CPU time {entry['cpu_ratio_at_best']:.2f}); "
+                   f"float path at its best batch {entry['float_path_ratio_at_best']:.2f}")
         if "serving_images_per_s" in entry:
             s = entry["serving_images_per_s"]
             click.echo(f"serving batch {entry['serving_batch']}: parallel {s['parallel']:.1f} img/s vs dynamic "

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from detectors.base import CrowdEstimate
-from detectors.preprocess import to_tensor
 from detectors.registry import ModelError, ModelRegistry
 from detectors.runtime import OnnxModel, Runtime
 from detectors.settings import CrowdSettings
@@ -76,6 +75,6 @@ class BoxCrowdEstimator:
         cls, thr, iou = spec.output.person_class, self.settings.score_threshold, self.settings.nms_iou
         return self.model.infer(
             images,
-            lambda chunk: to_tensor(chunk, spec.input),
+            self.model.prepare,
             lambda output, ratios: decode(output, hw, strides, cls, ratios, thr, iou),
         )

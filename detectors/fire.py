@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detectors.preprocess import to_tensor
 from detectors.registry import ModelError, ModelRegistry
 from detectors.runtime import OnnxModel, Runtime
 from detectors.settings import FireSettings
@@ -32,7 +31,7 @@ class OnFireScorer:
         return cls(runtime.model(registry, settings.model))
 
     def score(self, images: Sequence[np.ndarray]) -> list[tuple[float, Region | None]]:
-        return self.model.infer(images, lambda chunk: to_tensor(chunk, self.model.spec.input), _probabilities)
+        return self.model.infer(images, self.model.prepare, _probabilities)
 
 
 def _probabilities(output: np.ndarray, _ratios: np.ndarray) -> list[tuple[float, Region | None]]:

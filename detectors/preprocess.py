@@ -1,4 +1,9 @@
-"""Image → tensor: letterbox or stretch resize, channel order and normalisation, batched."""
+"""Image → tensor: letterbox or stretch resize, channel order and normalisation, batched.
+
+Two forms: :func:`to_tensor` gives the float tensor a model file expects; :func:`to_image_tensor`
+gives the resized image itself as uint8 NCHW BGR, for a graph that casts and normalises it
+(:func:`detectors.runtime.fold_preprocessing`) — one resize and one channel split, no float work.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,31 @@ def to_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray
         canvas = np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR) for img in images])
         ratios = np.array([(w / img.shape[1], h / img.shape[0]) for img in images], dtype=np.float32).reshape(n, 2)
     return normalise(canvas, spec), ratios
+
+
+def to_image_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Batch of BGR images → ((N, 3, H, W) uint8 BGR tensor, ratios as :func:`to_tensor`), same resize and padding."""
+    n, h, w = len(images), spec.height, spec.width
+    if spec.resize == "letterbox_top_left":
+        out = np.full((n, 3, h, w), int(spec.pad_value), dtype=np.uint8)
+        ratios = np.empty(n, dtype=np.float32)
+        for i, img in enumerate(images):
+            r = letterbox_scale(img.shape[0], img.shape[1], spec)
+            nw, nh = int(img.shape[1] * r), int(img.shape[0] * r)
+            _split_into(cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR), out[i, :, :nh, :nw])
+            ratios[i] = r
+        return out, ratios
+    out = np.empty((n, 3, h, w), dtype=np.uint8)
+    for i, img in enumerate(images):
+        _split_into(cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR), out[i])
+    ratios = np.array([(w / img.shape[1], h / img.shape[0]) for img in images], dtype=np.float32).reshape(n, 2)
+    return out, ratios
+
+
+def _split_into(image: np.ndarray, planes: np.ndarray) -> None:
+    """Write an (h, w, 3) image into (3, h, w) ``planes``: a SIMD de-interleave straight into the batch
+    (cv2 writes into row-strided views too, so a letterboxed image lands inside its padded canvas)."""
+    cv2.split(image, list(planes))
 
 
 def normalise(canvas: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -1,15 +1,22 @@
 """ONNX Runtime sessions: one per model per process, providers and threads from settings, batch serving.
 
-A model exported with a static batch of 1 (YOLOX) is served one of two ways:
+A batch is served one of two ways; a model exported with a static batch of 1 (YOLOX) first gets a
+dynamic batch dimension in memory with the ``onnx`` package (Reshape targets ``[1, …]`` become
+``[0, …]``, i.e. "copy the batch dimension"; outputs equal batch 1 within 1e-4):
 
-- ``dynamic``: its batch dimension is made dynamic in memory with the ``onnx`` package (Reshape
-  targets ``[1, …]`` become ``[0, …]``, i.e. "copy the batch dimension") and whole batches run at once;
-  the right choice on a GPU.
-- ``parallel``: single-image runs of the one session from a small thread pool, one intra-op thread
-  each; measured faster on CPU (see docs/benchmarks.md, ``guanjia bench detect``).
+- ``dynamic``: chunks of ``max_batch`` images run at once with all intra-op threads; the right
+  choice on a GPU.
+- ``parallel``: the batch is cut into sub-batches, about two per pool thread, that run concurrently
+  from a small thread pool with one intra-op thread each, each thread taking its sub-batch through
+  prepare → run → finish; measured faster on CPU (see docs/benchmarks.md, ``guanjia bench detect``).
 
 ``auto`` picks ``parallel`` on the CPU provider for a fixed input size and ``dynamic`` otherwise (CUDA /
 TensorRT, or an input whose size follows the image, where one large run keeps every core busy).
+
+A fixed-size registry model is served from the resized uint8 image (``uint8_input``, default on): a
+copy of its graph casts the input, subtracts the mean and carries ``scale / std`` and the channel order
+in the first convolution's weights (:func:`fold_preprocessing`), so only a resize and a channel split
+are left in Python, where they compete with inference for the cores.
 
 Graphs built at load time from registry files (a frozen backbone merged with a project-trained head)
 are served the same way through :meth:`Runtime.derived`.
@@ -26,7 +33,8 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
-from detectors.registry import ModelError, ModelRegistry, ModelSpec
+from detectors.preprocess import to_image_tensor, to_tensor
+from detectors.registry import InputSpec, ModelError, ModelRegistry, ModelSpec
 from detectors.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -91,6 +99,61 @@ def make_batch_dynamic(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
+def fold_preprocessing(model_bytes: bytes, spec: InputSpec) -> bytes | None:
+    """The model taking the resized image as (N, 3, H, W) uint8 BGR instead of its normalised float tensor.
+
+    Added in front: Cast, then Sub of ``mean / scale`` per channel; ``scale / std`` and the BGR → RGB
+    swap go into the weights of the Convs that read the input. Subtracting before the conv, not in its
+    bias, keeps the zero padding at the border exact. None when that is not possible (normalisation or
+    a swap is needed but the input feeds something other than a plain Conv, or a fractional pad value).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    inputs = [value for value in graph.input if value.name == spec.name]
+    if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != TensorProto.FLOAT or not float(spec.pad_value).is_integer():
+        return None
+    served = np.arange(3) if spec.colour == "BGR" else np.array([2, 1, 0])  # model channel c ← served channel served[c]
+    gain = np.float64(spec.scale) / np.asarray(spec.std, np.float64)
+    mean = np.asarray(spec.mean, np.float64) / spec.scale
+    consumers = [node for node in graph.node if spec.name in node.input]
+    inits = {init.name: init for init in graph.initializer}
+    if np.any(gain != 1) or spec.colour != "BGR":
+        if not all(node.op_type == "Conv" and list(node.input).index(spec.name) == 0 and node.input[1] in inits
+                   and all(a.name != "group" or a.i == 1 for a in node.attribute) for node in consumers):
+            return None
+        for node in consumers:
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64) * gain[None, :, None, None]
+            folded = np.empty_like(weight)
+            folded[:, served] = weight
+            name = f"{node.input[1]}/folded"
+            graph.initializer.append(numpy_helper.from_array(folded.astype(np.float32), name))
+            node.input[1] = name
+    cast, centred = f"{spec.name}/float", f"{spec.name}/centred"
+    head = [helper.make_node("Cast", [spec.name], [cast], to=TensorProto.FLOAT, name=f"{spec.name}/cast")]
+    if np.any(mean):
+        offset = np.empty(3)
+        offset[served] = mean
+        graph.initializer.append(numpy_helper.from_array(offset.astype(np.float32).reshape(1, 3, 1, 1), f"{spec.name}/mean"))
+        head.append(helper.make_node("Sub", [cast, f"{spec.name}/mean"], [centred], name=f"{spec.name}/sub_mean"))
+    else:
+        centred = cast
+    for node in consumers:
+        node.input[:] = [centred if name == spec.name else name for name in node.input]
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(head + nodes)
+    inputs[0].type.tensor_type.elem_type = TensorProto.UINT8
+    used = {name for node in graph.node for name in node.input} | {value.name for value in graph.input}
+    kept = [init for init in graph.initializer if init.name in used]  # drops the unfolded weights
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def ort_session(model_bytes: bytes, providers: Sequence[str] = ("CPUExecutionProvider",),
                 intra_op_threads: int = 0):
     """An onnxruntime session for an in-memory model: quiet logs, one inter-op thread."""
@@ -103,10 +166,26 @@ def ort_session(model_bytes: bytes, providers: Sequence[str] = ("CPUExecutionPro
     return ort.InferenceSession(model_bytes, options, providers=list(providers))
 
 
+def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool) -> tuple[bytes, bool]:
+    """The graph as served (dynamic batch; uint8 input when asked and possible) and whether it takes uint8.
+
+    Bytes the ``onnx`` package cannot parse are passed on untouched, so onnxruntime reports them.
+    """
+    from google.protobuf.message import DecodeError
+
+    try:
+        if spec.input.static_batch:
+            model_bytes = make_batch_dynamic(model_bytes)
+        folded = fold_preprocessing(model_bytes, spec.input) if uint8_input else None
+    except DecodeError:
+        return model_bytes, False
+    return (model_bytes, False) if folded is None else (folded, True)
+
+
 class OnnxModel:
     """A verified model file behind one onnxruntime session."""
 
-    def __init__(self, spec: ModelSpec, model_bytes: bytes, settings: RuntimeSettings):
+    def __init__(self, spec: ModelSpec, model_bytes: bytes, settings: RuntimeSettings, *, uint8_input: bool = False):
         from onnxruntime.capi.onnxruntime_pybind11_state import (
             Fail,
             InvalidArgument,
@@ -122,8 +201,7 @@ class OnnxModel:
         mode = settings.batching if settings.batching != "auto" else ("parallel" if on_cpu and fixed_size else "dynamic")
         self.batch_mode: BatchMode = mode
         self.max_batch = settings.max_batch
-        if mode == "dynamic" and spec.input.static_batch:
-            model_bytes = make_batch_dynamic(model_bytes)
+        model_bytes, self.uint8_input = _served_graph(model_bytes, spec, uint8_input and fixed_size)
         self.parallel_runs = settings.parallel_runs or cpu_count()
         intra = settings.intra_op_threads or (1 if mode == "parallel" and self.parallel_runs > 1 else 0)
         try:
@@ -137,8 +215,12 @@ class OnnxModel:
         self.input_name = spec.input.name
         self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix=f"ort-{spec.name}") if mode == "parallel" and self.parallel_runs > 1 else None
 
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """BGR images → (the tensor this session takes, resize ratios): uint8 images or the normalised floats."""
+        return (to_image_tensor if self.uint8_input else to_tensor)(images, self.spec.input)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """First output for an NCHW float32 batch of any size, in order (served like :meth:`infer`)."""
+        """First output for a batch of any size in the served input form (see :meth:`prepare`), in order."""
         if len(batch) == 0:
             raise ValueError("empty batch")
         return np.concatenate(self.infer(batch, lambda chunk: (chunk, None), lambda out, _: [out]))
@@ -147,11 +229,15 @@ class OnnxModel:
               finish: Callable[[np.ndarray, C], list[R]]) -> list[R]:
         """``finish(run(prepare(chunk)))`` over ``items``, results in order.
 
-        In ``parallel`` mode each pool thread takes one item through prepare → run → finish, so
-        pre- and post-processing of one image overlap the inference of another; in ``dynamic``
-        mode chunks of ``max_batch`` items go through as one run.
+        In ``parallel`` mode the items are cut into about two sub-batches per pool thread (one item
+        each for small batches) and each pool thread takes its sub-batch through prepare → run →
+        finish, so pre- and post-processing of one sub-batch overlap the inference of another while
+        small models still run a few images per call; in ``dynamic`` mode chunks of ``max_batch``
+        items go through as one run.
         """
-        size = self.max_batch if self.batch_mode == "dynamic" else 1
+        size = self.max_batch
+        if self._pool is not None:
+            size = min(size, max(1, -(-len(items) // (2 * self.parallel_runs))))
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
 
         def one(chunk: Sequence[T]) -> list[R]:
@@ -172,7 +258,7 @@ class Runtime:
         """The shared session for ``name``; the file is located and sha256-checked first."""
         spec = registry.spec(name)
         path = registry.locate(name)  # every registry proves its own file, even when the session exists
-        return self._shared((spec.sha256,), spec, path.read_bytes, str(path))
+        return self._shared((spec.sha256,), spec, path.read_bytes, str(path), self.settings.uint8_input)
 
     def derived(self, spec: ModelSpec, parts: Sequence[str], build: Callable[[], bytes]) -> OnnxModel:
         """The shared session for a graph built in memory, e.g. a registry backbone merged with a trained head.
@@ -193,14 +279,15 @@ class Runtime:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ModelError(f"model {spec.name}: cannot build its graph: {first}") from None
 
-        return self._shared(("derived", spec.name, *parts), spec, checked_build, "+".join(p[:12] for p in parts))
+        return self._shared(("derived", spec.name, *parts), spec, checked_build, "+".join(p[:12] for p in parts), False)
 
-    def _shared(self, ident: tuple[str, ...], spec: ModelSpec, read: Callable[[], bytes], origin: str) -> OnnxModel:
+    def _shared(self, ident: tuple[str, ...], spec: ModelSpec, read: Callable[[], bytes], origin: str,
+                uint8_input: bool) -> OnnxModel:
         s = self.settings
-        key = (*ident, tuple(s.providers), s.intra_op_threads, s.batching, s.parallel_runs, s.max_batch)
+        key = (*ident, tuple(s.providers), s.intra_op_threads, s.batching, s.parallel_runs, s.max_batch, uint8_input)
         with _LOCK:
             if key not in _SESSIONS:
-                _SESSIONS[key] = OnnxModel(spec, read(), s)
+                _SESSIONS[key] = OnnxModel(spec, read(), s, uint8_input=uint8_input)
                 log.info("model %s loaded from %s on %s (%s batches)", spec.model_id, origin,
                          _SESSIONS[key].providers[0], _SESSIONS[key].batch_mode)
             return _SESSIONS[key]

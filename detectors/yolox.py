@@ -24,8 +24,9 @@ def nms(boxes: np.ndarray, iou: float) -> np.ndarray:
     """Indexes of (N, 5) x1 y1 x2 y2 score boxes kept by greedy NMS, best first."""
     if len(boxes) == 0:
         return np.empty(0, dtype=np.int64)
-    xywh = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]])
-    keep = cv2.dnn.NMSBoxes(xywh.tolist(), boxes[:, 4].tolist(), 0.0, iou)
+    xywh = boxes[:, :4].astype(np.float64)  # cv2 reads (N, 4) arrays as Rect2d, no Python lists
+    xywh[:, 2:] -= xywh[:, :2]
+    keep = cv2.dnn.NMSBoxes(xywh, boxes[:, 4].astype(np.float64), 0.0, iou)
     return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
@@ -39,9 +40,9 @@ def decode(output: np.ndarray, input_hw: tuple[int, int], strides: tuple[int, ..
     results = []
     for i in range(len(output)):
         hit = np.flatnonzero(scores[i] >= score_threshold)
-        raw = output[i, hit]
-        centre = (raw[:, :2] + offsets[hit]) * scales[hit]
-        size = np.exp(raw[:, 2:4]) * scales[hit]
+        raw, scale = output[i, hit], scales[hit]
+        centre = (raw[:, :2] + offsets[hit]) * scale
+        size = np.exp(raw[:, 2:4]) * scale
         boxes = np.empty((len(hit), 5), dtype=np.float32)
         boxes[:, :2] = (centre - size / 2) / ratios[i]
         boxes[:, 2:4] = (centre + size / 2) / ratios[i]

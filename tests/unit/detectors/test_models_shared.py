@@ -130,3 +130,17 @@ def test_serve_batches_frames_of_many_cameras_and_stops(registry, vtest):
     assert [d.camera_id for d in published] == ["cam-0", "cam-1", "cam-2"]
     assert [d.zones[0].count for d in published] == [4.0, 6.0, 7.0]
     assert all(d.seq == 7 for d in published)
+
+
+@pytest.mark.parametrize("batching", ["parallel", "dynamic"])
+def test_uint8_served_models_match_the_float_path(registry, vtest, batching):
+    """Normalisation folded into the graph: the same boxes, fire scores within 1e-5."""
+    on, off = (Runtime(RuntimeSettings(batching=batching, uint8_input=flag)) for flag in (True, False))
+    images = vtest + [cv2.imread(str(p)) for p in sorted(shared_path("testdata", "fire").iterdir())]
+    fire_on, fire_off = (OnFireScorer.from_registry(registry, FireSettings(), rt) for rt in (on, off))
+    assert fire_on.model.uint8_input and not fire_off.model.uint8_input
+    np.testing.assert_allclose([s for s, _ in fire_on.score(images)], [s for s, _ in fire_off.score(images)], atol=1e-5)
+    for name in ("yolox_nano_coco_416", "person_detector_light_192"):
+        settings = CrowdSettings(model=name, score_threshold=0.3)
+        a, b = (BoxCrowdEstimator.from_registry(registry, settings, rt).estimate(images) for rt in (on, off))
+        assert all(np.array_equal(x.boxes, y.boxes) for x, y in zip(a, b)), name

@@ -64,9 +64,15 @@ def test_derived_graph_serves_through_infer_in_order():
     model = Runtime(RuntimeSettings(batching="parallel", parallel_runs=2)).derived(
         _spec("derived_b"), _parts("b"), lambda: _scale_graph(0.5))
     items = list(range(7))
-    out = model.infer(items, lambda chunk: (np.full((len(chunk), 3, 4, 4), chunk[0], np.float32), chunk[0]),
-                      lambda y, i: [(i, float(y[0, 0, 0, 0]))])
+    chunks: list[list[int]] = []
+
+    def prepare(chunk):
+        chunks.append(list(chunk))
+        return np.stack([np.full((3, 4, 4), i, np.float32) for i in chunk]), list(chunk)
+
+    out = model.infer(items, prepare, lambda y, owners: [(i, float(m[0, 0, 0])) for i, m in zip(owners, y)])
     assert out == [(i, i * 0.5) for i in items]
+    assert sorted(i for c in chunks for i in c) == items and len(chunks) >= 2  # sub-batches for two pool threads
 
 
 def test_auto_batching_is_dynamic_when_the_input_size_follows_the_image():
@@ -90,3 +96,66 @@ def test_a_graph_onnxruntime_cannot_load_is_a_model_error():
     with pytest.raises(ModelError, match=r"^model derived_f: onnxruntime cannot load it: ") as info:
         Runtime().derived(_spec("derived_f"), _parts("f"), lambda: b"not an onnx graph")
     assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+
+
+def _conv_graph(consumer: str = "Conv") -> bytes:
+    """x (N,3,8,8) float → 3×3 conv, stride 1, zero padding 1 (so the border sees the padding) → (N,4,8,8)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b")]
+    if consumer == "Conv":
+        node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        out_shape = ["N", 4, 8, 8]
+    else:
+        node = helper.make_node("Relu", ["x"], ["y"])
+        out_shape = ["N", 3, 8, 8]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    return model.SerializeToString()
+
+
+IMAGENET = InputSpec(name="x", shape=["batch", 3, 8, 8], colour="RGB", resize="stretch", pad_value=0,
+                     scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def test_folded_graph_takes_uint8_bgr_and_equals_the_normalised_float_model():
+    from detectors.preprocess import to_image_tensor, to_tensor
+    from detectors.runtime import fold_preprocessing, ort_session
+
+    raw = _conv_graph()
+    folded = fold_preprocessing(raw, IMAGENET)
+    assert folded is not None
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(8, 8), (30, 20), (5, 11)]]
+    floats, _ = to_tensor(images, IMAGENET)
+    uint8, _ = to_image_tensor(images, IMAGENET)
+    assert uint8.dtype == np.uint8 and uint8.shape == floats.shape
+    ref = ort_session(raw).run(None, {"x": floats})[0]
+    got = ort_session(folded).run(None, {"x": uint8})[0]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)  # border pixels included: zero padding stays exact
+
+
+def test_fold_is_refused_where_normalisation_cannot_go_into_a_conv():
+    from detectors.runtime import fold_preprocessing
+
+    assert fold_preprocessing(_conv_graph("Relu"), IMAGENET) is None
+    plain = IMAGENET.model_copy(update={"colour": "BGR", "scale": 1.0, "mean": (0, 0, 0), "std": (1, 1, 1)})
+    assert fold_preprocessing(_conv_graph("Relu"), plain) is not None  # a cast is all it needs
+    assert fold_preprocessing(_conv_graph(), IMAGENET.model_copy(update={"pad_value": 0.5})) is None
+
+
+@pytest.mark.parametrize("resize", ["letterbox_top_left", "stretch"])
+def test_uint8_images_equal_the_unnormalised_float_tensor(resize):
+    from detectors.preprocess import to_image_tensor, to_tensor
+
+    spec = InputSpec(name="x", shape=[1, 3, 32, 48], colour="BGR", resize=resize, pad_value=114)
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(64, 64), (90, 40), (20, 200), (32, 48)]]
+    floats, float_ratios = to_tensor(images, spec)
+    uint8, ratios = to_image_tensor(images, spec)
+    np.testing.assert_array_equal(uint8.astype(np.float32), floats)
+    np.testing.assert_array_equal(ratios, float_ratios)
