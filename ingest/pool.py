@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Self
 
 from ingest.board import FrameBoard
@@ -31,20 +32,42 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+TRIM_DELAY_S = 1.0
+"""How long after a decoder or stream was freed the pool trims malloc."""
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    """glibc, or None (find_library runs ldconfig, hence the cache)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
     """Raise glibc's malloc thresholds so that decoded frames reuse heap memory instead of
     mmap/munmap (and page faults) per frame. Same effect as the ``MALLOC_MMAP_THRESHOLD_`` /
     ``MALLOC_TRIM_THRESHOLD_`` environment variables; a no-op where glibc is absent."""
-    name = ctypes.util.find_library("c")
-    if not name:
+    libc = _libc()
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) \
+        and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
+def trim_malloc() -> bool:
+    """Hand the heap pages that malloc holds free back to the kernel (glibc ``malloc_trim(0)``,
+    which walks every arena, not just the top of the main heap); False where glibc is absent.
+
+    Decoders, swscale contexts and BGR frames are freed after use, but glibc keeps their pages:
+    without this, RSS settles at the peak of whatever was decoded at the same time rather than at
+    what the streams hold (docs/benchmarks.md#ingest)."""
+    libc = _libc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
-    except (OSError, AttributeError):
-        return False
+    libc.malloc_trim(0)
+    return True
 
 
 def default_threads() -> int:
@@ -58,6 +81,7 @@ def default_threads() -> int:
 class _ReaderThread(threading.Thread):
     def __init__(self, index: int, pool: IngestPool):
         super().__init__(name=f"ingest-reader-{index}", daemon=True)
+        self.index = index
         self.pool = pool
         self.readers: list[CameraReader] = []
         self.wake = threading.Event()
@@ -87,10 +111,13 @@ class _ReaderThread(threading.Thread):
 
     def run(self) -> None:
         stopping = self.pool._stopping
+        housekeeper = self.index == 0
         while not stopping.is_set():
             self._close_retired()
             now = time.monotonic()
             next_wake = now + 1.0
+            if housekeeper:
+                next_wake = self.pool._housekeep(now)
             busy = False
             for reader in self.readers:
                 if stopping.is_set():
@@ -125,13 +152,16 @@ class IngestPool:
 
     ``take()`` returns every frame that is ready (at most one per camera), handy for batching.
     ``on_health`` (e.g. ``HealthPublisher(redis_client).publish``) is called with all cameras'
-    :class:`CameraHealth` every ``health_interval_s`` from a background thread.
+    :class:`CameraHealth` every ``health_interval_s`` from a background thread. After a decoder or
+    stream is freed, the first reader thread returns freed heap pages to the kernel
+    (:func:`trim_malloc`), at most every ``trim_interval_s`` (None: never).
     """
 
     def __init__(self, cameras: Iterable[CameraSource] = (), *, threads: int | None = None,
                  open_workers: int = 4, malloc_tuning: bool = True,
                  on_health: Callable[[list[CameraHealth]], object] | None = None,
-                 health_interval_s: float = 5.0, seed: int | None = None):
+                 health_interval_s: float = 5.0, trim_interval_s: float | None = 5.0,
+                 seed: int | None = None):
         self.board = FrameBoard()
         self._sources = list(cameras)
         ids = [c.camera_id for c in self._sources]
@@ -143,6 +173,10 @@ class IngestPool:
         self._malloc_tuning = malloc_tuning
         self._on_health = on_health
         self._health_interval_s = health_interval_s
+        self._trim_interval_s = trim_interval_s
+        self._trim_wanted = False
+        self._trim_at: float | None = None
+        self._last_trim = float("-inf")
         self._rng = random.Random(seed)
         self._stopping = threading.Event()
         self._threads: list[_ReaderThread] = []
@@ -191,6 +225,8 @@ class IngestPool:
             self._opener.shutdown(wait=True)
             self._running = False
             self._threads = []
+            if self._trim_interval_s:
+                trim_malloc()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -201,7 +237,8 @@ class IngestPool:
     # ---- cameras -------------------------------------------------------------------------
     def _assign(self, src: CameraSource) -> None:
         thread = min(self._threads, key=lambda t: len(t.readers))
-        thread.add(CameraReader(src, self.board, self._opener, thread.wake, random.Random(self._rng.random())))
+        thread.add(CameraReader(src, self.board, self._opener, thread.wake, random.Random(self._rng.random()),
+                                freed=self._memory_freed))
 
     def add_camera(self, src: CameraSource) -> None:
         """Start pulling one more camera (e.g. after a Kafka partition assignment)."""
@@ -237,6 +274,24 @@ class IngestPool:
     def health(self) -> list[CameraHealth]:
         """One snapshot per camera."""
         return [r.health() for t in list(self._threads) for r in t.readers]
+
+    def _memory_freed(self) -> None:
+        """A reader freed a decoder or a stream (any thread)."""
+        self._trim_wanted = True
+
+    def _housekeep(self, now: float) -> float:
+        """Called by the first reader thread on every turn; returns when it is next due (≤ 1 s).
+
+        Trims TRIM_DELAY_S after something was freed (consumers have dropped the frames by then)
+        and at most every ``trim_interval_s``. Never on a timer alone: a trim also returns the
+        pages that active cameras' next frames reuse, which then cost page faults again."""
+        if self._trim_wanted and self._trim_at is None and self._trim_interval_s:
+            self._trim_wanted = False
+            self._trim_at = max(now + TRIM_DELAY_S, self._last_trim + self._trim_interval_s)
+        if self._trim_at is not None and now >= self._trim_at:
+            trim_malloc()
+            self._last_trim, self._trim_at = now, None
+        return now + 1.0 if self._trim_at is None else min(now + 1.0, self._trim_at)
 
     def _health_loop(self) -> None:
         while not self._stopping.wait(self._health_interval_s):
