@@ -9,9 +9,11 @@ processes and are not charged). One frame is analysed every 2 s of video.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -20,6 +22,9 @@ import time
 import click
 
 INTERVAL_S = 2.0
+IDLE_SETTLE_S = 8.0
+"""Idle streams are measured this long after their first frame: past one of the pool's
+``malloc_trim`` passes (1 s after a decoder is freed, at most every 5 s), as in an operator's process."""
 
 
 def _cpu() -> float:
@@ -35,6 +40,22 @@ def _switches() -> int:
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _malloc_in_use_mb() -> float | None:
+    """Bytes malloc has handed out and not got back (glibc ``mallinfo2``), None elsewhere."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20
 
 
 # ---- variants (run inside the worker subprocess) --------------------------------------------
@@ -111,14 +132,14 @@ def bare_pyav(url: str, stop: threading.Event, deadline: float | None, out: dict
 
 
 def guanjia_pool(urls: list[str], seconds: float | None, live: bool, threads: int | None, malloc: bool,
-                 interval: float = INTERVAL_S) -> dict:
+                 interval: float = INTERVAL_S, trim: bool = True) -> dict:
     from ingest.health import CameraState
     from ingest.pool import IngestPool
     from ingest.source import CameraSource
 
     cams = [CameraSource(f"b{i}", url, analysis_interval_s=interval) for i, url in enumerate(urls)]
-    rss_before = _rss_mb()
-    pool = IngestPool(cams, threads=threads, malloc_tuning=malloc).start()
+    rss_before, heap_before = _rss_mb(), _malloc_in_use_mb()
+    pool = IngestPool(cams, threads=threads, malloc_tuning=malloc, trim_interval_s=5.0 if trim else None).start()
     out: dict = {"frames": 0}
     try:
         if live:  # charge only the steady state: from every camera's first frame on
@@ -126,13 +147,16 @@ def guanjia_pool(urls: list[str], seconds: float | None, live: bool, threads: in
             limit = time.monotonic() + 30
             while len(seen) < len(urls) and time.monotonic() < limit:
                 seen.update(f.camera_id for f in pool.take(timeout=0.5))
+            out.update(rss_first_mb=_rss_mb(), streams_seen=len(seen))
             cpu0, t0, sw0 = _cpu(), time.monotonic(), _switches()
             in0 = sum(h.frames_in for h in pool.health())
             while time.monotonic() - t0 < seconds:
                 out["frames"] += len(pool.take(timeout=0.5))
             elapsed = time.monotonic() - t0
             cpu1, in1 = _cpu(), sum(h.frames_in for h in pool.health())
+            heap = _malloc_in_use_mb()
             out.update(cpu_s=cpu1 - cpu0, video_s=(in1 - in0) / 25.0, rss_mb=_rss_mb(), rss0_mb=rss_before,
+                       heap_mb=heap - heap_before if heap is not None else None,
                        switches_per_s=round((_switches() - sw0) / elapsed))
         else:
             cpu0 = _cpu()
@@ -186,9 +210,10 @@ def worker_main(argv: list[str]) -> None:
     elif variant == "bare_skip_loop_filter":
         result = run_threads(bare_pyav, urls, seconds, options={"skip_loop_filter": "all"})
     elif variant == "guanjia":
-        result = guanjia_pool(urls, seconds, seconds is not None, args.get("threads"), args.get("malloc", True))
+        result = guanjia_pool(urls, seconds, seconds is not None, args.get("threads"), args.get("malloc", True),
+                              trim=args.get("trim", True))
     elif variant == "idle":
-        result = guanjia_pool(urls, seconds, True, None, True, interval=3600.0)
+        result = guanjia_pool(urls, seconds, True, None, args.get("malloc", True), interval=3600.0)
     else:
         raise SystemExit(f"unknown variant {variant}")
     print(json.dumps(result))
@@ -206,6 +231,34 @@ def run_variant(variant: str, urls: list[str], seconds: float | None, **extra) -
     return result
 
 
+def idle_figures(urls: list[str], repeats: int) -> dict:
+    """Marginal memory of an open idle stream (one analysed frame per hour, i.e. the
+    ``release_decoder`` path): N and 5N streams in separate processes, so threads, malloc arenas
+    and libraries cancel out; the median over ``repeats`` pairs. ``…_at_first_frame`` is the same
+    difference right after every stream's first frame (the start-up peak, before a trim pass);
+    ``heap_mb_per_idle_stream`` is what malloc has handed out and not got back (no free pages,
+    no fragmentation)."""
+    n, per = len(urls), {"rss": [], "first": [], "heap": [], "fixed": []}
+    for _ in range(repeats):
+        few = run_variant("idle", urls, IDLE_SETTLE_S)
+        many = run_variant("idle", urls * 5, IDLE_SETTLE_S)
+        if few["streams_seen"] < n or many["streams_seen"] < 5 * n:
+            raise click.ClickException(f"idle run: only {few['streams_seen']}/{n} and {many['streams_seen']}/{5 * n} streams opened")
+        per["rss"].append(((many["rss_mb"] - many["rss0_mb"]) - (few["rss_mb"] - few["rss0_mb"])) / (4 * n))
+        per["first"].append(((many["rss_first_mb"] - many["rss0_mb"]) - (few["rss_first_mb"] - few["rss0_mb"])) / (4 * n))
+        if few["heap_mb"] is not None:
+            per["heap"].append((many["heap_mb"] - few["heap_mb"]) / (4 * n))
+        per["fixed"].append((few["rss_mb"] - few["rss0_mb"]) - n * per["rss"][-1])
+    out = {"rss_mb_per_idle_stream": round(statistics.median(per["rss"]), 2),
+           "rss_mb_per_idle_stream_runs": [round(v, 2) for v in per["rss"]],
+           "rss_mb_per_idle_stream_at_first_frame": round(statistics.median(per["first"]), 2),
+           "rss_mb_fixed_pool_overhead": round(statistics.median(per["fixed"]), 1),
+           "idle_streams_compared": [n, 5 * n]}
+    if per["heap"]:
+        out["heap_mb_per_idle_stream"] = round(statistics.median(per["heap"]), 2)
+    return out
+
+
 def _figures(prefix: str, results: dict[str, dict], out: dict) -> None:
     for name, r in results.items():
         out[f"{prefix}_{name}_cpu_s_per_stream_hour"] = r["cpu_s_per_stream_hour"]
@@ -220,11 +273,15 @@ def _figures(prefix: str, results: dict[str, dict], out: dict) -> None:
 @click.option("--streams", default=4, show_default=True, help="Streams per variant.")
 @click.option("--seconds", default=8.0, show_default=True, help="Seconds of live RTSP per variant.")
 @click.option("--rtsp/--no-rtsp", default=True, show_default=True, help="Also measure over the local RTSP server.")
-@click.option("--extras", is_flag=True, help="Also measure skip_loop_filter, thread-per-camera and no malloc tuning.")
+@click.option("--extras", is_flag=True,
+              help="Also measure skip_loop_filter, thread-per-camera, no malloc tuning and no malloc trim.")
 @click.option("--threads-study", "study", default=0, show_default=True,
               help="Also compare thread-per-camera with the multiplexing pool on this many 360p RTSP streams.")
+@click.option("--idle-repeats", default=3, show_default=True,
+              help="Pairs of idle runs (N vs 5N streams) whose median is the RSS per idle stream.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, study: int, as_json: bool) -> None:
+def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, study: int, idle_repeats: int,
+                 as_json: bool) -> None:
     """Naive OpenCV (a) vs Guanjia keyframes (b) vs bare PyAV keyframes (c), 1080p25 GOP 50.
 
     \b
@@ -246,7 +303,8 @@ def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, study: 
         file_results[name] = run_variant(name, files, None)
     if extras:
         file_results_extra = {"bare_skip_loop_filter": run_variant("bare_skip_loop_filter", files, None),
-                              "guanjia_no_malloc_tuning": run_variant("guanjia", files, None, malloc=False)}
+                              "guanjia_no_malloc_tuning": run_variant("guanjia", files, None, malloc=False),
+                              "guanjia_no_malloc_trim": run_variant("guanjia", files, None, trim=False)}
         for name, r in file_results_extra.items():
             out[f"file_{name}_cpu_s_per_stream_hour"] = r["cpu_s_per_stream_hour"]
     _figures("file", file_results, out)
@@ -261,16 +319,12 @@ def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, study: 
             for name in ("naive", "guanjia", "bare"):
                 say(f"rtsp  {name}…")
                 rtsp_results[name] = run_variant(name, rig.urls, seconds)
-            say("rtsp  idle streams (RSS)…")
-            # marginal RSS: N and 3N open streams in two processes, so fixed costs (threads, malloc
-            # arenas, libraries) cancel out
-            few = run_variant("idle", rig.urls, min(seconds, 5.0))
-            many = run_variant("idle", rig.urls * 3, min(seconds, 5.0))
-            out["rss_mb_per_idle_stream"] = round(((many["rss_mb"] - many["rss0_mb"]) - (few["rss_mb"] - few["rss0_mb"])) / (2 * streams), 2)
-            out["rss_mb_fixed_pool_overhead"] = round((few["rss_mb"] - few["rss0_mb"]) - streams * out["rss_mb_per_idle_stream"], 1)
+            say(f"rtsp  idle streams (RSS), {idle_repeats} × ({streams} vs {5 * streams} streams)…")
+            out.update(idle_figures(rig.urls, idle_repeats))
             if extras:
                 for name, kw in (("guanjia_thread_per_camera", {"threads": streams}),
                                  ("guanjia_no_malloc_tuning", {"malloc": False}),
+                                 ("guanjia_no_malloc_trim", {"trim": False}),
                                  ("bare_skip_loop_filter", {})):
                     say(f"rtsp  {name}…")
                     variant = "bare_skip_loop_filter" if name.startswith("bare") else "guanjia"
@@ -308,7 +362,7 @@ def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, study: 
                               str(out[key + "_frames"]))
     Console().print(table)
     for key, value in out.items():
-        if "speedup" in key or "fraction" in key or "rss" in key or "skipped" in key or key.endswith("tuning_cpu_s_per_stream_hour") \
+        if "speedup" in key or "fraction" in key or "rss" in key or "heap" in key or "idle" in key or "skipped" in key or "malloc" in key \
                 or "skip_loop" in key or "per_camera" in key or key.startswith("study"):
             click.echo(f"{key}: {value}")
 
