@@ -88,6 +88,6 @@ class RuntimeSettings(StrictModel):
     intra_op_threads: int = Field(0, ge=0, description="Threads per session (0 = onnxruntime default).")
     max_batch: int = Field(8, ge=1, description="Largest cross-camera micro-batch.")
     max_wait_ms: float = Field(20.0, ge=0, description="Longest a frame waits for its batch to fill.")
-    batching: Literal["auto", "dynamic", "parallel"] = Field("auto", description="Serve a batch as one run (batch dimension made dynamic) or as parallel single-image runs; auto = parallel on the CPU provider for a fixed input size, else dynamic (CUDA/TensorRT, inputs sized by the image).")
-    parallel_runs: int = Field(0, ge=0, description="Concurrent single-image runs in parallel mode (0 = usable cores).")
+    batching: Literal["auto", "dynamic", "parallel"] = Field("auto", description="Serve a batch as runs of max_batch with all threads or as parallel sub-batch runs (batch dimension made dynamic for either); auto = parallel on the CPU provider for a fixed input size, else dynamic (CUDA/TensorRT, inputs sized by the image).")
+    parallel_runs: int = Field(0, ge=0, description="Concurrent runs (pool threads, one intra-op thread each) in parallel mode (0 = usable cores).")
     uint8_input: bool = Field(True, description="Serve fixed-size registry models from the resized uint8 image, with the cast, mean/std and channel order folded into the graph (scores within 1e-4); false = float tensors normalised in numpy.")
