@@ -127,7 +127,7 @@ async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=N
     """Consume ``total`` messages, produce to ``dst`` (every message, or the engine's events): (detections/s, per CPU-s)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from pipeline.codec import DecodeError, decode
+    from pipeline.codec import DecodeError, decode_detection
 
     consumer = AIOKafkaConsumer(src, **kafka_client_options(settings), group_id=f"raw-{uuid.uuid4().hex[:6]}",
                                 auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
@@ -150,7 +150,7 @@ async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=N
                         futures.append(await producer.send(dst, msg.value, key=msg.key))
                         continue
                     try:
-                        det = decode(msg.value, (Detection,))
+                        det = decode_detection(msg.value)
                     except DecodeError:
                         continue
                     state, drafts, _ = engine.on_detection(states.get(det.camera_id, {}), det)

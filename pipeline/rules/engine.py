@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from detectors.records import Detection
 from pipeline.catalog import CatalogIndex
 from pipeline.catalog.models import Item
+from pipeline.codec import DetectionView
 from pipeline.config.models import ResolvedCamera
 from pipeline.evidence import snapshot_key
 from pipeline.records import (
@@ -122,8 +123,8 @@ class RuleEngine:
         )
 
     # ---- camera partition: detections --------------------------------------------------------
-    def on_detection(self, state: dict, det: Detection) -> tuple[dict, list[GovernanceEvent], list[FireSignal]]:
-        """Crowding per zone and fire k-of-n for one analysed frame."""
+    def on_detection(self, state: dict, det: Detection | DetectionView) -> tuple[dict, list[GovernanceEvent], list[FireSignal]]:
+        """Crowding per zone and fire k-of-n for one analysed frame (the pydantic record or the codec's view)."""
         drafts: list[GovernanceEvent] = []
         signals: list[FireSignal] = []
         rules = self.rules_for(det.camera_id)
