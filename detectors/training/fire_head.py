@@ -144,3 +144,88 @@ def load_images(folder: Path, names: Sequence[str]) -> Iterable[np.ndarray]:
         if image is None:
             raise ValueError(f"{folder / name}: missing or unreadable image")
         yield image
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSet:
+    """The does-not-break images: pooled features and whether each must score as fire."""
+
+    features: np.ndarray  # (M, 513)
+    must_fire: np.ndarray  # (M,) bool: True → P(fire) ≥ threshold, False → below it
+    names: tuple[str, ...]
+
+
+def load_checks(shared: Path, extractor: FeatureExtractor, furg_every: int = 10) -> CheckSet:
+    """testdata fire photos (except the known early-fire miss f0221) and every ``furg_every``-th FURG house6 frame
+    must score as fire; testdata non-fire and vtest frames must not (docs/accuracy.md, "Does not break")."""
+    import av
+
+    fire = [p for p in sorted((shared / "testdata" / "fire").glob("*")) if "f0221" not in p.name]
+    nonfire = sorted((shared / "testdata" / "nonfire").glob("*")) + sorted((shared / "testdata" / "vtest").glob("*.jpg"))
+    with av.open(str(shared / "data" / "fire" / "furg" / "house6.mp4")) as container:
+        furg = [f.to_ndarray(format="bgr24") for i, f in enumerate(container.decode(video=0)) if i % furg_every == 0]
+    testdata = shared / "testdata"
+    images = [*load_images(testdata, [str(p.relative_to(testdata)) for p in fire + nonfire]), *furg]
+    must = np.r_[np.ones(len(fire), bool), np.zeros(len(nonfire), bool), np.ones(len(furg), bool)]
+    names = tuple(p.name for p in fire + nonfire) + tuple(f"house6#{i * furg_every}" for i in range(len(furg)))
+    return CheckSet(extractor.features(images), must, names)
+
+
+BLEND_GRID = tuple(round(b, 2) for b in np.arange(0.0, 1.001, 0.05))
+OFFSET_GRID = tuple(round(c, 2) for c in np.arange(-3.0, 3.001, 0.25))
+
+
+def select_blend(head_logits: np.ndarray, nofire: np.ndarray, labels: np.ndarray, check_head: np.ndarray,
+                 checks: CheckSet, threshold: float, max_fpr: float = 0.05) -> tuple[float, float]:
+    """(blend, offset) on the grid with the best F1 at FPR ≤ ``max_fpr`` among those that keep every check.
+
+    ``head_logits``: out-of-fold head logits of the labelled images; ``check_head``: the head's logits on the
+    checks. Falls back to the best F1 (any FPR) when no setting meets ``max_fpr``; errors when none keeps the checks.
+    """
+    cut = float(np.log(threshold / (1.0 - threshold)))
+    check_nofire = checks.features[:, -1].astype(np.float64)
+    best: tuple[float, float, float] | None = None
+    for blend in BLEND_GRID:
+        for offset in OFFSET_GRID:
+            if not ((blend_logits(check_head, check_nofire, blend, offset) >= cut) == checks.must_fire).all():
+                continue
+            s = binary_scores(labels.tolist(), blend_logits(head_logits, nofire, blend, offset).tolist(), cut)
+            key = s.f1 - (0.0 if s.fpr <= max_fpr else 1.0)
+            if best is None or key > best[0]:
+                best = (key, blend, offset)
+    if best is None:
+        raise ValueError("no blend/offset on the grid keeps every does-not-break check")
+    return best[1], best[2]
+
+
+def out_of_fold_logits(features: np.ndarray, labels: np.ndarray, *, folds: int, seed: int, l2: float) -> np.ndarray:
+    """Head logits of every item from a head fitted on the other folds (one stratified split)."""
+    assign = stratified_folds(labels, folds, seed)
+    out = np.zeros(len(labels))
+    for f in range(folds):
+        test = assign == f
+        out[test] = fit_logistic(features[~test], labels[~test], l2).logit(features[test])
+    return out
+
+
+def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet, *, folds: int, repeats: int,
+                     seed: int, l2: float, threshold: float) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """What picking (blend, offset) by :func:`select_blend` is worth on unseen images.
+
+    Per outer fold: inner out-of-fold logits of the training part, a pick under the checks with the head fitted
+    on that part, then the outer fold scored with that pick. Returns P(fire) per repeat (repeats, N) and the picks.
+    """
+    y = labels.astype(bool)
+    nofire = features[:, -1].astype(np.float64)
+    oof = np.zeros((repeats, len(y)))
+    picks: list[tuple[float, float]] = []
+    for r in range(repeats):
+        assign = stratified_folds(y, folds, seed + r)
+        for f in range(folds):
+            test, train = assign == f, assign != f
+            inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + 100 + r, l2=l2)
+            head = fit_logistic(features[train], y[train], l2)
+            blend, offset = select_blend(inner, nofire[train], y[train], head.logit(checks.features), checks, threshold)
+            picks.append((blend, offset))
+            oof[r, test] = head.predict(features[test], blend, offset)
+    return oof, picks

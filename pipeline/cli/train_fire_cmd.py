@@ -29,11 +29,15 @@ def _default_cair() -> Path:
               help="Weight of the head's logit against OnFire's (1: head alone).")
 @click.option("--offset", type=float, default=1.5, show_default=True,
               help="Added to the blended fire logit (0 with --blend 1: the head alone).")
+@click.option("--select", "select_", is_flag=True,
+              help="Pick --blend/--offset on a grid: best out-of-fold F1 at FPR <= 0.05 that keeps the does-not-break checks.")
+@click.option("--nested", is_flag=True, help="Also measure that pick by nested CV (minutes).")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="P(fire) at or above which an image counts as fire.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write fire_head.onnx and fire_figures.json here (e.g. models/trained); default: CV only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the figures.")
-def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, threshold, out, as_json) -> None:
+def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_, nested, threshold, out,
+               as_json) -> None:
     """Print k-fold figures of the fire head next to OnFire alone, then (with --out) train it on all images and export it.
 
     Every image is scored only by heads trained on the other folds.
@@ -42,6 +46,7 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, threshol
     Example:
       guanjia models train-fire                      # 5 folds x 5 repeats, figures only
       guanjia models train-fire --out models/trained # and write the head
+      guanjia models train-fire --select --nested    # pick blend/offset under the checks, measure the pick
     """
     import numpy as np
 
@@ -52,7 +57,11 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, threshol
         FeatureExtractor,
         cross_validate,
         fit_logistic,
+        load_checks,
         load_images,
+        nested_selection,
+        out_of_fold_logits,
+        select_blend,
     )
 
     cair = _default_cair()
@@ -71,6 +80,20 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, threshol
     except (ModelError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     y = np.array([truth[n] for n in names])
+    checks = None
+    if select_ or nested:
+        try:
+            checks = load_checks(cair.parents[2], extractor)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"does-not-break checks: {exc}") from None
+    if select_:
+        head_logits = np.concatenate([out_of_fold_logits(x, y, folds=folds, seed=seed + r, l2=l2) for r in range(repeats)])
+        full_head = fit_logistic(x, y, l2)
+        try:
+            blend, offset = select_blend(head_logits, np.tile(x[:, -1].astype(np.float64), repeats), np.tile(y, repeats),
+                                         full_head.logit(checks.features), checks, threshold)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     fold_results, oof = cross_validate(x, y, folds=folds, repeats=repeats, seed=seed, l2=l2, threshold=threshold,
                                        blend=blend, offset=offset)
     baseline_p = 1.0 / (1.0 + np.exp(x[:, -1].astype(np.float64)))
@@ -91,7 +114,12 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, threshol
         "baseline": {str(t): pooled([(baseline_p, t)]) for t in SWEEP},
         "cv_fold_f1_mean": float(np.mean([f.head.f1 for f in fold_results])),
         "cv_fold_f1_std": float(np.std([f.head.f1 for f in fold_results])),
+        "selected": bool(select_),
     }
+    if nested:
+        nested_p, picks = nested_selection(x, y, checks, folds=folds, repeats=repeats, seed=seed, l2=l2,
+                                           threshold=threshold)
+        result["nested"] = pooled([(p, threshold) for p in nested_p]) | {"picks": picks}
     if out is not None:
         head = fit_logistic(x, y, l2)
         meta = {"trained_on": f"{labels.parent.name}/{labels.name} ({len(y)} images, {int(y.sum())} fire)", "l2": l2, "threshold": threshold,
@@ -118,6 +146,10 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, threshol
         h, b = result["cv"][str(t)], result["baseline"][str(t)]
         click.echo(f"{t:9.2f} | {h['precision']:22.3f} {h['recall']:5.3f} {h['f1']:5.3f} {h['fpr']:5.3f} "
                    f"| {b['precision']:9.3f} {b['recall']:5.3f} {b['f1']:5.3f} {b['fpr']:5.3f}")
+    if "nested" in result:
+        n = result["nested"]
+        click.echo(f"nested (pick made without the scored fold): P {n['precision']:.3f} R {n['recall']:.3f} "
+                   f"F1 {n['f1']:.3f} FPR {n['fpr']:.3f}; picks (blend, offset): {n['picks']}")
     if "head" in result:
         h = result["head"]
         click.echo(f"head written: {h['file']} ({h['size']} bytes, sha256 {h['sha256']}); "

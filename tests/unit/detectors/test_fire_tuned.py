@@ -140,3 +140,32 @@ def test_house6_clip_detected(tuned_scorer):
         frames = [f.to_ndarray(format="bgr24") for i, f in enumerate(container.decode(video=0)) if i % 30 == 0]
     p = tuned_scorer.probabilities(frames)
     assert len(frames) == 30 and (p >= 0.5).all(), p.round(3)
+
+
+def test_select_blend_keeps_the_checks():
+    """The pick is the best labelled F1 only among settings whose check images land on the right side."""
+    from detectors.training.fire_head import CheckSet, select_blend
+
+    rng = np.random.default_rng(4)
+    y = np.r_[np.ones(40, bool), np.zeros(160, bool)]
+    head = np.where(y, 3.0, -3.0) + rng.normal(0, 1, 200)  # the head separates the labelled images
+    nofire = np.where(y, -1.0, 1.0) * 2 + rng.normal(0, 3, 200)  # OnFire's logit separates them poorly
+    free, _ = select_blend(head, nofire, y, np.zeros(0), CheckSet(np.zeros((0, FEATURE_SIZE)), np.zeros(0, bool), ()), 0.5)
+    # a check fire image scored −20 by the head and +1 by OnFire (nofire_logit −1): only blends ≤ 0.19 keep it
+    check = CheckSet(np.full((1, FEATURE_SIZE), -1.0), np.ones(1, bool), ("check",))
+    blend, offset = select_blend(head, nofire, y, np.array([-20.0]), check, 0.5)
+    assert blend * -20.0 + (1 - blend) * 1.0 + offset >= 0
+    assert blend <= 0.19 < free
+
+
+def test_nested_selection_scores_every_image_out_of_fold():
+    from detectors.training.fire_head import CheckSet, nested_selection
+
+    rng = np.random.default_rng(5)
+    y = np.r_[np.ones(30, bool), np.zeros(90, bool)]
+    x = rng.normal(0, 1, (120, FEATURE_SIZE))
+    x[:, :5] += y[:, None] * 2.0
+    checks = CheckSet(np.zeros((0, FEATURE_SIZE)), np.zeros(0, bool), ())
+    p, picks = nested_selection(x, y, checks, folds=3, repeats=1, seed=0, l2=3.0, threshold=0.5)
+    assert p.shape == (1, 120) and len(picks) == 3
+    assert ((p[0] >= 0.5) == y).mean() > 0.85
