@@ -169,3 +169,20 @@ def test_nested_selection_scores_every_image_out_of_fold():
     p, picks = nested_selection(x, y, checks, folds=3, repeats=1, seed=0, l2=3.0, threshold=0.5)
     assert p.shape == (1, 120) and len(picks) == 3
     assert ((p[0] >= 0.5) == y).mean() > 0.85
+
+
+def test_train_fire_command_writes_the_blended_head(tmp_path):
+    """`guanjia models train-fire` with one repeat: figures as JSON and a head carrying blend and offset."""
+    import onnx
+    from click.testing import CliRunner
+
+    from pipeline.cli.train_fire_cmd import train_fire
+
+    shared_path("data", "fire", "cair_dev")
+    result = CliRunner().invoke(train_fire, ["--repeats", "1", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert (figures["blend"], figures["offset"]) == (0.8, 1.5)
+    assert figures["cv"]["0.5"]["fpr"] < figures["baseline"]["0.5"]["fpr"] / 2
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "fire_head.onnx")).metadata_props}
+    assert (meta["blend"], meta["offset"]) == ("0.8", "1.5")
