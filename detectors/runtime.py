@@ -159,6 +159,88 @@ def fold_preprocessing(model_bytes: bytes, spec: InputSpec) -> bytes | None:
     return model.SerializeToString()
 
 
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """What onnxruntime raises for a graph it cannot load or run."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import (
+        Fail,
+        InvalidArgument,
+        InvalidGraph,
+        InvalidProtobuf,
+    )
+
+    return Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, RuntimeError
+
+
+def fold_shape_arithmetic(model_bytes: bytes, spec: InputSpec) -> bytes:
+    """The model with run-time shape arithmetic replaced by constants, for a fixed C×H×W input.
+
+    An export with a dynamic batch computes every Reshape target (e.g. ShuffleNet's channel shuffle:
+    Shape → Gather → Div → Unsqueeze → Concat) on each run: hundreds of tiny operators. Each Reshape
+    target or Slice bound that is computed is evaluated at batch 1 and 2: the same value both times
+    becomes a constant, a value that differs only by the batch in position 0 becomes a Reshape
+    target with 0 there ("copy the batch dimension"). The dead arithmetic is dropped. The result
+    must give the original's outputs at batch 3 (else the model is returned unchanged).
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    constant = {init.name for init in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    computed = sorted({name for node in graph.node for name in
+                       (node.input[1:2] if node.op_type == "Reshape" else node.input[1:5] if node.op_type == "Slice" else [])
+                       if name and name not in constant})
+    if not computed:
+        return model_bytes
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None) for name in computed)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    shape = tuple(int(d) for d in spec.shape[1:])
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        at1, at2 = (dict(zip(computed, session.run(computed, {spec.name: np.zeros((b, *shape), np.float32)})))
+                    for b in (1, 2))
+    except _ort_errors():  # serving the graph as it is reports them
+        return model_bytes
+    targets = {name for node in graph.node if node.op_type == "Reshape" for name in node.input[1:2]}
+    replaced: dict[str, np.ndarray] = {}
+    for name in computed:
+        one, two = np.asarray(at1[name]), np.asarray(at2[name])
+        if one.shape != two.shape:
+            continue
+        if np.array_equal(one, two):
+            replaced[name] = one
+        elif name in targets and one.ndim == 1 and (one[0], two[0]) == (1, 2) and np.array_equal(one[1:], two[1:]):
+            replaced[name] = np.concatenate([[0], one[1:]]).astype(one.dtype)
+    for name, value in replaced.items():
+        graph.initializer.append(numpy_helper.from_array(value, name))
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        outputs = [o for o in node.output if o]
+        if any(o in needed for o in outputs) and not all(o in replaced for o in outputs):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    used = needed | {value.name for value in graph.input}
+    inits = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    del graph.value_info[:]
+    folded = model.SerializeToString()
+    x = np.random.default_rng(0).uniform(-2, 2, (3, *shape)).astype(np.float32)
+    before = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"]).run(None, {spec.name: x})
+    after = ort.InferenceSession(folded, options, providers=["CPUExecutionProvider"]).run(None, {spec.name: x})
+    if all(a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(before, after)):
+        return folded
+    log.warning("model %s: shape arithmetic left in place (constant-folded graph gave other outputs)", spec.name)
+    return model_bytes
+
+
 def ort_session(model_bytes: bytes, providers: Sequence[str] = ("CPUExecutionProvider",),
                 intra_op_threads: int = 0):
     """An onnxruntime session for an in-memory model: quiet logs, one inter-op thread."""
@@ -171,8 +253,9 @@ def ort_session(model_bytes: bytes, providers: Sequence[str] = ("CPUExecutionPro
     return ort.InferenceSession(model_bytes, options, providers=list(providers))
 
 
-def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool) -> tuple[bytes, bool]:
-    """The graph as served (dynamic batch; uint8 input when asked and possible) and whether it takes uint8.
+def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_size: bool) -> tuple[bytes, bool]:
+    """The graph as served (dynamic batch; for a fixed input size constant shapes and, when asked, uint8
+    input) and whether it takes uint8.
 
     Bytes the ``onnx`` package cannot parse are passed on untouched, so onnxruntime reports them.
     """
@@ -181,7 +264,9 @@ def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool) -> tup
     try:
         if spec.input.static_batch:
             model_bytes = make_batch_dynamic(model_bytes)
-        folded = fold_preprocessing(model_bytes, spec.input) if uint8_input else None
+        if fixed_size:
+            model_bytes = fold_shape_arithmetic(model_bytes, spec.input)
+        folded = fold_preprocessing(model_bytes, spec.input) if uint8_input and fixed_size else None
     except DecodeError:
         return model_bytes, False
     return (model_bytes, False) if folded is None else (folded, True)
@@ -191,13 +276,6 @@ class OnnxModel:
     """A verified model file behind one onnxruntime session."""
 
     def __init__(self, spec: ModelSpec, model_bytes: bytes, settings: RuntimeSettings, *, uint8_input: bool = False):
-        from onnxruntime.capi.onnxruntime_pybind11_state import (
-            Fail,
-            InvalidArgument,
-            InvalidGraph,
-            InvalidProtobuf,
-        )
-
         self.spec = spec
         self.model_id = spec.model_id
         self.providers = resolve_providers(settings.providers)
@@ -206,12 +284,12 @@ class OnnxModel:
         mode = settings.batching if settings.batching != "auto" else ("parallel" if on_cpu and fixed_size else "dynamic")
         self.batch_mode: BatchMode = mode
         self.max_batch = settings.max_batch
-        model_bytes, self.uint8_input = _served_graph(model_bytes, spec, uint8_input and fixed_size)
+        model_bytes, self.uint8_input = _served_graph(model_bytes, spec, uint8_input, fixed_size)
         self.parallel_runs = settings.parallel_runs or cpu_count()
         intra = settings.intra_op_threads or (1 if mode == "parallel" and self.parallel_runs > 1 else 0)
         try:
             self.session = ort_session(model_bytes, self.providers, intra)
-        except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, RuntimeError) as exc:
+        except _ort_errors() as exc:
             raise ModelError(f"model {spec.name}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         actual = self.session.get_providers()
         if actual[0] != self.providers[0]:

@@ -144,3 +144,21 @@ def test_uint8_served_models_match_the_float_path(registry, vtest, batching):
         settings = CrowdSettings(model=name, score_threshold=0.3)
         a, b = (BoxCrowdEstimator.from_registry(registry, settings, rt).estimate(images) for rt in (on, off))
         assert all(np.array_equal(x.boxes, y.boxes) for x, y in zip(a, b)), name
+
+
+@pytest.mark.parametrize("name", ["yolox_nano_coco_416", "person_detector_light_192", "shufflenetv2_onfire_224"])
+def test_served_graph_equals_the_published_file(registry, vtest, name):
+    """Constant shapes, dynamic batch and uint8 input change the speed, not the outputs."""
+    import onnx
+
+    from detectors.preprocess import to_tensor
+    from detectors.runtime import fold_shape_arithmetic, ort_session
+
+    spec, raw = registry.spec(name), registry.locate(name).read_bytes()
+    served = OnnxModel(spec, raw, RuntimeSettings(batching="parallel", parallel_runs=2), uint8_input=True)
+    reference = ort_session(raw)
+    floats, _ = to_tensor(vtest[:4], spec.input)
+    ref = np.concatenate([reference.run(None, {spec.input.name: floats[i:i + 1]})[0] for i in range(4)])
+    np.testing.assert_allclose(served.run(served.prepare(vtest[:4])[0]), ref, rtol=0, atol=1e-4)
+    folded = onnx.load_from_string(fold_shape_arithmetic(raw, spec.input))
+    assert "Shape" not in {node.op_type for node in folded.graph.node}

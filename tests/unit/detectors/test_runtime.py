@@ -159,3 +159,43 @@ def test_uint8_images_equal_the_unnormalised_float_tensor(resize):
     uint8, ratios = to_image_tensor(images, spec)
     np.testing.assert_array_equal(uint8.astype(np.float32), floats)
     np.testing.assert_array_equal(ratios, float_ratios)
+
+
+def _shuffle_graph() -> bytes:
+    """x (N,4,2,2) → channel shuffle whose Reshape targets are computed from Shape on every run, like the OnFire export."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name, value):
+        return numpy_helper.from_array(np.array(value, np.int64), name)
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"]),
+        helper.make_node("Concat", ["n1", "rest5"], ["target5"], axis=0),
+        helper.make_node("Reshape", ["x", "target5"], ["grouped"]),
+        helper.make_node("Transpose", ["grouped"], ["shuffled"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Concat", ["n1", "rest4"], ["target4"], axis=0),
+        helper.make_node("Reshape", ["shuffled", "target4"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 2, 2])],
+        initializer=[const("zero", 0), const("axes0", [0]), const("rest5", [2, 2, 2, 2]), const("rest4", [4, 2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    return model.SerializeToString()
+
+
+def test_shape_arithmetic_becomes_constants_and_outputs_stay_equal():
+    import onnx
+
+    from detectors.runtime import fold_shape_arithmetic, ort_session
+
+    raw = _shuffle_graph()
+    folded = fold_shape_arithmetic(raw, InputSpec(name="x", shape=["batch", 4, 2, 2], colour="BGR", resize="stretch"))
+    ops = [node.op_type for node in onnx.load_from_string(folded).graph.node]
+    assert ops == ["Reshape", "Transpose", "Reshape"]  # Shape, Gather, Unsqueeze, Concat gone
+    for n in (1, 3, 5):
+        x = np.random.default_rng(n).normal(size=(n, 4, 2, 2)).astype(np.float32)
+        np.testing.assert_array_equal(ort_session(folded).run(None, {"x": x})[0], ort_session(raw).run(None, {"x": x})[0])
