@@ -241,6 +241,51 @@ def fold_shape_arithmetic(model_bytes: bytes, spec: InputSpec) -> bytes:
     return model_bytes
 
 
+def shuffle_as_gather(model_bytes: bytes) -> bytes:
+    """The model with each constant-shape channel shuffle (Reshape to N×g×c/g×H×W, Transpose 0 2 1 3 4,
+    Reshape back to N×c×H×W) done as one Gather of channels: the same permutation, exact, and cheaper
+    than a 5-D transpose between two reshapes (≈ 3–5 % of OnFire's run)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    values.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    swaps: dict[int, onnx.NodeProto] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        first, after = producer.get(node.input[0]) if node.op_type == "Transpose" else None, readers.get(node.output[0], [])
+        perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+        if (first is None or first.op_type != "Reshape" or perm != [[0, 2, 1, 3, 4]] or len(after) != 1
+                or after[0].op_type != "Reshape" or len(readers.get(first.output[0], [])) != 1
+                or first.input[1] not in values or after[0].input[1] not in values):
+            continue
+        grouped, back = values[first.input[1]], values[after[0].input[1]]
+        if grouped.shape != (5,) or back.shape != (4,) or grouped[0] != 0 or back[0] != 0 or back[1] != grouped[1] * grouped[2]:
+            continue
+        groups, per_group = int(grouped[1]), int(grouped[2])
+        order = np.array([(j % groups) * per_group + j // groups for j in range(groups * per_group)], np.int64)
+        name = f"{node.name or node.output[0]}/channel_order"
+        graph.initializer.append(numpy_helper.from_array(order, name))
+        swaps[id(first)] = helper.make_node("Gather", [first.input[0], name], [after[0].output[0]], axis=1,
+                                            name=f"{node.name or node.output[0]}/shuffle")
+        dropped.update({id(node), id(after[0])})
+    if not swaps:
+        return model_bytes
+    nodes = [swaps.get(id(node), node) for node in graph.node if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def ort_session(model_bytes: bytes, providers: Sequence[str] = ("CPUExecutionProvider",),
                 intra_op_threads: int = 0):
     """An onnxruntime session for an in-memory model: quiet logs, one inter-op thread."""
@@ -265,7 +310,7 @@ def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_
         if spec.input.static_batch:
             model_bytes = make_batch_dynamic(model_bytes)
         if fixed_size:
-            model_bytes = fold_shape_arithmetic(model_bytes, spec.input)
+            model_bytes = shuffle_as_gather(fold_shape_arithmetic(model_bytes, spec.input))
         folded = fold_preprocessing(model_bytes, spec.input) if uint8_input and fixed_size else None
     except DecodeError:
         return model_bytes, False
