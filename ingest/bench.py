@@ -131,6 +131,26 @@ def bare_pyav(url: str, stop: threading.Event, deadline: float | None, out: dict
     out["video_s"] = out.get("video_s", 0.0) + ((last - first) if first is not None else 0.0)
 
 
+def bare_demux(url: str, stop: threading.Event, deadline: float | None, out: dict) -> None:
+    """Demux only, one thread per stream: what reading a live stream costs before any decoding."""
+    import av
+
+    for attempt in range(40):
+        try:
+            container = av.open(url, options={"rtsp_transport": "tcp"})
+            break
+        except av.FFmpegError:
+            if attempt == 39:
+                raise
+            time.sleep(0.5)
+    for _packet in container.demux(container.streams.video[0]):
+        out["pkts"] = out.get("pkts", 0) + 1
+        out.setdefault("first", time.monotonic())
+        if stop.is_set() or time.monotonic() > deadline:
+            break
+    container.close()
+
+
 def guanjia_pool(urls: list[str], seconds: float | None, live: bool, threads: int | None, malloc: bool,
                  interval: float = INTERVAL_S, trim: bool = True) -> dict:
     from ingest.health import CameraState
@@ -147,14 +167,16 @@ def guanjia_pool(urls: list[str], seconds: float | None, live: bool, threads: in
             limit = time.monotonic() + 30
             while len(seen) < len(urls) and time.monotonic() < limit:
                 seen.update(f.camera_id for f in pool.take(timeout=0.5))
-            out.update(rss_first_mb=_rss_mb(), streams_seen=len(seen))
+            out["streams_seen"] = len(seen)
             cpu0, t0, sw0 = _cpu(), time.monotonic(), _switches()
-            in0 = sum(h.frames_in for h in pool.health())
+            in0, rc0 = sum(h.frames_in for h in pool.health()), sum(h.reconnects for h in pool.health())
             while time.monotonic() - t0 < seconds:
                 out["frames"] += len(pool.take(timeout=0.5))
             elapsed = time.monotonic() - t0
             cpu1, in1 = _cpu(), sum(h.frames_in for h in pool.health())
             heap = _malloc_in_use_mb()
+            # a reconnect inside the window charges a whole open (the probe decodes up to 7 frames)
+            out["reconnects"] = sum(h.reconnects for h in pool.health()) - rc0
             out.update(cpu_s=cpu1 - cpu0, video_s=(in1 - in0) / 25.0, rss_mb=_rss_mb(), rss0_mb=rss_before,
                        heap_mb=heap - heap_before if heap is not None else None,
                        switches_per_s=round((_switches() - sw0) / elapsed))
@@ -207,6 +229,8 @@ def worker_main(argv: list[str]) -> None:
         result = run_threads(naive_opencv, urls, seconds)
     elif variant == "bare":
         result = run_threads(bare_pyav, urls, seconds)
+    elif variant == "bare_demux":
+        result = run_threads(bare_demux, urls, seconds)
     elif variant == "bare_skip_loop_filter":
         result = run_threads(bare_pyav, urls, seconds, options={"skip_loop_filter": "all"})
     elif variant == "guanjia":
@@ -234,24 +258,20 @@ def run_variant(variant: str, urls: list[str], seconds: float | None, **extra) -
 def idle_figures(urls: list[str], repeats: int) -> dict:
     """Marginal memory of an open idle stream (one analysed frame per hour, i.e. the
     ``release_decoder`` path): N and 5N streams in separate processes, so threads, malloc arenas
-    and libraries cancel out; the median over ``repeats`` pairs. ``…_at_first_frame`` is the same
-    difference right after every stream's first frame (the start-up peak, before a trim pass);
-    ``heap_mb_per_idle_stream`` is what malloc has handed out and not got back (no free pages,
-    no fragmentation)."""
-    n, per = len(urls), {"rss": [], "first": [], "heap": [], "fixed": []}
+    and libraries cancel out; the median over ``repeats`` pairs. ``heap_mb_per_idle_stream`` is
+    what malloc has handed out and not got back (no free pages, no fragmentation)."""
+    n, per = len(urls), {"rss": [], "heap": [], "fixed": []}
     for _ in range(repeats):
         few = run_variant("idle", urls, IDLE_SETTLE_S)
         many = run_variant("idle", urls * 5, IDLE_SETTLE_S)
         if few["streams_seen"] < n or many["streams_seen"] < 5 * n:
             raise click.ClickException(f"idle run: only {few['streams_seen']}/{n} and {many['streams_seen']}/{5 * n} streams opened")
         per["rss"].append(((many["rss_mb"] - many["rss0_mb"]) - (few["rss_mb"] - few["rss0_mb"])) / (4 * n))
-        per["first"].append(((many["rss_first_mb"] - many["rss0_mb"]) - (few["rss_first_mb"] - few["rss0_mb"])) / (4 * n))
         if few["heap_mb"] is not None:
             per["heap"].append((many["heap_mb"] - few["heap_mb"]) / (4 * n))
         per["fixed"].append((few["rss_mb"] - few["rss0_mb"]) - n * per["rss"][-1])
     out = {"rss_mb_per_idle_stream": round(statistics.median(per["rss"]), 2),
            "rss_mb_per_idle_stream_runs": [round(v, 2) for v in per["rss"]],
-           "rss_mb_per_idle_stream_at_first_frame": round(statistics.median(per["first"]), 2),
            "rss_mb_fixed_pool_overhead": round(statistics.median(per["fixed"]), 1),
            "idle_streams_compared": [n, 5 * n]}
     if per["heap"]:
@@ -264,6 +284,8 @@ def _figures(prefix: str, results: dict[str, dict], out: dict) -> None:
         out[f"{prefix}_{name}_cpu_s_per_stream_hour"] = r["cpu_s_per_stream_hour"]
         out[f"{prefix}_{name}_streams_per_core"] = r["streams_per_core"]
         out[f"{prefix}_{name}_frames"] = r["frames"]
+        if "reconnects" in r:
+            out[f"{prefix}_{name}_reconnects"] = r["reconnects"]
     a, b, c = (results[k]["cpu_s_per_stream_hour"] for k in ("naive", "guanjia", "bare"))
     out[f"{prefix}_speedup_vs_naive"] = round(a / b, 1)
     out[f"{prefix}_fraction_of_bare"] = round(c / b, 2)
@@ -274,7 +296,7 @@ def _figures(prefix: str, results: dict[str, dict], out: dict) -> None:
 @click.option("--seconds", default=8.0, show_default=True, help="Seconds of live RTSP per variant.")
 @click.option("--rtsp/--no-rtsp", default=True, show_default=True, help="Also measure over the local RTSP server.")
 @click.option("--extras", is_flag=True,
-              help="Also measure skip_loop_filter, thread-per-camera, no malloc tuning and no malloc trim.")
+              help="Also measure skip_loop_filter, thread-per-camera, no malloc tuning, no malloc trim and demux-only CPU.")
 @click.option("--threads-study", "study", default=0, show_default=True,
               help="Also compare thread-per-camera with the multiplexing pool on this many 360p RTSP streams.")
 @click.option("--idle-repeats", default=3, show_default=True,
@@ -321,7 +343,13 @@ def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, study: 
                 rtsp_results[name] = run_variant(name, rig.urls, seconds)
             say(f"rtsp  idle streams (RSS), {idle_repeats} × ({streams} vs {5 * streams} streams)…")
             out.update(idle_figures(rig.urls, idle_repeats))
-            if extras:
+            if extras:  # demux only: bare threads vs the pool with nothing due (µs of CPU per packet)
+                for name, variant in (("bare", "bare_demux"), ("guanjia", "idle")):
+                    say(f"rtsp  demux only, {name}…")
+                    r = run_variant(variant, rig.urls, seconds)
+                    out[f"rtsp_demux_{name}_us_per_packet"] = round(r["cpu_s"] / max(r["video_s"] * 25, 1) * 1e6)
+                    if "reconnects" in r:
+                        out["rtsp_demux_guanjia_reconnects"] = r["reconnects"]
                 for name, kw in (("guanjia_thread_per_camera", {"threads": streams}),
                                  ("guanjia_no_malloc_tuning", {"malloc": False}),
                                  ("guanjia_no_malloc_trim", {"trim": False}),
@@ -362,7 +390,7 @@ def bench_ingest(streams: int, seconds: float, rtsp: bool, extras: bool, study: 
                               str(out[key + "_frames"]))
     Console().print(table)
     for key, value in out.items():
-        if "speedup" in key or "fraction" in key or "rss" in key or "heap" in key or "idle" in key or "skipped" in key or "malloc" in key \
+        if "speedup" in key or "fraction" in key or "rss" in key or "heap" in key or "idle" in key or "skipped" in key or "malloc" in key or "reconnects" in key or "demux" in key \
                 or "skip_loop" in key or "per_camera" in key or key.startswith("study"):
             click.echo(f"{key}: {value}")
 
