@@ -29,11 +29,12 @@ import psutil
 import yaml
 
 from detectors.records import Box, Detection, FireResult, ZoneCount
+from pipeline.faust_app import DEFAULT_BATCH
 from pipeline.security import kafka_client_options
 from pipeline.settings import Settings, get_settings
 
 PATTERN = [8] + [1] * 9  # per camera: opened at 8, closed at the next 1 → 2 events per 10 detections
-WORKER_BATCH = 1000  # the worker's default --batch: its first events leave after one such batch
+THRESHOLD = 5  # the crowding threshold write_config sets: a count at or above it opens an event
 
 
 def backlog_count(step: int, steps: int) -> int:
@@ -43,7 +44,7 @@ def backlog_count(step: int, steps: int) -> int:
     last detections; with PATTERN alone it came from step 11 of 20 and the rate was overstated ~1.7x.
     """
     if step == steps - 1:
-        return 1 if step and PATTERN[(step - 1) % len(PATTERN)] >= 5 else 8  # close if open, else open
+        return 1 if step and PATTERN[(step - 1) % len(PATTERN)] >= THRESHOLD else 8  # close if open, else open
     return PATTERN[step % len(PATTERN)]
 
 
@@ -62,7 +63,7 @@ def backlog(cameras: int, steps: int, t0: float) -> list[Detection]:
 
 def write_config(path: Path, cameras: int) -> Path:
     cams = [{"id": f"b{i:05d}", "url": "rtsp://127.0.0.1:1/b", "grid": f"BG{i % 2927:04d}"} for i in range(cameras)]
-    doc = {"defaults": {"rules": {"crowding": {"threshold": 5, "clear_threshold": 2, "dwell_s": 0, "clear_s": 0}}},
+    doc = {"defaults": {"rules": {"crowding": {"threshold": THRESHOLD, "clear_threshold": 2, "dwell_s": 0, "clear_s": 0}}},
            "groups": [{"id": "bench", "town": "BT", "village": "BV", "cameras": cams}]}
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path
@@ -231,7 +232,7 @@ def bench_events(total: int, cameras: int, partitions: int, rate: float, latency
         if len(got) < expected:
             raise click.ClickException(f"faust worker produced {len(got)}/{expected} events; log: {tmp / 'worker.log'}")
         stamps = sorted(ts for ts, _ in got)
-        timed = max(total - WORKER_BATCH, 1)  # the first event leaves once the first batch is done
+        timed = max(total - DEFAULT_BATCH, 1)  # the worker runs with its default --batch: the first event leaves after one such batch
         faust_rate = timed / max(stamps[-1] - stamps[0], 1e-6)
         faust_cpu_rate = timed / max(cpu_marks[-1] - cpu_marks[0], 1e-6)
         say(f"faust: {faust_rate:,.0f} detections/s")

@@ -42,6 +42,8 @@ from pipeline.topics import topic_names
 
 log = logging.getLogger(__name__)
 
+DEFAULT_BATCH = 1000  # messages each agent takes per batch (``guanjia worker events --batch``)
+
 
 class KeyPartitioner:
     """Kafka's default partitioner (murmur2 of the key, as the Java client and aiokafka), remembering recent keys.
@@ -188,7 +190,7 @@ class EventsApp(faust.App):
         return FastTransport(self.conf.broker_consumer, self)
 
 
-def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = None, batch: int = 1000,
+def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = None, batch: int = DEFAULT_BATCH,
                within_s: float = 0.05, tick_s: float = 1.0, clock: Callable[[], float] = time.time,
                datadir: str | None = None) -> faust.App:
     """Build the app; ``app_id`` (consumer group and changelog names) defaults to ``<prefix>-events``."""

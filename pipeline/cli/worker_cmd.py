@@ -27,12 +27,13 @@ def worker() -> None:
 @click.option("--catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Event catalog and routing (default configs/catalog.yaml).")
 @click.option("--app-id", default=None, help="Consumer group / changelog name (default <topic prefix>-events).")
-@click.option("--batch", default=1000, show_default=True, help="Messages taken per agent batch.")
+@click.option("--batch", type=int, default=None,
+              help="Messages taken per agent batch [default: pipeline.faust_app.DEFAULT_BATCH].")
 @click.option("--tick", "tick_s", default=1.0, show_default=True, help="Seconds between deadline checks.")
 @click.option("--loop", "loop_name", type=click.Choice(["uvloop", "aio"]), default="uvloop", show_default=True,
               help="Event loop: uvloop costs less per message than asyncio's own.")
 @click.option("--loglevel", default="warning", show_default=True)
-def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str | None, batch: int,
+def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str | None, batch: int | None,
                   tick_s: float, loop_name: str, loglevel: str) -> None:
     """Faust worker: detections, sensor readings and health in → governance events out.
 
@@ -45,7 +46,7 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
 
     from pipeline.catalog import DEFAULT_CATALOG, load_catalog
     from pipeline.config import ConfigError, load_config
-    from pipeline.faust_app import create_app
+    from pipeline.faust_app import DEFAULT_BATCH, create_app
     from pipeline.rules.engine import RuleEngine
     from pipeline.settings import get_settings
     from pipeline.topics import ensure_topics
@@ -67,7 +68,8 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
         asyncio.run(ensure_topics(settings))
     except KafkaConnectionError as exc:
         raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
-    app = create_app(settings, RuleEngine(cameras, index), app_id=app_id, batch=batch, tick_s=tick_s)
+    app = create_app(settings, RuleEngine(cameras, index), app_id=app_id,
+                     batch=DEFAULT_BATCH if batch is None else batch, tick_s=tick_s)
     click.echo(f"events worker: {len(cameras)} cameras, catalog {index.file.catalog.version}, "
                f"broker {settings.kafka_bootstrap}, topics {settings.topic_prefix}.*.v1", err=True)
     runner = faust.Worker(app, loglevel=loglevel.upper(), quiet=True)
