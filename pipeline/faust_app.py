@@ -235,10 +235,9 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
 
     cameras, grids, health, desk = table("cameras"), table("grids"), table("health"), table("desk")
 
-    async def run_batch(events, accept: tuple[type, ...] | Callable[[bytes | None], Any], tbl, key_of: Callable[[Any], str],
+    async def run_batch(events, decoder: Callable[[bytes | None], Any], tbl, key_of: Callable[[Any], str],
                         apply: Callable[[dict, Any], tuple[dict | None, list[tuple[faust.TopicT, str, bytes]]]]) -> None:
         """Decode, apply, send outputs and wait for them, then write each touched state once."""
-        decoder = accept if callable(accept) else lambda value: decode(value, accept)
         touched: dict[str, tuple[int, dict | None]] = {}
         outputs: list[tuple[faust.TopicT, str, bytes]] = []
         for event in events:
@@ -324,23 +323,26 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
     @app.agent(sensors_t)
     async def sensors_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, (SensorReading,), None, lambda r: r.sensor_id,
+            await run_batch(events, functools.partial(decode, accept=(SensorReading,)), None, lambda r: r.sensor_id,
                             lambda state, r: (None, [(grid_t, r.grid_id, r.to_json())]))
 
     @app.agent(grid_t)
     async def grid_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, (FireSignal, SensorReading), grids, lambda r: r.grid_id, on_grid)
+            await run_batch(events, functools.partial(decode, accept=(FireSignal, SensorReading)), grids,
+                            lambda r: r.grid_id, on_grid)
 
     @app.agent(health_t)
     async def health_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, (CameraHealth,), health, lambda h: h.camera_id, on_health)
+            await run_batch(events, functools.partial(decode, accept=(CameraHealth,)), health,
+                            lambda h: h.camera_id, on_health)
 
     @app.agent(desk_in)
     async def desk_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, (GovernanceEvent, Ack, DeskTick), desk, lambda r: r.event_id, on_desk)
+            await run_batch(events, functools.partial(decode, accept=(GovernanceEvent, Ack, DeskTick)), desk,
+                            lambda r: r.event_id, on_desk)
 
     # event id → deadline of open, unacknowledged events in this worker's desk partitions; rebuilt
     # from the table after recovery and on a slow full sweep (which also forgets old closed events).
