@@ -30,6 +30,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.exceptions import NotReady
 from faust.sensors import Monitor
+from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from detectors.records import Detection
@@ -60,6 +61,21 @@ class KeyPartitioner:
         if key is None:
             return random.choice(available or all_partitions)
         return all_partitions[self._index(bytes(key)) % len(all_partitions)]
+
+
+def check_conductor(cls: type = Conductor) -> None:
+    """ImportError unless ``cls`` declares the private handler map and lock FastConsumer reads.
+
+    They are set in ``Conductor.__init__``, so only the class annotations name them; a Faust
+    upgrade that renames them must fail at import, not misroute messages.
+    """
+    missing = [name for name in ("_tp_to_callback", "_tp_to_callback_lock") if name not in getattr(cls, "__annotations__", {})]
+    if missing:
+        raise ImportError(f"pipeline.faust_app reads {cls.__module__}.{cls.__qualname__}'s private {', '.join(missing)}, "
+                          "which this Faust version lacks (written for faust-streaming 0.15): update FastConsumer._drain_messages")
+
+
+check_conductor()
 
 
 class FastConsumer(faust_aiokafka.Consumer):
