@@ -25,50 +25,36 @@ def to_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray
 
     Stretch resizes return per-axis ratios as an (N, 2) array (x, y); letterbox returns (N,) ratios.
     """
-    n, h, w = len(images), spec.height, spec.width
-    if spec.resize == "letterbox_top_left":
-        canvas = np.full((n, h, w, 3), spec.pad_value, dtype=np.uint8)
-        ratios = np.empty(n, dtype=np.float32)
-        for i, img in enumerate(images):
-            r = letterbox_scale(img.shape[0], img.shape[1], spec)
-            nw, nh = int(img.shape[1] * r), int(img.shape[0] * r)
-            canvas[i, :nh, :nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            ratios[i] = r
-    else:
-        canvas = np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR) for img in images])
-        ratios = np.array([(w / img.shape[1], h / img.shape[0]) for img in images], dtype=np.float32).reshape(n, 2)
-    return normalise(canvas, spec), ratios
+    planes, ratios = to_image_tensor(images, spec)
+    return normalise(planes, spec), ratios
 
 
 def to_image_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Batch of BGR images → ((N, 3, H, W) uint8 BGR tensor, ratios as :func:`to_tensor`), same resize and padding."""
+    """Batch of BGR images → ((N, 3, H, W) uint8 BGR tensor, ratios as :func:`to_tensor`), same resize and padding.
+
+    Each resized image is de-interleaved by ``cv2.split`` straight into its planes of the batch (cv2
+    writes into row-strided views too, so a letterboxed image lands inside its padded canvas).
+    """
     n, h, w = len(images), spec.height, spec.width
-    if spec.resize == "letterbox_top_left":
-        out = np.full((n, 3, h, w), int(spec.pad_value), dtype=np.uint8)
-        ratios = np.empty(n, dtype=np.float32)
-        for i, img in enumerate(images):
+    letterbox = spec.resize == "letterbox_top_left"
+    out = np.full((n, 3, h, w), int(spec.pad_value), dtype=np.uint8) if letterbox else np.empty((n, 3, h, w), np.uint8)
+    ratios = np.empty(n, dtype=np.float32) if letterbox else np.empty((n, 2), dtype=np.float32)
+    for i, img in enumerate(images):
+        if letterbox:
             r = letterbox_scale(img.shape[0], img.shape[1], spec)
             nw, nh = int(img.shape[1] * r), int(img.shape[0] * r)
-            _split_into(cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR), out[i, :, :nh, :nw])
             ratios[i] = r
-        return out, ratios
-    out = np.empty((n, 3, h, w), dtype=np.uint8)
-    for i, img in enumerate(images):
-        _split_into(cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR), out[i])
-    ratios = np.array([(w / img.shape[1], h / img.shape[0]) for img in images], dtype=np.float32).reshape(n, 2)
+        else:
+            nw, nh = w, h
+            ratios[i] = (w / img.shape[1], h / img.shape[0])
+        cv2.split(cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR), list(out[i, :, :nh, :nw]))
     return out, ratios
 
 
-def _split_into(image: np.ndarray, planes: np.ndarray) -> None:
-    """Write an (h, w, 3) image into (3, h, w) ``planes``: a SIMD de-interleave straight into the batch
-    (cv2 writes into row-strided views too, so a letterboxed image lands inside its padded canvas)."""
-    cv2.split(image, list(planes))
-
-
-def normalise(canvas: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(N, H, W, 3) uint8 BGR → (N, 3, H, W) float32 in the model's colour order and scale."""
-    x = canvas if spec.colour == "BGR" else canvas[..., ::-1]
-    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)  # one copy: layout and dtype
+def normalise(planes: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(N, 3, H, W) uint8 BGR → (N, 3, H, W) float32 in the model's colour order and scale."""
+    x = planes if spec.colour == "BGR" else planes[:, ::-1]
+    x = np.ascontiguousarray(x, dtype=np.float32)  # one copy: channel order and dtype
     std = np.asarray(spec.std, dtype=np.float32)
     gain = (np.float32(spec.scale) / std).reshape(1, 3, 1, 1)
     offset = (-np.asarray(spec.mean, dtype=np.float32) / std).reshape(1, 3, 1, 1)
