@@ -80,7 +80,7 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
     except (ModelError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     y = np.array([truth[n] for n in names])
-    checks = None
+    checks, full_head = None, None  # full_head: the head fitted on every image, fitted at most once
     if select_ or nested:
         try:
             checks = load_checks(cair.parents[2], extractor)
@@ -121,7 +121,7 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
                                            threshold=threshold)
         result["nested"] = pooled([(p, threshold) for p in nested_p]) | {"picks": picks}
     if out is not None:
-        head = fit_logistic(x, y, l2)
+        head = full_head if full_head is not None else fit_logistic(x, y, l2)
         meta = {"trained_on": f"{labels.parent.name}/{labels.name} ({len(y)} images, {int(y.sum())} fire)", "l2": l2, "threshold": threshold,
                 "features": "mean+max of OnFire conv5 and stage4 maps, OnFire nofire_logit",
                 "licence": "Apache-2.0 (project-trained head)"}
