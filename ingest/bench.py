@@ -49,9 +49,10 @@ class _MallInfo2(ctypes.Structure):
 
 def _malloc_in_use_mb() -> float | None:
     """Bytes malloc has handed out and not got back (glibc ``mallinfo2``), None elsewhere."""
-    try:
-        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
+    from ingest.pool import _libc
+
+    mallinfo2 = getattr(_libc(), "mallinfo2", None)  # glibc >= 2.33
+    if mallinfo2 is None:
         return None
     mallinfo2.restype = _MallInfo2
     info = mallinfo2()
