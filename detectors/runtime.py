@@ -171,8 +171,8 @@ def _ort_errors() -> tuple[type[Exception], ...]:
     return Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, RuntimeError
 
 
-def fold_shape_arithmetic(model_bytes: bytes, spec: InputSpec) -> bytes:
-    """The model with run-time shape arithmetic replaced by constants, for a fixed C×H×W input.
+def fold_shape_arithmetic(model_bytes: bytes, spec: InputSpec, model_name: str) -> bytes:
+    """The model (``model_name``, for the log) with run-time shape arithmetic replaced by constants, for a fixed C×H×W input.
 
     An export with a dynamic batch computes every Reshape target (e.g. ShuffleNet's channel shuffle:
     Shape → Gather → Div → Unsqueeze → Concat) on each run: hundreds of tiny operators. Each Reshape
@@ -237,7 +237,7 @@ def fold_shape_arithmetic(model_bytes: bytes, spec: InputSpec) -> bytes:
     after = ort.InferenceSession(folded, options, providers=["CPUExecutionProvider"]).run(None, {spec.name: x})
     if all(a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(before, after)):
         return folded
-    log.warning("model %s: shape arithmetic left in place (constant-folded graph gave other outputs)", spec.name)
+    log.warning("model %s: shape arithmetic left in place (constant-folded graph gave other outputs)", model_name)
     return model_bytes
 
 
@@ -310,7 +310,7 @@ def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_
         if spec.input.static_batch:
             model_bytes = make_batch_dynamic(model_bytes)
         if fixed_size:
-            model_bytes = shuffle_as_gather(fold_shape_arithmetic(model_bytes, spec.input))
+            model_bytes = shuffle_as_gather(fold_shape_arithmetic(model_bytes, spec.input, spec.name))
         folded = fold_preprocessing(model_bytes, spec.input) if uint8_input and fixed_size else None
     except DecodeError:
         return model_bytes, False

@@ -193,7 +193,7 @@ def test_shape_arithmetic_becomes_constants_and_outputs_stay_equal():
     from detectors.runtime import fold_shape_arithmetic, ort_session, shuffle_as_gather
 
     raw = _shuffle_graph()
-    folded = fold_shape_arithmetic(raw, InputSpec(name="x", shape=["batch", 4, 2, 2], colour="BGR", resize="stretch"))
+    folded = fold_shape_arithmetic(raw, InputSpec(name="x", shape=["batch", 4, 2, 2], colour="BGR", resize="stretch"), "shuffle")
     ops = [node.op_type for node in onnx.load_from_string(folded).graph.node]
     assert ops == ["Reshape", "Transpose", "Reshape"]  # Shape, Gather, Unsqueeze, Concat gone
     gathered = shuffle_as_gather(folded)
