@@ -25,9 +25,11 @@ class CameraSource:
     keyframe_fallback_ratio: float = 2.0
     """In keyframes mode, fall back to interval mode when keyframes are this many intervals apart."""
     release_decoder: bool | None = None
-    """Keyframes mode: use a fresh decoder and swscale context per analysed keyframe and free them
-    afterwards (saves the decoder's frame pool, ~2.6 MB per 1080p stream, and the scaler's ~0.3 MB,
-    for ~1 ms + ~2 ms more CPU per analysed frame). None: only when ``analysis_interval_s >= 5``."""
+    """Free decoder state between analysed frames. In keyframes mode: a fresh decoder per analysed
+    keyframe, freed afterwards (saves its frame pool, ~2.6 MB per 1080p stream, for ~1 ms more CPU
+    per analysed frame); in interval mode (set, or fallen back to) the decoder is kept. In every
+    mode: a fresh swscale context per analysed frame (saves ~0.3 MB for ~2 ms). None: only when
+    ``analysis_interval_s >= 5``."""
 
     @property
     def releases_decoder(self) -> bool:
