@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
+from av.video.reformatter import VideoReformatter
 
+from ingest import camera as camera_module
 from ingest import pool as pool_module
 from ingest.pool import IngestPool, trim_malloc, tune_malloc
 from ingest.settings import SourceSettings
@@ -37,41 +41,90 @@ def test_trim_malloc_hands_freed_heap_pages_back(clip):
     assert kept - trimmed > 40 * MB, (kept - trimmed) / MB
 
 
-def test_pool_trims_after_decoders_are_freed_not_on_a_timer(clip, monkeypatch):
-    calls: list[float] = []
-    monkeypatch.setattr(pool_module, "trim_malloc", lambda: calls.append(time.monotonic()) or True)
-    monkeypatch.setattr(pool_module, "TRIM_DELAY_S", 0.1)
-    path = str(clip(seconds=2, gop=25))
-    paced = SourceSettings(loop=True, realtime=True)
-    # an active camera keeps its decoder: one trim after the open (its probe decoder), then none
-    with IngestPool([CameraSource("a", path, source=paced, analysis_interval_s=0.5)], threads=1,
-                    trim_interval_s=0.2) as pool:
-        assert pool.take(timeout=5)
-        time.sleep(1.5)
-        assert len(calls) == 1
-    # one that frees its decoder after every keyframe (1 s apart) is trimmed after each
-    calls.clear()
-    with IngestPool([CameraSource("r", path, source=paced, analysis_interval_s=0.5, release_decoder=True)],
-                    threads=1, trim_interval_s=0.2) as pool:
-        assert pool.take(timeout=5)
-        time.sleep(2.2)
-        running = list(calls)
-    assert len(running) >= 3 and len(calls) == len(running) + 1  # and once more on stop
-    assert all(b - a >= 0.19 for a, b in zip(running, running[1:]))
-    calls.clear()
-    with IngestPool([CameraSource("n", path, source=paced, release_decoder=True)], threads=1,
-                    trim_interval_s=None) as pool:
-        assert pool.take(timeout=5)
-        time.sleep(0.5)
-    assert calls == []
+def _trimmed_at(pool: IngestPool, trims: list, start: float, end: float, free_every_turn: bool = False) -> list[float]:
+    """Housekeep every 0.25 s from start to end on an explicit clock; the times at which a trim ran."""
+    out = []
+    for now in [start + 0.25 * i for i in range(int((end - start) / 0.25) + 1)]:
+        if free_every_turn:
+            pool._memory_freed()
+        before = len(trims)
+        pool._housekeep(now)
+        pool._opener.submit(lambda: None).result()  # one worker: a trim submitted before has run
+        if len(trims) > before:
+            out.append(now)
+    return out
 
 
-def test_released_decoder_keeps_no_decoder_or_scaler_between_frames(clip):
-    cam = CameraSource("idle", str(clip(seconds=4, gop=25)), source=SourceSettings(loop=True),
-                       analysis_interval_s=3600.0)
-    assert cam.releases_decoder
-    with IngestPool([cam], threads=1) as pool:
-        frame = pool.take(timeout=5)[0]
-        assert frame.image.shape == (240, 320, 3)
+@pytest.mark.parametrize("interval", [5.0, None])
+def test_trims_follow_frees_at_most_every_interval_never_on_a_timer(monkeypatch, interval):
+    """TRIM_DELAY_S (1 s) after a free, then at least trim_interval_s apart."""
+    trims: list[str] = []
+    monkeypatch.setattr(pool_module, "trim_malloc", lambda: trims.append(threading.current_thread().name) or True)
+    pool = IngestPool(trim_interval_s=interval)
+    pool._opener = ThreadPoolExecutor(1, thread_name_prefix="ingest-open")
+    try:
+        assert _trimmed_at(pool, trims, 0.0, 30.0) == []  # nothing freed: no trim however long
+        if interval is None:
+            assert _trimmed_at(pool, trims, 30.0, 60.0, free_every_turn=True) == []
+            return
+        pool._memory_freed()
+        assert pool._housekeep(30.0) == 31.0  # woken when the trim is due
+        assert _trimmed_at(pool, trims, 30.25, 31.0) == [31.0]
+        pool._memory_freed()  # freed again just after a trim: waits for the interval
+        assert _trimmed_at(pool, trims, 31.25, 40.0) == [36.0]
+        assert _trimmed_at(pool, trims, 40.0, 52.0, free_every_turn=True) == [41.0, 46.0, 51.0]
+    finally:
+        pool._opener.shutdown()
+
+
+def _released(path: str, release: bool) -> CameraSource:
+    files = SourceSettings(backpressure=True)  # the reader waits for each frame to be taken: no EOF here
+    return CameraSource("c", path, source=files, analysis_interval_s=0.5, release_decoder=release)
+
+
+def test_pool_trims_after_released_decoders(clip, monkeypatch):
+    trims: list[str] = []
+    monkeypatch.setattr(pool_module, "trim_malloc", lambda: trims.append(threading.current_thread().name) or True)
+    monkeypatch.setattr(pool_module, "TRIM_DELAY_S", 0.0)
+    path = str(clip(seconds=8, gop=25))
+    with IngestPool([_released(path, True)], threads=1, trim_interval_s=0.01) as pool:
+        for _ in range(3):
+            assert pool.take(timeout=5)
+        deadline = time.monotonic() + 10
+        while not trims and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = list(trims)
+    assert running
+    assert trims[-1] == threading.current_thread().name  # and once more by stop() itself
+    trims.clear()
+    with IngestPool([_released(path, True)], threads=1, trim_interval_s=None) as pool:
+        for _ in range(3):
+            assert pool.take(timeout=5)
+    assert trims == []
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_decoder_and_scaler_are_freed_per_frame_only_when_released(clip, monkeypatch, release):
+    scalers: list[int] = []
+    frees: list[int] = []
+    monkeypatch.setattr(camera_module, "VideoReformatter", lambda: scalers.append(1) or VideoReformatter())
+    monkeypatch.setattr(IngestPool, "_memory_freed", lambda self: frees.append(1))
+    path = str(clip(seconds=8, gop=25))
+    with IngestPool([_released(path, release)], threads=1, trim_interval_s=None) as pool:
+        frames = [pool.take(timeout=5)[0] for _ in range(3)]
         reader = pool._threads[0].readers[0]
-        assert reader._reformatter is None and not reader._codec.is_open
+        analysed = reader.frames_analysed  # first: the counts below only grow
+        made, freed, codec_open = len(scalers), len(frees), reader._codec.is_open
+    assert all(f.image.shape == (240, 320, 3) for f in frames)
+    if release:  # a swscale context and a decoder per analysed frame, both freed; the stream's own never opens
+        assert analysed >= 3 and made >= analysed and freed >= 1 + analysed and not codec_open
+    else:  # one kept swscale context and decoder; only the open's probe decoder was freed
+        assert made == 1 and freed == 1 and codec_open
+
+
+def test_release_decoder_defaults_to_sparse_analysis(clip):
+    path = str(clip(seconds=2, gop=25))
+    assert CameraSource("idle", path, analysis_interval_s=3600.0).releases_decoder
+    assert CameraSource("edge", path, analysis_interval_s=5.0).releases_decoder
+    assert not CameraSource("busy", path, analysis_interval_s=1.0).releases_decoder
+    assert not CameraSource("kept", path, analysis_interval_s=3600.0, release_decoder=False).releases_decoder
