@@ -302,7 +302,8 @@ def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_
     """The graph as served (dynamic batch; for a fixed input size constant shapes and, when asked, uint8
     input) and whether it takes uint8.
 
-    Bytes the ``onnx`` package cannot parse are passed on untouched, so onnxruntime reports them.
+    Bytes the ``onnx`` package cannot parse are passed on untouched, so onnxruntime reports them. An
+    optional rewrite that fails leaves the graph as it was before that rewrite (one warning).
     """
     from google.protobuf.message import DecodeError
 
@@ -310,11 +311,28 @@ def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_
         if spec.input.static_batch:
             model_bytes = make_batch_dynamic(model_bytes)
         if fixed_size:
-            model_bytes = shuffle_as_gather(fold_shape_arithmetic(model_bytes, spec.input, spec.name))
-        folded = fold_preprocessing(model_bytes, spec.input) if uint8_input and fixed_size else None
+            model_bytes = _optional(lambda b: fold_shape_arithmetic(b, spec.input, spec.name), model_bytes, spec.name,
+                                    "constant shapes") or model_bytes
+            model_bytes = _optional(shuffle_as_gather, model_bytes, spec.name, "channel shuffle as Gather") or model_bytes
+        folded = (_optional(lambda b: fold_preprocessing(b, spec.input), model_bytes, spec.name, "uint8 input")
+                  if uint8_input and fixed_size else None)
     except DecodeError:
         return model_bytes, False
     return (model_bytes, False) if folded is None else (folded, True)
+
+
+def _optional(rewrite: Callable[[bytes], bytes | None], model_bytes: bytes, model_name: str, what: str) -> bytes | None:
+    """``rewrite(model_bytes)``, or None with one warning when it fails: a speed-up never stops a model from loading."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        return rewrite(model_bytes)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnx checker, onnxruntime or numpy: the graph before it is still good
+        first = (str(exc).strip().splitlines() or [""])[0]
+        log.warning("model %s: %s skipped (%s: %s)", model_name, what, type(exc).__name__, first)
+        return None
 
 
 class OnnxModel:

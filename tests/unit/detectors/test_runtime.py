@@ -204,3 +204,33 @@ def test_shape_arithmetic_becomes_constants_and_outputs_stay_equal():
         np.testing.assert_array_equal(ort_session(folded).run(None, {"x": x})[0], ref)
         np.testing.assert_array_equal(ort_session(gathered).run(None, {"x": x})[0], ref)
     assert shuffle_as_gather(raw) == raw  # computed shapes: nothing it can prove, left alone
+
+
+@pytest.mark.parametrize("rewrite", ["fold_shape_arithmetic", "shuffle_as_gather", "fold_preprocessing"])
+def test_a_failing_optional_rewrite_leaves_the_graph_and_the_model_loads(monkeypatch, caplog, rewrite):
+    import logging
+
+    import onnx
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from detectors import runtime
+    from detectors.preprocess import to_tensor
+
+    error = Fail if rewrite == "fold_shape_arithmetic" else onnx.checker.ValidationError
+
+    def broken(*args):
+        raise error("rewrite went wrong\nsecond line")
+
+    monkeypatch.setattr(runtime, rewrite, broken)
+    spec = _spec(f"rewrite_{rewrite}").model_copy(update={"input": IMAGENET})
+    with caplog.at_level(logging.WARNING, logger="detectors.runtime"):
+        model = runtime.OnnxModel(spec, _conv_graph(), RuntimeSettings(), uint8_input=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"model rewrite_{rewrite}: ")
+    assert warnings[0].endswith(f"skipped ({error.__name__}: rewrite went wrong)")
+    assert model.uint8_input is (rewrite != "fold_preprocessing")
+    images = [np.random.default_rng(6).integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(8, 8), (30, 20)]]
+    floats, _ = to_tensor(images, IMAGENET)
+    ref = runtime.ort_session(_conv_graph()).run(None, {"x": floats})[0]
+    np.testing.assert_allclose(model.run(model.prepare(images)[0]), ref, rtol=0, atol=1e-4)
