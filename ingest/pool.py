@@ -153,8 +153,8 @@ class IngestPool:
     ``take()`` returns every frame that is ready (at most one per camera), handy for batching.
     ``on_health`` (e.g. ``HealthPublisher(redis_client).publish``) is called with all cameras'
     :class:`CameraHealth` every ``health_interval_s`` from a background thread. After a decoder or
-    stream is freed, the first reader thread returns freed heap pages to the kernel
-    (:func:`trim_malloc`), at most every ``trim_interval_s`` (None: never).
+    stream is freed, the pool returns freed heap pages to the kernel (:func:`trim_malloc`, on its
+    opener threads), at most every ``trim_interval_s`` (None: never).
     """
 
     def __init__(self, cameras: Iterable[CameraSource] = (), *, threads: int | None = None,
@@ -283,13 +283,17 @@ class IngestPool:
         """Called by the first reader thread on every turn; returns when it is next due (≤ 1 s).
 
         Trims TRIM_DELAY_S after something was freed (consumers have dropped the frames by then)
-        and at most every ``trim_interval_s``. Never on a timer alone: a trim also returns the
-        pages that active cameras' next frames reuse, which then cost page faults again."""
+        and at most every ``trim_interval_s``, on the opener executor: a trim walks every arena, and
+        on this thread it would hold up its cameras' reads. Never on a timer alone: a trim also
+        returns the pages that active cameras' next frames reuse, which then cost page faults again."""
         if self._trim_wanted and self._trim_at is None and self._trim_interval_s:
             self._trim_wanted = False
             self._trim_at = max(now + TRIM_DELAY_S, self._last_trim + self._trim_interval_s)
         if self._trim_at is not None and now >= self._trim_at:
-            trim_malloc()
+            try:
+                self._opener.submit(trim_malloc)
+            except RuntimeError:  # the executor was shut down: stop() trims once itself
+                pass
             self._last_trim, self._trim_at = now, None
         return now + 1.0 if self._trim_at is None else min(now + 1.0, self._trim_at)
 

@@ -57,7 +57,7 @@ def _trimmed_at(pool: IngestPool, trims: list, start: float, end: float, free_ev
 
 @pytest.mark.parametrize("interval", [5.0, None])
 def test_trims_follow_frees_at_most_every_interval_never_on_a_timer(monkeypatch, interval):
-    """TRIM_DELAY_S (1 s) after a free, then at least trim_interval_s apart."""
+    """TRIM_DELAY_S (1 s) after a free, then at least trim_interval_s apart, on an opener thread."""
     trims: list[str] = []
     monkeypatch.setattr(pool_module, "trim_malloc", lambda: trims.append(threading.current_thread().name) or True)
     pool = IngestPool(trim_interval_s=interval)
@@ -73,6 +73,7 @@ def test_trims_follow_frees_at_most_every_interval_never_on_a_timer(monkeypatch,
         pool._memory_freed()  # freed again just after a trim: waits for the interval
         assert _trimmed_at(pool, trims, 31.25, 40.0) == [36.0]
         assert _trimmed_at(pool, trims, 40.0, 52.0, free_every_turn=True) == [41.0, 46.0, 51.0]
+        assert set(trims) == {"ingest-open_0"}  # never on the reader thread that housekeeps
     finally:
         pool._opener.shutdown()
 
@@ -82,7 +83,7 @@ def _released(path: str, release: bool) -> CameraSource:
     return CameraSource("c", path, source=files, analysis_interval_s=0.5, release_decoder=release)
 
 
-def test_pool_trims_after_released_decoders(clip, monkeypatch):
+def test_pool_trims_on_its_opener_threads_after_released_decoders(clip, monkeypatch):
     trims: list[str] = []
     monkeypatch.setattr(pool_module, "trim_malloc", lambda: trims.append(threading.current_thread().name) or True)
     monkeypatch.setattr(pool_module, "TRIM_DELAY_S", 0.0)
@@ -94,7 +95,7 @@ def test_pool_trims_after_released_decoders(clip, monkeypatch):
         while not trims and time.monotonic() < deadline:
             time.sleep(0.05)
         running = list(trims)
-    assert running
+    assert running and all(name.startswith("ingest-open") for name in running), running
     assert trims[-1] == threading.current_thread().name  # and once more by stop() itself
     trims.clear()
     with IngestPool([_released(path, True)], threads=1, trim_interval_s=None) as pool:
