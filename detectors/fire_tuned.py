@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detectors.preprocess import to_tensor
-
 if TYPE_CHECKING:
     import onnx
 
@@ -186,7 +184,7 @@ class TunedFireScorer:
         """P(fire) per BGR image as a float64 array."""
         if not images:
             return np.zeros(0)
-        p = self.model.infer(images, lambda chunk: to_tensor(chunk, self.input_spec), lambda out, _: list(out[:, 0]))
+        p = self.model.infer(images, self.model.prepare, lambda out, _: list(out[:, 0]))
         return np.asarray(p, dtype=np.float64)
 
     def score(self, images: Sequence[np.ndarray]) -> list[tuple[float, Region | None]]:

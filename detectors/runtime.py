@@ -412,7 +412,9 @@ class Runtime:
         """The shared session for a graph built in memory, e.g. a registry backbone merged with a trained head.
 
         ``parts`` name what the graph is made of (the sha256 of every file it is built from): ``build``
-        runs once per parts and runtime settings in this process. The caller verifies those files
+        runs once per parts and runtime settings in this process; a fixed-size input is served as uint8
+        like a registry model when ``uint8_input`` is set (:meth:`OnnxModel.prepare` gives the tensor
+        either way). The caller verifies those files
         (``registry.locate``) before calling. A graph that cannot be built or loaded raises
         :class:`ModelError`, never an onnx/onnxruntime traceback.
         """
@@ -427,7 +429,8 @@ class Runtime:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ModelError(f"model {spec.name}: cannot build its graph: {first}") from None
 
-        return self._shared(("derived", spec.name, *parts), spec, checked_build, "+".join(p[:12] for p in parts), False)
+        return self._shared(("derived", spec.name, *parts), spec, checked_build, "+".join(p[:12] for p in parts),
+                            self.settings.uint8_input)
 
     def _shared(self, ident: tuple[str, ...], spec: ModelSpec, read: Callable[[], bytes], origin: str,
                 uint8_input: bool) -> OnnxModel:

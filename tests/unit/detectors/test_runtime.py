@@ -34,6 +34,9 @@ def _spec(name: str, spatial: tuple[int | str, int | str] = (4, 4)) -> ModelSpec
                      output=OutputSpec(name="y", decoding="none"))
 
 
+FLOAT = RuntimeSettings(uint8_input=False)  # these tests feed float tensors of their own
+
+
 def _parts(*labels: str) -> tuple[str, ...]:
     return tuple(hashlib.sha256(label.encode()).hexdigest() for label in labels)
 
@@ -48,10 +51,10 @@ def test_derived_graph_is_built_once_per_parts_and_settings():
         return make
 
     spec, parts = _spec("derived_a"), _parts("backbone-a", "head-a")
-    first = Runtime().derived(spec, parts, build(2.0))
-    again = Runtime().derived(spec, parts, build(2.0))
-    other_head = Runtime().derived(spec, _parts("backbone-a", "head-b"), build(3.0))
-    other_settings = Runtime(RuntimeSettings(max_batch=2)).derived(spec, parts, build(2.0))
+    first = Runtime(FLOAT).derived(spec, parts, build(2.0))
+    again = Runtime(FLOAT).derived(spec, parts, build(2.0))
+    other_head = Runtime(FLOAT).derived(spec, _parts("backbone-a", "head-b"), build(3.0))
+    other_settings = Runtime(FLOAT.model_copy(update={"max_batch": 2})).derived(spec, parts, build(2.0))
     assert first is again
     assert other_head is not first and other_settings is not first
     assert builds == [2.0, 3.0, 2.0]
@@ -61,7 +64,7 @@ def test_derived_graph_is_built_once_per_parts_and_settings():
 
 
 def test_derived_graph_serves_through_infer_in_order():
-    model = Runtime(RuntimeSettings(batching="parallel", parallel_runs=2)).derived(
+    model = Runtime(RuntimeSettings(batching="parallel", parallel_runs=2, uint8_input=False)).derived(
         _spec("derived_b"), _parts("b"), lambda: _scale_graph(0.5))
     items = list(range(7))
     chunks: list[list[int]] = []
@@ -234,3 +237,18 @@ def test_a_failing_optional_rewrite_leaves_the_graph_and_the_model_loads(monkeyp
     floats, _ = to_tensor(images, IMAGENET)
     ref = runtime.ort_session(_conv_graph()).run(None, {"x": floats})[0]
     np.testing.assert_allclose(model.run(model.prepare(images)[0]), ref, rtol=0, atol=1e-4)
+
+
+def test_derived_fixed_size_graph_takes_uint8_as_the_settings_say():
+    from detectors.preprocess import to_tensor
+    from detectors.runtime import ort_session
+
+    spec = _spec("derived_g").model_copy(update={"input": IMAGENET})
+    served = Runtime().derived(spec, _parts("g"), _conv_graph)
+    as_file = Runtime(FLOAT).derived(spec, _parts("g"), _conv_graph)
+    assert served.uint8_input and not as_file.uint8_input
+    images = [np.random.default_rng(7).integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(8, 8), (12, 30)]]
+    assert served.prepare(images)[0].dtype == np.uint8 and as_file.prepare(images)[0].dtype == np.float32
+    ref = ort_session(_conv_graph()).run(None, {"x": to_tensor(images, IMAGENET)[0]})[0]
+    for model in (served, as_file):
+        np.testing.assert_allclose(model.run(model.prepare(images)[0]), ref, rtol=0, atol=1e-4)
