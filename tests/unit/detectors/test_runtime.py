@@ -252,3 +252,29 @@ def test_derived_fixed_size_graph_takes_uint8_as_the_settings_say():
     ref = ort_session(_conv_graph()).run(None, {"x": to_tensor(images, IMAGENET)[0]})[0]
     for model in (served, as_file):
         np.testing.assert_allclose(model.run(model.prepare(images)[0]), ref, rtol=0, atol=1e-4)
+
+
+def test_a_slow_load_does_not_hold_up_other_models_and_builds_once():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    started, release = threading.Event(), threading.Event()
+    builds: list[str] = []
+
+    def slow() -> bytes:
+        builds.append("slow")
+        started.set()
+        assert release.wait(30)
+        return _scale_graph(2.0)
+
+    spec = _spec("derived_h")
+    with ThreadPoolExecutor(3) as pool:
+        waiting = [pool.submit(Runtime(FLOAT).derived, spec, _parts("h"), slow) for _ in range(2)]
+        assert started.wait(30)
+        other = pool.submit(Runtime(FLOAT).derived, _spec("derived_i"), _parts("i"), lambda: _scale_graph(3.0))
+        loaded = other.result(timeout=30)  # the slow build is still running: the other model did not wait for it
+        assert not any(f.done() for f in waiting)
+        release.set()
+        first, second = (f.result(timeout=30) for f in waiting)
+    assert first is second and builds == ["slow"]
+    np.testing.assert_array_equal(loaded.run(np.ones((1, 3, 4, 4), np.float32)), np.full((1, 3, 4, 4), 3.0, np.float32))
