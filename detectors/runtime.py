@@ -299,9 +299,10 @@ def ort_session(model_bytes: bytes, providers: Sequence[str] = ("CPUExecutionPro
     return ort.InferenceSession(model_bytes, options, providers=list(providers))
 
 
-def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_size: bool) -> tuple[bytes, bool]:
-    """The graph as served (dynamic batch; for a fixed input size constant shapes and, when asked, uint8
-    input) and whether it takes uint8.
+def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_size: bool,
+                  rewrite: bool = True) -> tuple[bytes, bool]:
+    """The graph as served (dynamic batch; for a fixed input size and ``rewrite`` constant shapes and, when
+    asked, uint8 input) and whether it takes uint8.
 
     Bytes the ``onnx`` package cannot parse are passed on untouched, so onnxruntime reports them. An
     optional rewrite that fails leaves the graph as it was before that rewrite (one warning).
@@ -311,12 +312,12 @@ def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_
     try:
         if spec.input.static_batch:
             model_bytes = make_batch_dynamic(model_bytes)
-        if fixed_size:
+        if fixed_size and rewrite:
             model_bytes = _optional(lambda b: fold_shape_arithmetic(b, spec.input, spec.name), model_bytes, spec.name,
                                     "constant shapes") or model_bytes
             model_bytes = _optional(shuffle_as_gather, model_bytes, spec.name, "channel shuffle as Gather") or model_bytes
         folded = (_optional(lambda b: fold_preprocessing(b, spec.input), model_bytes, spec.name, "uint8 input")
-                  if uint8_input and fixed_size else None)
+                  if uint8_input and fixed_size and rewrite else None)
     except DecodeError:
         return model_bytes, False
     return (model_bytes, False) if folded is None else (folded, True)
@@ -337,9 +338,14 @@ def _optional(rewrite: Callable[[bytes], bytes | None], model_bytes: bytes, mode
 
 
 class OnnxModel:
-    """A verified model file behind one onnxruntime session."""
+    """A verified model file behind one onnxruntime session.
 
-    def __init__(self, spec: ModelSpec, model_bytes: bytes, settings: RuntimeSettings, *, uint8_input: bool = False):
+    ``rewrite=False`` serves the file as published (only a static batch of 1 is made dynamic): the
+    benchmark's ceiling.
+    """
+
+    def __init__(self, spec: ModelSpec, model_bytes: bytes, settings: RuntimeSettings, *, uint8_input: bool = False,
+                 rewrite: bool = True):
         self.spec = spec
         self.model_id = spec.model_id
         self.providers = resolve_providers(settings.providers)
@@ -348,7 +354,7 @@ class OnnxModel:
         mode = settings.batching if settings.batching != "auto" else ("parallel" if on_cpu and fixed_size else "dynamic")
         self.batch_mode: BatchMode = mode
         self.max_batch = settings.max_batch
-        model_bytes, self.uint8_input = _served_graph(model_bytes, spec, uint8_input, fixed_size)
+        model_bytes, self.uint8_input = _served_graph(model_bytes, spec, uint8_input, fixed_size, rewrite)
         self.parallel_runs = settings.parallel_runs or cpu_count()
         intra = settings.intra_op_threads or (1 if mode == "parallel" and self.parallel_runs > 1 else 0)
         try:

@@ -162,3 +162,15 @@ def test_served_graph_equals_the_published_file(registry, vtest, name):
     np.testing.assert_allclose(served.run(served.prepare(vtest[:4])[0]), ref, rtol=0, atol=1e-4)
     folded = onnx.load_from_string(fold_shape_arithmetic(raw, spec.input, spec.name))
     assert "Shape" not in {node.op_type for node in folded.graph.node}
+
+
+@pytest.mark.parametrize("name", ["yolox_nano_coco_416", "person_detector_light_192", "shufflenetv2_onfire_224"])
+def test_unrewritten_model_is_the_published_file(registry, name):
+    """``rewrite=False`` (the bench's ceiling) serves the file as published; only a static batch becomes dynamic."""
+    from detectors.runtime import _served_graph, make_batch_dynamic
+
+    spec, raw = registry.spec(name), registry.locate(name).read_bytes()
+    expected = make_batch_dynamic(raw) if spec.input.static_batch else raw
+    assert _served_graph(raw, spec, True, True, rewrite=False) == (expected, False)
+    assert _served_graph(raw, spec, True, True)[0] != expected  # the served graph is rewritten
+    assert not OnnxModel(spec, raw, RuntimeSettings(), uint8_input=True, rewrite=False).uint8_input
