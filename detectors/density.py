@@ -164,21 +164,14 @@ class DensityEstimator:
                             resize="letterbox_top_left", pad_value=PAD_VALUE),
             output=OutputSpec(name=DENSITY_OUTPUT, decoding="density"))
         runtime = Runtime(RuntimeSettings(providers=list(providers), intra_op_threads=intra_op_threads))
-        model = runtime.derived(spec, (_sha(backbone_bytes), spec.sha256), lambda: _merged_bytes(backbone_bytes, head_bytes))
+        model = runtime.merged_files(spec, backbone_bytes, head_bytes, merge_backbone_and_head)
         return cls(model, head_bytes, long_side=long_side)
 
     @classmethod
     def from_registry(cls, registry: ModelRegistry, settings: CrowdSettings, runtime: Runtime) -> DensityEstimator:
         """Head ``crowd_density`` (or ``settings.model`` when that names a density model) on its registered backbone."""
-        import onnx
-
         head_name = settings.model if registry.spec(settings.model).task == "crowd_density" else HEAD_MODEL
-        head_bytes = registry.locate(head_name).read_bytes()
-        backbone_name = head_metadata(onnx.load_from_string(head_bytes)).get("backbone", BACKBONE_MODEL)
-        backbone_path = registry.locate(backbone_name)
-        spec = registry.spec(head_name)
-        parts = (registry.spec(backbone_name).sha256, spec.sha256)
-        model = runtime.derived(spec, parts, lambda: _merged_bytes(backbone_path.read_bytes(), head_bytes))
+        model, head_bytes = runtime.merged(registry, head_name, merge_backbone_and_head, BACKBONE_MODEL)
         return cls(model, head_bytes)
 
     def density(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float]]:
@@ -207,14 +200,7 @@ class DensityEstimator:
                 for m, s in self.density(images)]
 
 
-def _merged_bytes(backbone_bytes: bytes, head_bytes: bytes) -> bytes:
-    import onnx
-
-    return merge_backbone_and_head(onnx.load_from_string(backbone_bytes), onnx.load_from_string(head_bytes)).SerializeToString()
-
-
 def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-

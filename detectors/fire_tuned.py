@@ -152,15 +152,8 @@ class TunedFireScorer:
     @classmethod
     def from_registry(cls, registry: ModelRegistry, settings: FireSettings, runtime: Runtime) -> TunedFireScorer:
         """Head ``fire_head`` (committed in models/trained, sha256-checked) on its registered OnFire backbone."""
-        import onnx
-
-        head_bytes = registry.locate(HEAD_MODEL).read_bytes()
-        backbone = dict(p for p in ((m.key, m.value) for m in onnx.load_from_string(head_bytes).metadata_props)).get(
-            "backbone", BACKBONE_MODEL)
-        backbone_path = registry.locate(backbone)
-        spec = registry.spec(HEAD_MODEL)
-        parts = (registry.spec(backbone).sha256, spec.sha256)
-        return cls(runtime.derived(spec, parts, lambda: _merged_bytes(backbone_path.read_bytes(), head_bytes)))
+        model, _ = runtime.merged(registry, HEAD_MODEL, merge_backbone_and_head, BACKBONE_MODEL)
+        return cls(model)
 
     @classmethod
     def from_files(cls, backbone: Path | str, head: Path | str, input_spec: InputSpec, *,
@@ -176,9 +169,8 @@ class TunedFireScorer:
         spec = ModelSpec(name=HEAD_MODEL, file=Path(head).name, sha256=hashlib.sha256(head_bytes).hexdigest(),
                          size=len(head_bytes), task="fire_head", licence="unknown", source=str(head),
                          input=input_spec, output=OutputSpec(name=OUTPUT, decoding="sigmoid"))
-        parts = (hashlib.sha256(backbone_bytes).hexdigest(), spec.sha256)
         runtime = Runtime(RuntimeSettings(providers=list(providers), intra_op_threads=intra_op_threads))
-        return cls(runtime.derived(spec, parts, lambda: _merged_bytes(backbone_bytes, head_bytes)))
+        return cls(runtime.merged_files(spec, backbone_bytes, head_bytes, merge_backbone_and_head))
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """P(fire) per BGR image as a float64 array."""
@@ -190,9 +182,3 @@ class TunedFireScorer:
     def score(self, images: Sequence[np.ndarray]) -> list[tuple[float, Region | None]]:
         """(P(fire), None) per BGR image: the head classifies the whole frame and does not localise."""
         return [(float(p), None) for p in self.probabilities(images)]
-
-
-def _merged_bytes(backbone_bytes: bytes, head_bytes: bytes) -> bytes:
-    import onnx
-
-    return merge_backbone_and_head(onnx.load_from_string(backbone_bytes), onnx.load_from_string(head_bytes)).SerializeToString()

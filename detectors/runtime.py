@@ -30,13 +30,16 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
 from detectors.preprocess import to_image_tensor, to_tensor
 from detectors.registry import InputSpec, ModelError, ModelRegistry, ModelSpec
 from detectors.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +340,24 @@ def _optional(rewrite: Callable[[bytes], bytes | None], model_bytes: bytes, mode
         return None
 
 
+MergeGraphs = Callable[["onnx.ModelProto", "onnx.ModelProto"], "onnx.ModelProto"]
+"""Builds one graph from a backbone and a head (e.g. ``detectors.density.merge_backbone_and_head``)."""
+
+
+def merge_bytes(merge: MergeGraphs, backbone_bytes: bytes, head_bytes: bytes) -> bytes:
+    """``merge`` applied to two serialised ONNX graphs, serialised."""
+    import onnx
+
+    return merge(onnx.load_from_string(backbone_bytes), onnx.load_from_string(head_bytes)).SerializeToString()
+
+
+def graph_metadata(model_bytes: bytes) -> dict[str, str]:
+    """The ``metadata_props`` of a serialised ONNX graph as a dict."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load_from_string(model_bytes).metadata_props}
+
+
 class OnnxModel:
     """A verified model file behind one onnxruntime session.
 
@@ -438,6 +459,28 @@ class Runtime:
 
         return self._shared(("derived", spec.name, *parts), spec, checked_build, "+".join(p[:12] for p in parts),
                             self.settings.uint8_input)
+
+    def merged(self, registry: ModelRegistry, head: str, merge: MergeGraphs,
+               default_backbone: str) -> tuple[OnnxModel, bytes]:
+        """Registry head ``head`` merged behind its backbone, served like :meth:`derived`; also the head's bytes.
+
+        The backbone is the head's registry ``backbone``, else the ``backbone`` in the head file's
+        metadata, else ``default_backbone``; both files are located and sha256-checked first.
+        """
+        spec = registry.spec(head)
+        head_bytes = registry.locate(head).read_bytes()
+        backbone = spec.backbone or graph_metadata(head_bytes).get("backbone", default_backbone)
+        backbone_path = registry.locate(backbone)
+        parts = (registry.spec(backbone).sha256, spec.sha256)
+        model = self.derived(spec, parts, lambda: merge_bytes(merge, backbone_path.read_bytes(), head_bytes))
+        return model, head_bytes
+
+    def merged_files(self, spec: ModelSpec, backbone_bytes: bytes, head_bytes: bytes, merge: MergeGraphs) -> OnnxModel:
+        """Like :meth:`merged` for two files read by the caller (scripts and tests); ``spec`` describes the head."""
+        import hashlib
+
+        parts = (hashlib.sha256(backbone_bytes).hexdigest(), spec.sha256)
+        return self.derived(spec, parts, lambda: merge_bytes(merge, backbone_bytes, head_bytes))
 
     def _shared(self, ident: tuple[str, ...], spec: ModelSpec, read: Callable[[], bytes], origin: str,
                 uint8_input: bool) -> OnnxModel:
