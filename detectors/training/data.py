@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +43,12 @@ def mall(folder: Path) -> tuple[CrowdSet, Path]:
     return CrowdSet("mall", keys, np.array([by_index[k] for k in keys], np.float64)), folder / gt["video"]
 
 
-def iter_shanghaitech(images: Path, keys: list[str]) -> Iterator[np.ndarray]:
-    for key in keys:
-        image = cv2.imread(str(images / key))
+def iter_images(folder: Path, names: Sequence[str]) -> Iterator[np.ndarray]:
+    """BGR images ``folder / name`` in order; a missing or unreadable file is an error naming it."""
+    for name in names:
+        image = cv2.imread(str(folder / name))
         if image is None:
-            raise FileNotFoundError(f"{images / key}: cannot be read")
+            raise FileNotFoundError(f"{folder / name}: missing or unreadable image")
         yield image
 
 

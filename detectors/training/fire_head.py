@@ -23,6 +23,7 @@ from detectors.fire_tuned import (
 )
 from detectors.preprocess import to_tensor
 from detectors.registry import InputSpec
+from detectors.training.data import iter_images
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,17 +136,6 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, *, folds: int, repe
     return results, oof
 
 
-def load_images(folder: Path, names: Sequence[str]) -> Iterable[np.ndarray]:
-    """BGR images in order; an unreadable file is an error naming it."""
-    import cv2
-
-    for name in names:
-        image = cv2.imread(str(folder / name))
-        if image is None:
-            raise ValueError(f"{folder / name}: missing or unreadable image")
-        yield image
-
-
 @dataclass(frozen=True, slots=True)
 class CheckSet:
     """The does-not-break images: pooled features and whether each must score as fire."""
@@ -165,7 +155,7 @@ def load_checks(shared: Path, extractor: FeatureExtractor, furg_every: int = 10)
     with av.open(str(shared / "data" / "fire" / "furg" / "house6.mp4")) as container:
         furg = [f.to_ndarray(format="bgr24") for i, f in enumerate(container.decode(video=0)) if i % furg_every == 0]
     testdata = shared / "testdata"
-    images = [*load_images(testdata, [str(p.relative_to(testdata)) for p in fire + nonfire]), *furg]
+    images = [*iter_images(testdata, [str(p.relative_to(testdata)) for p in fire + nonfire]), *furg]
     must = np.r_[np.ones(len(fire), bool), np.zeros(len(nonfire), bool), np.ones(len(furg), bool)]
     names = tuple(p.name for p in fire + nonfire) + tuple(f"house6#{i * furg_every}" for i in range(len(furg)))
     return CheckSet(extractor.features(images), must, names)

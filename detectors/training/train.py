@@ -42,8 +42,8 @@ def load_dev_data(shared_dir: Path, backbone_bytes: bytes, long_side: int, cache
     cache = cache_root / "crowd_features" / tag
     fx = BackboneFeatures(backbone_bytes, long_side)
     banks = [
-        extract(cache, "shb", lambda: data.iter_shanghaitech(images, shb.keys), len(shb), fx),
-        extract(cache, "shb_flip", lambda: data.iter_shanghaitech(images, shb.keys), len(shb), fx, flip=True),
+        extract(cache, "shb", lambda: data.iter_images(images, shb.keys), len(shb), fx),
+        extract(cache, "shb_flip", lambda: data.iter_images(images, shb.keys), len(shb), fx, flip=True),
         extract(cache, "mall", lambda: data.iter_video(video, mall.keys), len(mall), fx),
     ]
     return DevData(*banks, shb.counts, mall.counts, shb.keys)

@@ -53,12 +53,12 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
     from detectors.evaluation import binary_scores, load_fire_labels, natural_key
     from detectors.fire_tuned import BACKBONE_MODEL, build_head
     from detectors.registry import ModelError, ModelRegistry, sha256_file
+    from detectors.training.data import iter_images
     from detectors.training.fire_head import (
         FeatureExtractor,
         cross_validate,
         fit_logistic,
         load_checks,
-        load_images,
         nested_selection,
         out_of_fold_logits,
         select_blend,
@@ -76,8 +76,8 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         truth = load_fire_labels(labels)
         names = sorted(truth, key=natural_key)
         extractor = FeatureExtractor(backbone.read_bytes(), registry.spec(BACKBONE_MODEL).input)
-        x = extractor.features(load_images(images, names))
-    except (ModelError, ValueError) as exc:
+        x = extractor.features(iter_images(images, names))
+    except (ModelError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     y = np.array([truth[n] for n in names])
     checks, full_head = None, None  # full_head: the head fitted on every image, fitted at most once

@@ -115,7 +115,8 @@ def test_committed_head_on_testdata(tuned_scorer):
 def test_hard_negatives_cross_validated():
     """On CAIR dev, heads never trained on the images they score cut OnFire's false alarms to a third at equal recall."""
     from detectors.registry import ModelRegistry
-    from detectors.training.fire_head import FeatureExtractor, load_images
+    from detectors.training.data import iter_images
+    from detectors.training.fire_head import FeatureExtractor
 
     folder = shared_path("data", "fire", "cair_dev")
     labels = json.loads((folder / "labels.json").read_text())
@@ -123,7 +124,7 @@ def test_hard_negatives_cross_validated():
     y = np.array([labels[n] == "fire" for n in names])
     spec = ModelRegistry.load().spec("shufflenetv2_onfire_224").input
     x = FeatureExtractor(shared_path("models", "shufflenetv2_onfire_224.onnx").read_bytes(), spec).features(
-        load_images(folder / "images", names))
+        iter_images(folder / "images", names))
     _, oof = cross_validate(x, y, folds=5, repeats=1, seed=0, l2=0.3, threshold=0.5, blend=0.8, offset=1.5)
     onfire = 1 / (1 + np.exp(x[:, -1].astype(np.float64)))
     fp_head, fp_onfire = (oof[0][~y] >= 0.5).sum(), (onfire[~y] >= 0.5).sum()
