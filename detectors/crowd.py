@@ -71,10 +71,12 @@ class BoxCrowdEstimator:
     def detect(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(K, 5) person boxes per image, in original pixels, best first."""
         spec = self.model.spec
-        hw, strides = (spec.input.height, spec.input.width), tuple(spec.output.strides)
+        strides = tuple(spec.output.strides)
         cls, thr, iou = spec.output.person_class, self.settings.score_threshold, self.settings.nms_iou
+
+        def prepare(chunk: Sequence[np.ndarray]) -> tuple[np.ndarray, tuple[np.ndarray, tuple[int, int]]]:
+            tensor, ratios = self.model.prepare(chunk)
+            return tensor, (ratios, tensor.shape[2:])  # a rect letterbox sizes the canvas, and so the grid, per chunk
+
         return self.model.infer(
-            images,
-            self.model.prepare,
-            lambda output, ratios: decode(output, hw, strides, cls, ratios, thr, iou),
-        )
+            images, prepare, lambda output, context: decode(output, context[1], strides, cls, context[0], thr, iou))

@@ -20,22 +20,38 @@ def letterbox_scale(height: int, width: int, spec: InputSpec) -> float:
     return min(spec.height / height, spec.width / width)
 
 
-def to_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+def canvas_size(images: Sequence[np.ndarray], spec: InputSpec, rect: bool = False) -> tuple[int, int]:
+    """(H, W) of the batch tensor: the declared size, or with ``rect`` (a letterbox model with a
+    ``rect_multiple``) the smallest multiple of it that holds every letterboxed image of the batch."""
+    h, w = spec.height, spec.width
+    m = spec.rect_multiple
+    if not rect or not m or spec.resize != "letterbox_top_left" or not len(images):
+        return h, w
+    need_h = need_w = 0
+    for img in images:
+        r = letterbox_scale(img.shape[0], img.shape[1], spec)
+        need_h, need_w = max(need_h, int(img.shape[0] * r)), max(need_w, int(img.shape[1] * r))
+    return min(h, -(-need_h // m) * m), min(w, -(-need_w // m) * m)
+
+
+def to_tensor(images: Sequence[np.ndarray], spec: InputSpec, rect: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Batch of BGR images → (NCHW float32 tensor, per-image scale ratios r so that original = model / r).
 
     Stretch resizes return per-axis ratios as an (N, 2) array (x, y); letterbox returns (N,) ratios.
+    ``rect``: letterbox into :func:`canvas_size` instead of the declared size (same scale, less padding).
     """
-    planes, ratios = to_image_tensor(images, spec)
+    planes, ratios = to_image_tensor(images, spec, rect)
     return normalise(planes, spec), ratios
 
 
-def to_image_tensor(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+def to_image_tensor(images: Sequence[np.ndarray], spec: InputSpec, rect: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Batch of BGR images → ((N, 3, H, W) uint8 BGR tensor, ratios as :func:`to_tensor`), same resize and padding.
 
     Each resized image is de-interleaved by ``cv2.split`` straight into its planes of the batch (cv2
     writes into row-strided views too, so a letterboxed image lands inside its padded canvas).
     """
-    n, h, w = len(images), spec.height, spec.width
+    n = len(images)
+    h, w = canvas_size(images, spec, rect)
     letterbox = spec.resize == "letterbox_top_left"
     out = np.full((n, 3, h, w), int(spec.pad_value), dtype=np.uint8) if letterbox else np.empty((n, 3, h, w), np.uint8)
     ratios = np.empty(n, dtype=np.float32) if letterbox else np.empty((n, 2), dtype=np.float32)

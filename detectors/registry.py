@@ -29,6 +29,7 @@ class InputSpec(StrictModel):
     scale: float = Field(1.0, description="Multiplier applied to 0–255 pixel values before mean/std.")
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rect_multiple: int | None = Field(None, ge=1, description="For a letterbox into a fully convolutional graph: the image may instead be letterboxed into the smallest canvas whose sides are multiples of this (the largest stride) and at most the declared size, e.g. 416x320 for a 4:3 frame; null = always the declared size.")
 
     @property
     def height(self) -> int:

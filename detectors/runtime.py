@@ -303,27 +303,68 @@ def ort_session(model_bytes: bytes, providers: Sequence[str] = ("CPUExecutionPro
 
 
 def _served_graph(model_bytes: bytes, spec: ModelSpec, uint8_input: bool, fixed_size: bool,
-                  rewrite: bool = True) -> tuple[bytes, bool]:
+                  rewrite: bool = True, rect: bool = False) -> tuple[bytes, bool, bool]:
     """The graph as served (dynamic batch; for a fixed input size and ``rewrite`` constant shapes and, when
-    asked, uint8 input) and whether it takes uint8.
+    asked, uint8 input and open spatial dimensions for a ``rect`` letterbox), whether it takes uint8 and
+    whether it takes rect canvases.
 
     Bytes the ``onnx`` package cannot parse are passed on untouched, so onnxruntime reports them. An
-    optional rewrite that fails leaves the graph as it was before that rewrite (one warning).
+    optional rewrite that fails leaves the graph as it was before that rewrite (one warning). With open
+    spatial dimensions the shape arithmetic is not folded: its constants would hold for the square only.
     """
     from google.protobuf.message import DecodeError
 
+    opened = None
     try:
         if spec.input.static_batch:
             model_bytes = make_batch_dynamic(model_bytes)
-        if fixed_size and rewrite:
+        if fixed_size and rewrite and rect and spec.input.rect_multiple and spec.input.resize == "letterbox_top_left":
+            opened = _optional(lambda b: free_spatial_dims(b, spec.input), model_bytes, spec.name, "rect letterbox")
+            if opened is None:
+                log.info("model %s: served at its declared %dx%d only (the graph does not run at smaller canvases)",
+                         spec.name, spec.input.width, spec.input.height)
+        if opened is not None:
+            model_bytes = opened
+        elif fixed_size and rewrite:
             model_bytes = _optional(lambda b: fold_shape_arithmetic(b, spec.input, spec.name), model_bytes, spec.name,
                                     "constant shapes") or model_bytes
+        if fixed_size and rewrite:
             model_bytes = _optional(shuffle_as_gather, model_bytes, spec.name, "channel shuffle as Gather") or model_bytes
         folded = (_optional(lambda b: fold_preprocessing(b, spec.input), model_bytes, spec.name, "uint8 input")
                   if uint8_input and fixed_size and rewrite else None)
     except DecodeError:
-        return model_bytes, False
-    return (model_bytes, False) if folded is None else (folded, True)
+        return model_bytes, False, False
+    return (model_bytes if folded is None else folded), folded is not None, opened is not None
+
+
+def free_spatial_dims(model_bytes: bytes, spec: InputSpec) -> bytes | None:
+    """The model with its input height and width (and every output dimension but the batch) left open, so
+    that a letterboxed image can be served in a canvas smaller than the declared square
+    (:func:`detectors.preprocess.canvas_size`). None when the graph does not run at a canvas one
+    ``rect_multiple`` smaller on each side (e.g. a flatten into a fixed-size layer)."""
+    import onnx
+    import onnxruntime as ort
+
+    m = spec.rect_multiple
+    model = onnx.load_from_string(model_bytes)
+    inputs = [value for value in model.graph.input if value.name == spec.name]
+    if not m or len(inputs) != 1 or spec.height - m < m or spec.width - m < m:
+        return None
+    dims = inputs[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    for value in model.graph.output:
+        for i, dim in enumerate(value.type.tensor_type.shape.dim[1:], start=1):
+            dim.dim_param = f"{value.name}_{i}"
+    del model.graph.value_info[:]
+    opened = model.SerializeToString()
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(opened, options, providers=["CPUExecutionProvider"])
+        session.run(None, {spec.name: np.zeros((1, 3, spec.height - m, spec.width - m), np.float32)})
+    except _ort_errors():
+        return None
+    return opened
 
 
 def _optional(rewrite: Callable[[bytes], bytes | None], model_bytes: bytes, model_name: str, what: str) -> bytes | None:
@@ -375,7 +416,8 @@ class OnnxModel:
         mode = settings.batching if settings.batching != "auto" else ("parallel" if on_cpu and fixed_size else "dynamic")
         self.batch_mode: BatchMode = mode
         self.max_batch = settings.max_batch
-        model_bytes, self.uint8_input = _served_graph(model_bytes, spec, uint8_input, fixed_size, rewrite)
+        model_bytes, self.uint8_input, self.rect = _served_graph(model_bytes, spec, uint8_input, fixed_size, rewrite,
+                                                                 rect=settings.rect_letterbox)
         self.parallel_runs = settings.parallel_runs or cpu_count()
         intra = settings.intra_op_threads or (1 if mode == "parallel" and self.parallel_runs > 1 else 0)
         try:
@@ -392,8 +434,9 @@ class OnnxModel:
         self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix=f"ort-{spec.name}") if mode == "parallel" and self.parallel_runs > 1 else None
 
     def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """BGR images → (the tensor this session takes, resize ratios): uint8 images or the normalised floats."""
-        return (to_image_tensor if self.uint8_input else to_tensor)(images, self.spec.input)
+        """BGR images → (the tensor this session takes, resize ratios): uint8 images or the normalised floats,
+        letterboxed into the smallest canvas the graph allows when :attr:`rect`."""
+        return (to_image_tensor if self.uint8_input else to_tensor)(images, self.spec.input, self.rect)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """First output for a batch of any size in the served input form (see :meth:`prepare`), in order."""
@@ -485,7 +528,8 @@ class Runtime:
     def _shared(self, ident: tuple[str, ...], spec: ModelSpec, read: Callable[[], bytes], origin: str,
                 uint8_input: bool) -> OnnxModel:
         s = self.settings
-        key = (*ident, tuple(s.providers), s.intra_op_threads, s.batching, s.parallel_runs, s.max_batch, uint8_input)
+        key = (*ident, tuple(s.providers), s.intra_op_threads, s.batching, s.parallel_runs, s.max_batch, uint8_input,
+               s.rect_letterbox)
         with _LOCK:
             if key in _SESSIONS:
                 return _SESSIONS[key]
@@ -495,8 +539,8 @@ class Runtime:
                 if key in _SESSIONS:
                     return _SESSIONS[key]
             model = OnnxModel(spec, read(), s, uint8_input=uint8_input)
-            log.info("model %s loaded from %s on %s (%s batches)", spec.model_id, origin, model.providers[0],
-                     model.batch_mode)
+            log.info("model %s loaded from %s on %s (%s batches%s)", spec.model_id, origin, model.providers[0],
+                     model.batch_mode, ", rect letterbox" if model.rect else "")
             with _LOCK:
                 _SESSIONS[key] = model
                 del _LOADING[key]

@@ -49,11 +49,11 @@ def _load(kind: str, build):
         raise click.ClickException(f"{kind}: {exc}") from None
 
 
-def _runtime(max_batch: int):
+def _runtime(max_batch: int, rect_letterbox: bool = True):
     from detectors.runtime import Runtime
     from detectors.settings import RuntimeSettings
 
-    return Runtime(RuntimeSettings(max_batch=max_batch))
+    return Runtime(RuntimeSettings(max_batch=max_batch, rect_letterbox=rect_letterbox))
 
 
 @eval_.command()
@@ -67,9 +67,10 @@ def _runtime(max_batch: int):
 @click.option("--tiles", default="1x1", callback=_tiles, show_default=True, help="Overlapping tiles COLSxROWS merged by NMS.")
 @click.option("--limit", type=int, default=None, help="Evaluate only N labelled items, spread evenly over the set (quick runs).")
 @click.option("--batch", "max_batch", type=int, default=8, show_default=True, help="Images per model call.")
+@click.option("--square", is_flag=True, help="Letterbox into the model's full square input (runtime rect_letterbox: false).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write per-item name,truth,predicted,error.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def crowd(images, video, gt_path, estimator, model, threshold, tiles, limit, max_batch, csv_path, as_json) -> None:
+def crowd(images, video, gt_path, estimator, model, threshold, tiles, limit, max_batch, square, csv_path, as_json) -> None:
     """Counting error (n, MAE, RMSE, bias) of a crowd estimator on labelled images or a labelled video.
 
     \b
@@ -86,7 +87,7 @@ def crowd(images, video, gt_path, estimator, model, threshold, tiles, limit, max
     gt = load_counts(gt_path)
     names = spread(sorted(gt, key=natural_key), limit)
     settings = CrowdSettings(score_threshold=threshold, tiles=tiles, **({"model": model} if model else {}))
-    runtime = _runtime(max_batch)
+    runtime = _runtime(max_batch, rect_letterbox=not square)
     est = _load("crowd estimator", lambda: build_crowd_estimator(estimator, ModelRegistry.load(), settings, runtime))
     items = _image_batches(images, names, max_batch) if images else _video_batches(video, names, max_batch)
     truth, predicted, used = [], [], []

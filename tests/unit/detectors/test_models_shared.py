@@ -155,7 +155,8 @@ def test_served_graph_equals_the_published_file(registry, vtest, name):
     from detectors.runtime import fold_shape_arithmetic, ort_session
 
     spec, raw = registry.spec(name), registry.locate(name).read_bytes()
-    served = OnnxModel(spec, raw, RuntimeSettings(batching="parallel", parallel_runs=2), uint8_input=True)
+    served = OnnxModel(spec, raw, RuntimeSettings(batching="parallel", parallel_runs=2, rect_letterbox=False),
+                       uint8_input=True)
     reference = ort_session(raw)
     floats, _ = to_tensor(vtest[:4], spec.input)
     ref = np.concatenate([reference.run(None, {spec.input.name: floats[i:i + 1]})[0] for i in range(4)])
@@ -171,6 +172,22 @@ def test_unrewritten_model_is_the_published_file(registry, name):
 
     spec, raw = registry.spec(name), registry.locate(name).read_bytes()
     expected = make_batch_dynamic(raw) if spec.input.static_batch else raw
-    assert _served_graph(raw, spec, True, True, rewrite=False) == (expected, False)
+    assert _served_graph(raw, spec, True, True, rewrite=False, rect=True) == (expected, False, False)
     assert _served_graph(raw, spec, True, True)[0] != expected  # the served graph is rewritten
     assert not OnnxModel(spec, raw, RuntimeSettings(), uint8_input=True, rewrite=False).uint8_input
+
+
+@pytest.mark.parametrize("name", ["yolox_nano_coco_416", "person_detector_light_192"])
+def test_rect_letterbox_serves_a_smaller_canvas_and_finds_the_same_people(registry, vtest, name):
+    """768x576 frames run at 416x320 / 192x160 instead of the full square; counts and boxes as with the square."""
+    rect, square = (BoxCrowdEstimator.from_registry(registry, CrowdSettings(model=name), Runtime(RuntimeSettings(rect_letterbox=flag)))
+                    for flag in (True, False))
+    assert rect.model.rect and not square.model.rect
+    side = rect.model.spec.input.width
+    assert rect.model.prepare(vtest[:2])[0].shape == (2, 3, side * 3 // 4 + (-(side * 3 // 4) % 32), side)
+    assert square.model.prepare(vtest[:2])[0].shape == (2, 3, side, side)
+    a, b = rect.estimate(vtest), square.estimate(vtest)
+    diffs = [len(x.boxes) - len(y.boxes) for x, y in zip(a, b)]
+    assert sum(map(abs, diffs)) <= 1, diffs  # the light model has one box at 0.504 with rect, 0.49 square
+    matched = [np.abs(y.boxes[:, :4] - box[:4]).max(axis=1).min() for x, y in zip(a, b) for box in x.boxes if len(y.boxes)]
+    assert np.median(matched) < 1.0 and np.mean(np.asarray(matched) < 4) >= 0.9  # light model: 46 of 49 boxes

@@ -278,3 +278,63 @@ def test_a_slow_load_does_not_hold_up_other_models_and_builds_once():
         first, second = (f.result(timeout=30) for f in waiting)
     assert first is second and builds == ["slow"]
     np.testing.assert_array_equal(loaded.run(np.ones((1, 3, 4, 4), np.float32)), np.full((1, 3, 4, 4), 3.0, np.float32))
+
+
+LETTERBOX = InputSpec(name="x", shape=["batch", 3, 8, 8], colour="BGR", resize="letterbox_top_left", rect_multiple=4)
+
+
+@pytest.mark.parametrize(("sizes", "canvas"), [
+    ([(60, 80)], (8, 8)),  # 80x60 → 8x6: 6 rows round up to 8
+    ([(30, 80)], (4, 8)),  # 8x3 → 8x4
+    ([(80, 30)], (8, 4)),  # portrait: 3x8 → 4x8
+    ([(30, 80), (80, 80)], (8, 8)),  # the batch shares the canvas that holds its largest image
+    ([(30, 80), (20, 80)], (4, 8)),
+])
+def test_rect_canvas_is_the_smallest_multiple_that_holds_the_batch(sizes, canvas):
+    from detectors.preprocess import canvas_size, to_image_tensor
+
+    images = [np.zeros((h, w, 3), np.uint8) for h, w in sizes]
+    assert canvas_size(images, LETTERBOX, rect=True) == canvas
+    assert canvas_size(images, LETTERBOX) == (8, 8)
+    assert canvas_size(images, LETTERBOX.model_copy(update={"rect_multiple": None}), rect=True) == (8, 8)
+    assert canvas_size(images, LETTERBOX.model_copy(update={"resize": "stretch"}), rect=True) == (8, 8)
+    tensor, ratios = to_image_tensor(images, LETTERBOX, rect=True)
+    assert tensor.shape == (len(images), 3, *canvas)
+    np.testing.assert_allclose(ratios, [min(8 / h, 8 / w) for h, w in sizes])  # the same scale as the square
+
+
+def _flatten_graph() -> bytes:
+    """x (N,3,8,8) → Reshape to (N, 192) → MatMul: runs at 8x8 only."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])], "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        initializer=[numpy_helper.from_array(np.array([0, 192], np.int64), "flat"),
+                     numpy_helper.from_array(np.ones((192, 2), np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    return model.SerializeToString()
+
+
+def test_rect_letterbox_opens_a_convolutional_graph_and_refuses_a_fixed_one():
+    from detectors.preprocess import to_tensor
+    from detectors.runtime import OnnxModel, free_spatial_dims, ort_session
+
+    assert free_spatial_dims(_flatten_graph(), LETTERBOX) is None
+    spec = _spec("rect_flat").model_copy(update={"input": LETTERBOX})
+    assert not OnnxModel(spec, _flatten_graph(), RuntimeSettings()).rect  # served at 8x8, as declared
+    assert free_spatial_dims(_conv_graph(), LETTERBOX) is not None
+    model = OnnxModel(_spec("rect_conv").model_copy(update={"input": LETTERBOX}), _conv_graph(), RuntimeSettings(),
+                      uint8_input=True)
+    assert model.rect and model.uint8_input
+    wide = [np.random.default_rng(8).integers(0, 256, (30, 80, 3), dtype=np.uint8)]
+    tensor, _ = model.prepare(wide)
+    assert tensor.shape == (1, 3, 4, 8)
+    square = to_tensor(wide, LETTERBOX)[0]
+    ref = ort_session(_conv_graph()).run(None, {"x": square})[0]
+    # the rows the image fills (3 of 4, the last one next to the padding) equal the square run's
+    np.testing.assert_allclose(model.run(tensor)[:, :, :2], ref[:, :, :2], rtol=0, atol=1e-4)
+    assert not OnnxModel(spec.model_copy(update={"input": LETTERBOX}), _conv_graph(),
+                         RuntimeSettings(rect_letterbox=False)).rect
