@@ -416,8 +416,9 @@ class OnnxModel:
         mode = settings.batching if settings.batching != "auto" else ("parallel" if on_cpu and fixed_size else "dynamic")
         self.batch_mode: BatchMode = mode
         self.max_batch = settings.max_batch
-        model_bytes, self.uint8_input, self.rect = _served_graph(model_bytes, spec, uint8_input, fixed_size, rewrite,
-                                                                 rect=settings.rect_letterbox)
+        # TensorRT builds an engine per input shape: canvases that vary per batch would rebuild it
+        rect = settings.rect_letterbox and self.providers[0] != "TensorrtExecutionProvider"
+        model_bytes, self.uint8_input, self.rect = _served_graph(model_bytes, spec, uint8_input, fixed_size, rewrite, rect=rect)
         self.parallel_runs = settings.parallel_runs or cpu_count()
         intra = settings.intra_op_threads or (1 if mode == "parallel" and self.parallel_runs > 1 else 0)
         try:
