@@ -73,7 +73,23 @@ def _full_path(registry, runtime, name: str) -> tuple[Callable[[list[np.ndarray]
     return scorer.score, scorer.model
 
 
-def run_bench(models: list[str], batches: list[int], rounds: int, batching: str) -> dict:
+def _gpu_name() -> str | None:
+    """The first GPU's name from nvidia-smi, or None."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def run_bench(models: list[str], batches: list[int], rounds: int, batching: str,
+              providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> dict:
     """All figures as one JSON-ready dict.
 
     Per model and batch: ``full`` = the worker's path (served as configured: constant shapes, uint8
@@ -90,16 +106,20 @@ def run_bench(models: list[str], batches: list[int], rounds: int, batching: str)
 
     from detectors.preprocess import to_tensor
     from detectors.registry import ModelRegistry
-    from detectors.runtime import OnnxModel, Runtime, cpu_count
+    from detectors.runtime import OnnxModel, Runtime, cpu_count, resolve_providers
     from detectors.settings import RuntimeSettings
 
     registry = ModelRegistry.load()
     frames, source = _frames(max(batches))
+    on_gpu = [p for p in resolve_providers(list(providers)) if p != "CPUExecutionProvider"]
+    gpu = f"{_gpu_name() or 'GPU'} via {on_gpu[0]}" if on_gpu else (
+        "none in this session" if set(providers) == {"CPUExecutionProvider"} else
+        f"none: {', '.join(p for p in providers if p != 'CPUExecutionProvider')} not available, measured on CPU")
     result: dict = {"device": f"CPU ({cpu_count()} cores, {platform.processor() or platform.machine()})",
-                    "gpu": "none in this session", "onnxruntime": ort.__version__, "frames": source,
+                    "gpu": gpu, "onnxruntime": ort.__version__, "frames": source,
                     "rounds": rounds, "models": {}}
     for name in models:
-        settings = RuntimeSettings(batching=batching, max_batch=max(batches))
+        settings = RuntimeSettings(batching=batching, max_batch=max(batches), providers=list(providers))
         call, model = _full_path(registry, Runtime(settings), name)
         float_call, _ = _full_path(registry, Runtime(settings.model_copy(update={"uint8_input": False})), name)
         square_call, _ = _full_path(registry, Runtime(settings.model_copy(update={"rect_letterbox": False})), name)
@@ -140,7 +160,7 @@ def run_bench(models: list[str], batches: list[int], rounds: int, batching: str)
         if len(batches) > 0:
             b = max(batches)
             tensor, _ = to_tensor(frames[:b], model.spec.input)
-            served = {mode: OnnxModel(model.spec, raw, RuntimeSettings(batching=mode, max_batch=b))
+            served = {mode: OnnxModel(model.spec, raw, RuntimeSettings(batching=mode, max_batch=b, providers=list(providers)))
                       for mode in ("parallel", "dynamic")}
             # each mode in its own block: a dynamic session's threads spin after a run and would slow
             # the parallel run that follows if the two took turns
@@ -158,19 +178,24 @@ def run_bench(models: list[str], batches: list[int], rounds: int, batching: str)
 @click.option("--batches", default="1,4,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--rounds", type=int, default=10, show_default=True, help="Timed calls per batch size.")
 @click.option("--batching", type=click.Choice(["auto", "dynamic", "parallel"]), default="auto", show_default=True)
+@click.option("--providers", default="CPUExecutionProvider", show_default=True,
+              help="Comma-separated onnxruntime execution providers in order of preference, e.g. "
+                   "CUDAExecutionProvider,CPUExecutionProvider on a GPU machine (with onnxruntime-gpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_detect(models: str, batches: str, rounds: int, batching: str, as_json: bool) -> None:
+def bench_detect(models: str, batches: str, rounds: int, batching: str, providers: str, as_json: bool) -> None:
     """Images/s through preprocess + infer + postprocess vs bare inference on prepared tensors.
 
     \b
     Example:
       guanjia bench detect --batches 1,8 --json
+      guanjia bench detect --providers CUDAExecutionProvider --batches 1,8,32   # GPU machine
     """
     from detectors.registry import ModelError
 
     try:
         result = run_bench([m.strip() for m in models.split(",") if m.strip()],
-                           [int(b) for b in batches.split(",")], rounds, batching)
+                           [int(b) for b in batches.split(",")], rounds, batching,
+                           tuple(p.strip() for p in providers.split(",") if p.strip()))
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
