@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 HEAD_MODEL = "crowd_density"
 BACKBONE_MODEL = "yolox_nano_coco_416"
-FEATURE_OUTPUTS = ("feat8", "feat16")
+FEATURE_OUTPUTS = ("feat8", "feat16")  # what every head reads
+CONTEXT_OUTPUT = "feat32"  # the stride-32 features, read by heads trained with them (input named so)
+LEVELS = {"feat8": 0, "feat16": 1, "feat32": 2}  # output name → YOLOX prediction level (stride 8·2^level)
 DENSITY_OUTPUT = "density"
 INPUT_NAME = "images"
 PAD_VALUE = 114.0
@@ -76,8 +78,9 @@ def _feature_tensors(graph: onnx.GraphProto, level: int) -> tuple[str, str]:
     return cls_in, reg_in
 
 
-def cut_backbone(model: onnx.ModelProto) -> onnx.ModelProto:
-    """YOLOX with a dynamic N×3×H×W input, cut to two outputs: ``feat8`` (N,128,H/8,W/8), ``feat16`` (N,128,H/16,W/16).
+def cut_backbone(model: onnx.ModelProto, outputs: Sequence[str] = FEATURE_OUTPUTS) -> onnx.ModelProto:
+    """YOLOX with a dynamic N×3×H×W input, cut to ``outputs``: ``feat8`` (N,128,H/8,W/8), ``feat16``
+    (N,128,H/16,W/16) and, when asked for, ``feat32`` (N,128,H/32,W/32).
 
     Each output is the cls-branch features followed by the reg-branch features of that stride.
     """
@@ -92,26 +95,30 @@ def cut_backbone(model: onnx.ModelProto) -> onnx.ModelProto:
             dim.ClearField("dim_value")
             dim.dim_param = param
     del graph.value_info[:]
-    names = [_feature_tensors(graph, 0), _feature_tensors(graph, 1)]
+    unknown = [o for o in outputs if o not in LEVELS]
+    if unknown:
+        raise ValueError(f"unknown backbone feature outputs {unknown}; known: {list(LEVELS)}")
+    names = [_feature_tensors(graph, LEVELS[o]) for o in outputs]
     del graph.output[:]
     for pair in names:
         graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in pair)
     sub = Extractor(model).extract_model([graph.input[0].name], [n for pair in names for n in pair])
-    for out_name, (cls_in, reg_in) in zip(FEATURE_OUTPUTS, names):
+    for out_name, (cls_in, reg_in) in zip(outputs, names):
         sub.graph.node.append(helper.make_node("Concat", [cls_in, reg_in], [out_name], axis=1, name=f"concat_{out_name}"))
     del sub.graph.output[:]
-    sub.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in FEATURE_OUTPUTS)
+    sub.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in outputs)
     if graph.input[0].name != INPUT_NAME:
         raise ValueError(f"backbone input is {graph.input[0].name!r}, expected {INPUT_NAME!r}")
     return sub
 
 
 def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
-    """One graph: image → cut backbone → head → ``density`` (N,1,H/16,W/16)."""
+    """One graph: image → cut backbone (the features the head reads) → head → ``density`` (N,1,H/16,W/16)."""
     import onnx
     from onnx import compose
 
-    cut = cut_backbone(backbone)
+    inputs = [i.name for i in head.graph.input if i.name in LEVELS]
+    cut = cut_backbone(backbone, inputs)
     head = onnx.ModelProto.FromString(head.SerializeToString())
     opset = max(op.version for op in list(cut.opset_import) + list(head.opset_import) if op.domain in ("", "ai.onnx"))
     for m in (cut, head):
@@ -119,7 +126,7 @@ def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) ->
         del m.opset_import[:]
         m.opset_import.append(onnx.helper.make_opsetid("", opset))
     head = compose.add_prefix(head, "head/", rename_inputs=False, rename_outputs=False)
-    merged = compose.merge_models(cut, head, io_map=[(n, n) for n in FEATURE_OUTPUTS])
+    merged = compose.merge_models(cut, head, io_map=[(n, n) for n in inputs])
     del merged.opset_import[1:]  # merge_models lists the shared default domain once per model; tools want it once
     onnx.checker.check_model(merged)
     return merged

@@ -1,8 +1,8 @@
 """``guanjia bench density``: density-map throughput at 1024×768 side by side with YOLOX-Nano box counting.
 
 Three calls take turns image by image so that load drift hits all alike: the density estimator's
-full path (letterbox + backbone + head), the cut backbone alone on a prepared tensor (its ceiling),
-and the box estimator (YOLOX-Nano at 416, decode + NMS) as the baseline. ``--long-sides`` adds the
+full path (letterbox + backbone + head), the backbone cut to the features the head reads alone on a
+prepared tensor (its ceiling), and the box estimator (YOLOX-Nano at 416, decode + NMS) as the baseline. ``--long-sides`` adds the
 same full path with the image scaled to other long sides (speed only: a head is accurate at the
 scale it was trained at, recorded in its metadata).
 """
@@ -37,8 +37,8 @@ def run_bench(rounds: int, threads: int, long_sides: tuple[int, ...] = ()) -> di
 
     from detectors.crowd import BoxCrowdEstimator
     from detectors.density import (
-        FEATURE_OUTPUTS,
         INPUT_NAME,
+        LEVELS,
         DensityEstimator,
         cut_backbone,
         letterbox,
@@ -53,13 +53,14 @@ def run_bench(rounds: int, threads: int, long_sides: tuple[int, ...] = ()) -> di
     boxes = BoxCrowdEstimator.from_registry(registry, CrowdSettings(), runtime)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    backbone = ort.InferenceSession(cut_backbone(onnx.load(registry.locate("yolox_nano_coco_416"))).SerializeToString(),
+    head_inputs = [i.name for i in onnx.load(registry.locate("crowd_density")).graph.input if i.name in LEVELS]
+    backbone = ort.InferenceSession(cut_backbone(onnx.load(registry.locate("yolox_nano_coco_416")), head_inputs).SerializeToString(),
                                     options, providers=["CPUExecutionProvider"])
     images, source = _images(rounds)
     tensors = [letterbox(im, density.long_side)[0][None] for im in images]
     calls = {
         "density_full": lambda i: density.estimate([images[i]]),
-        "backbone_only": lambda i: backbone.run(list(FEATURE_OUTPUTS), {INPUT_NAME: tensors[i]}),
+        "backbone_only": lambda i: backbone.run(head_inputs, {INPUT_NAME: tensors[i]}),
         "boxes_yolox_416": lambda i: boxes.estimate([images[i]]),
     }
     head_bytes = registry.locate("crowd_density").read_bytes()

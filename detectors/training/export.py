@@ -4,41 +4,61 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.density import DENSITY_OUTPUT, FEATURE_OUTPUTS
+from detectors.density import CONTEXT_OUTPUT, DENSITY_OUTPUT, FEATURE_OUTPUTS
 from detectors.training.head import CONTEXT, DensityHead
 
 OPSET = 13
 
 
 def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto:  # noqa: F821
-    """SpaceToDepth(feat8) ‖ feat16 ‖ AveragePool(feat16) → 1×1 conv (whitening folded in) → ReLU → 1×1 conv → Softplus."""
+    """SpaceToDepth(feat8) ‖ feat16 ‖ AveragePool(feat16) [‖ Resize×2(feat32)] → 1×1 conv (whitening folded in)
+    → ReLU → 1×1 conv → Softplus.
+
+    An ensemble of M MLPs is one graph: the first conv has M·hidden outputs, the second is grouped
+    (M groups, one map per member) and a last 1×1 conv averages the M maps.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w, mlp = head.whitening, head.mlp
-    w1 = (w.proj.astype(np.float64) @ mlp.w1.astype(np.float64))  # (D, hidden)
-    b1 = mlp.b1.astype(np.float64) - w.mean.astype(np.float64) @ w1
+    w, mlps = head.whitening, head.mlps
+    members = len(mlps)
+    # every member's first layer with the whitening folded in, side by side: one Conv for the whole ensemble
+    w1 = np.concatenate([w.proj.astype(np.float64) @ m.w1.astype(np.float64) for m in mlps], axis=1)  # (D, M·hidden)
+    b1 = np.concatenate([m.b1.astype(np.float64) for m in mlps]) - w.mean.astype(np.float64) @ w1
+    w2 = np.stack([m.w2[:, 0] for m in mlps])  # (M, hidden): member m's output reads only its own hidden units
     inits = [
         numpy_helper.from_array(w1.T.astype(np.float32)[:, :, None, None], "w1"),
         numpy_helper.from_array(b1.astype(np.float32), "b1"),
-        numpy_helper.from_array(mlp.w2.T.astype(np.float32)[:, :, None, None], "w2"),
-        numpy_helper.from_array(mlp.b2.astype(np.float32), "b2"),
+        numpy_helper.from_array(w2.astype(np.float32)[:, :, None, None], "w2"),
+        numpy_helper.from_array(np.concatenate([m.b2 for m in mlps]).astype(np.float32), "b2"),
     ]
     f8, f16 = FEATURE_OUTPUTS
+    cells = ["s2d", f16, "ctx"]
     nodes = [
         helper.make_node("SpaceToDepth", [f8], ["s2d"], blocksize=2),
         helper.make_node("AveragePool", [f16], ["ctx"], kernel_shape=[CONTEXT, CONTEXT],
                          pads=[CONTEXT // 2] * 4, strides=[1, 1], count_include_pad=0),
-        helper.make_node("Concat", ["s2d", f16, "ctx"], ["cells"], axis=1),
+    ]
+    inputs = [helper.make_tensor_value_info(f8, TensorProto.FLOAT, ["N", 128, "H8", "W8"]),
+              helper.make_tensor_value_info(f16, TensorProto.FLOAT, ["N", 128, "H16", "W16"])]
+    if head.stride32:
+        inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up_scales"))
+        nodes.append(helper.make_node("Resize", [CONTEXT_OUTPUT, "", "up_scales"], ["up32"], mode="nearest",
+                                      coordinate_transformation_mode="asymmetric", nearest_mode="floor"))
+        inputs.append(helper.make_tensor_value_info(CONTEXT_OUTPUT, TensorProto.FLOAT, ["N", 128, "H32", "W32"]))
+        cells.append("up32")
+    nodes += [
+        helper.make_node("Concat", cells, ["cells"], axis=1),
         helper.make_node("Conv", ["cells", "w1", "b1"], ["pre"]),
         helper.make_node("Relu", ["pre"], ["hid"]),
-        helper.make_node("Conv", ["hid", "w2", "b2"], ["logit"]),
-        helper.make_node("Softplus", ["logit"], [DENSITY_OUTPUT]),
+        helper.make_node("Conv", ["hid", "w2", "b2"], ["logit"], group=members),
+        helper.make_node("Softplus", ["logit"], [DENSITY_OUTPUT if members == 1 else "maps"]),
     ]
+    if members > 1:
+        inits.append(numpy_helper.from_array(np.full((1, members, 1, 1), 1.0 / members, np.float32), "mean"))
+        nodes.append(helper.make_node("Conv", ["maps", "mean"], [DENSITY_OUTPUT]))  # the members' maps averaged
     graph = helper.make_graph(
-        nodes, "crowd_density_head",
-        [helper.make_tensor_value_info(f8, TensorProto.FLOAT, ["N", 128, "H8", "W8"]),
-         helper.make_tensor_value_info(f16, TensorProto.FLOAT, ["N", 128, "H16", "W16"])],
+        nodes, "crowd_density_head", inputs,
         [helper.make_tensor_value_info(DENSITY_OUTPUT, TensorProto.FLOAT, ["N", 1, "H16", "W16"])],
         inits,
     )

@@ -29,6 +29,9 @@ class TrainConfig:
     loss: str = "relative"  # Huber of (map sum − count)/√(count+1) ("relative") or of map sum − count ("absolute")
     whitening_cells: int = 200_000
     whitening_images: int = 250
+    heads: int = 1  # ensemble members: MLPs with their own initialisation and batch order, maps averaged
+    stride32: bool = True  # append the stride-32 features (upsampled ×2) to each stride-16 cell
+    aug_scales: tuple[float, ...] = (0.625, 0.8)  # also train on every training image scaled by these factors
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,10 +46,11 @@ class Part:
     counts: np.ndarray
 
 
-def _cells(part: Part, batch: int = 16):
+def _cells(part: Part, stride32: bool, batch: int = 16):
     for start in range(0, len(part.index), batch):
         idx = part.index[start:start + batch]
-        yield cell_features(part.bank.feat8[idx], part.bank.feat16[idx])
+        feat32 = part.bank.feat32[idx] if stride32 else None
+        yield cell_features(part.bank.feat8[idx], part.bank.feat16[idx], feat32)
 
 
 def fit_whitening(parts: list[Part], cfg: TrainConfig, rng: np.random.Generator) -> Whitening:
@@ -56,48 +60,66 @@ def fit_whitening(parts: list[Part], cfg: TrainConfig, rng: np.random.Generator)
     per_image = max(1, cfg.whitening_cells // sum(len(p.index) for p in sampled))
     sample = []
     for part in sampled:
-        for cells in _cells(part):
+        for cells in _cells(part, cfg.stride32):
             for image_cells in cells:
                 pick = rng.choice(len(image_cells), size=min(per_image, len(image_cells)), replace=False)
                 sample.append(image_cells[pick])
     return Whitening.fit(np.concatenate(sample), cfg.components)
 
 
-def project(parts: list[Part], whitening: Whitening) -> np.ndarray:
+def project(parts: list[Part], whitening: Whitening, stride32: bool = False) -> np.ndarray:
     """(images, cells, K) float32 whitened cells of all parts, in order."""
-    out = [whitening(cells).astype(np.float32) for part in parts for cells in _cells(part)]
+    out = [whitening(cells).astype(np.float32) for part in parts for cells in _cells(part, stride32)]
     return np.concatenate(out)
 
 
-def fit_head(parts: list[Part], cfg: TrainConfig) -> DensityHead:
-    """Train whitening + MLP so that each training image's map sums to its count."""
+def fit_head(parts: list[Part], cfg: TrainConfig, scaled: list[list[Part]] = ()) -> DensityHead:
+    """Train whitening + ``cfg.heads`` MLPs so that each training image's (averaged) map sums to its count.
+
+    ``scaled`` holds the same training images at other scales (scale augmentation): their cells join
+    the training, batches drawn within one scale; the whitening is fitted on ``parts`` only. Member 0
+    continues the whitening's random stream; member i draws its initialisation and batch order from
+    the seed sequence (seed, i).
+    """
     rng = np.random.default_rng(cfg.seed)
     start = time.perf_counter()
     whitening = fit_whitening(parts, cfg, rng)
-    z = project(parts, whitening)
-    counts = np.concatenate([p.counts for p in parts]).astype(np.float64)
-    log.info("whitened %d images × %d cells in %.1f s", *z.shape[:2], time.perf_counter() - start)
-    return DensityHead(whitening, train_mlp(z, counts, cfg, rng))
+    groups = [(project(p, whitening, cfg.stride32), np.concatenate([q.counts for q in p]).astype(np.float64))
+              for p in [parts, *scaled]]
+    log.info("whitened %s images × cells in %.1f s", " + ".join(f"{z.shape[0]}×{z.shape[1]}" for z, _ in groups),
+             time.perf_counter() - start)
+    rngs = [rng] + [np.random.default_rng([cfg.seed, i]) for i in range(1, cfg.heads)]
+    return DensityHead(whitening, [train_mlp(groups, cfg, r) for r in rngs], stride32=cfg.stride32)
 
 
-def train_mlp(z: np.ndarray, counts: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> Mlp:
-    """Adam on a Huber loss of the count error (divided by sqrt(count + 1) when relative), cosine learning-rate decay."""
+def train_mlp(groups: list[tuple[np.ndarray, np.ndarray]], cfg: TrainConfig, rng: np.random.Generator) -> Mlp:
+    """Adam on a Huber loss of the count error (divided by sqrt(count + 1) when relative), cosine learning-rate decay.
+
+    ``groups`` are (images, cells, K) whitened cells with their counts, one per scale; a batch holds
+    images of one group, and with several groups the batches of an epoch are shuffled together.
+    """
     start = time.perf_counter()
-    cells = z.shape[1]
-    mlp = Mlp.init(cfg.components, cfg.hidden, rng, prior_density=float(counts.mean() / cells))
-    opt = Adam(cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.loss not in ("relative", "absolute"):
         raise ValueError(f"loss must be 'relative' or 'absolute', not {cfg.loss!r}")
-    scale = np.sqrt(counts + 1.0) if cfg.loss == "relative" else np.ones_like(counts)
-    steps = cfg.epochs * -(-len(z) // cfg.batch_images)
+    z0, counts0 = groups[0]
+    mlp = Mlp.init(cfg.components, cfg.hidden, rng, prior_density=float(counts0.mean() / z0.shape[1]))
+    opt = Adam(cfg.lr, weight_decay=cfg.weight_decay)
+    scales = [np.sqrt(c + 1.0) if cfg.loss == "relative" else np.ones_like(c) for _, c in groups]
+    steps = cfg.epochs * sum(-(-len(z) // cfg.batch_images) for z, _ in groups)
+    images = sum(len(z) for z, _ in groups)
     step = 0
     for epoch in range(cfg.epochs):
-        order = rng.permutation(len(z))
+        batches = []
+        for g, (z, _) in enumerate(groups):
+            order = rng.permutation(len(z))
+            batches += [(g, np.sort(order[s:s + cfg.batch_images])) for s in range(0, len(order), cfg.batch_images)]
+        if len(groups) > 1:
+            batches = [batches[b] for b in rng.permutation(len(batches))]
         abs_err = 0.0
-        for s in range(0, len(order), cfg.batch_images):
-            idx = np.sort(order[s:s + cfg.batch_images])
+        for g, idx in batches:
+            (z, counts), scale = groups[g], scales[g]
 
-            def dloss(pred: np.ndarray, idx=idx) -> np.ndarray:
+            def dloss(pred: np.ndarray, idx=idx, counts=counts, scale=scale) -> np.ndarray:
                 r = (pred - counts[idx]) / scale[idx]
                 return np.clip(r, -cfg.huber_delta, cfg.huber_delta) / scale[idx] / len(idx)
 
@@ -107,12 +129,12 @@ def train_mlp(z: np.ndarray, counts: np.ndarray, cfg: TrainConfig, rng: np.rando
             opt.step(mlp.params(), grads, lr)
             step += 1
         if epoch % 10 == 9 or epoch == cfg.epochs - 1:
-            log.info("epoch %d: train MAE %.2f (%.0f s)", epoch + 1, abs_err / len(z), time.perf_counter() - start)
+            log.info("epoch %d: train MAE %.2f (%.0f s)", epoch + 1, abs_err / images, time.perf_counter() - start)
     return mlp
 
 
 def predict_counts(head: DensityHead, part: Part) -> np.ndarray:
-    return np.concatenate([head.mlp(head.whitening(cells)).sum(axis=1) for cells in _cells(part)])
+    return np.concatenate([head.cell_density(head.whitening(cells)).sum(axis=1) for cells in _cells(part, head.stride32)])
 
 
 def errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """The density head: per-cell features → PCA whitening → 1×1-conv MLP → softplus, trained on image counts.
 
 Cells are at stride 16. A cell's input is the four stride-8 feature vectors under it (space-to-depth),
-the stride-16 features, and the stride-16 features averaged over the 5×5 neighbourhood (context).
+the stride-16 features, the stride-16 features averaged over the 5×5 neighbourhood (context) and,
+for heads trained with them, the stride-32 features of the cell's parent (nearest upsampling ×2).
 Only image-level counts are known, so the loss compares the *sum* of the map with the count; the
 network is local (1×1 convolutions on local features), so the count is spread where people look like
 people, which is what makes per-zone sums meaningful.
@@ -37,10 +38,18 @@ def average_pool(x: np.ndarray, k: int = CONTEXT) -> np.ndarray:
     return out
 
 
-def cell_features(feat8: np.ndarray, feat16: np.ndarray) -> np.ndarray:
-    """(N,128,H/8,W/8) and (N,128,H/16,W/16) → (N, H/16·W/16, 768) float32 cell vectors."""
+def upsample2(x: np.ndarray) -> np.ndarray:
+    """(N,C,H,W) → (N,C,2H,2W), each value repeated 2×2 (ONNX Resize, nearest, asymmetric, floor)."""
+    return x.repeat(2, axis=2).repeat(2, axis=3)
+
+
+def cell_features(feat8: np.ndarray, feat16: np.ndarray, feat32: np.ndarray | None = None) -> np.ndarray:
+    """(N,128,H/8,W/8), (N,128,H/16,W/16) [and (N,128,H/32,W/32)] → (N, H/16·W/16, 768 [+128]) float32 cell vectors."""
     f16 = np.asarray(feat16, np.float32)
-    x = np.concatenate([space_to_depth(np.asarray(feat8, np.float32)), f16, average_pool(f16)], axis=1)
+    parts = [space_to_depth(np.asarray(feat8, np.float32)), f16, average_pool(f16)]
+    if feat32 is not None:
+        parts.append(upsample2(np.asarray(feat32, np.float32)))
+    x = np.concatenate(parts, axis=1)
     n, c = x.shape[:2]
     return x.reshape(n, c, -1).transpose(0, 2, 1)
 
@@ -146,13 +155,18 @@ class Adam:
 
 @dataclass
 class DensityHead:
-    """Whitening + MLP; the whole head as trained, with a numpy forward pass for checking the ONNX export."""
+    """Whitening + an ensemble of MLPs whose maps are averaged; a numpy forward pass for checking the ONNX export."""
 
     whitening: Whitening
-    mlp: Mlp
+    mlps: list[Mlp]
+    stride32: bool = False  # the cells also carry the stride-32 features (the graph then reads ``feat32``)
 
-    def density(self, feat8: np.ndarray, feat16: np.ndarray) -> np.ndarray:
+    def cell_density(self, z: np.ndarray) -> np.ndarray:
+        """(..., K) whitened cells → (...) people per cell, the mean of the members' maps."""
+        return np.mean([mlp(z) for mlp in self.mlps], axis=0)
+
+    def density(self, feat8: np.ndarray, feat16: np.ndarray, feat32: np.ndarray | None = None) -> np.ndarray:
         """(N,1,H/16,W/16) density maps from backbone features — the reference forward pass."""
         n, _, h, w = feat16.shape
-        z = self.whitening(cell_features(feat8, feat16))
-        return self.mlp(z).reshape(n, 1, h, w).astype(np.float32)
+        z = self.whitening(cell_features(feat8, feat16, feat32 if self.stride32 else None))
+        return self.cell_density(z).reshape(n, 1, h, w).astype(np.float32)

@@ -30,6 +30,10 @@ def reproduce_command(result: dict) -> str:
 def write_report(path: Path, result: dict) -> None:
     """Markdown with data, seed, epochs, folds and the cross-validated figures of ``result``."""
     cfg, cv, head = result["config"], result.get("cv"), result["head"]
+    s32 = cfg.get("stride32", False)
+    heads = cfg.get("heads", 1)
+    mlp = (f"ReLU MLP ({cfg['hidden']} hidden)" if heads == 1 else
+           f"{heads} ReLU MLPs ({cfg['hidden']} hidden each; seeds differ, maps averaged in the graph)")
     lines = [
         "# Crowd density head: training report",
         "",
@@ -39,11 +43,13 @@ def write_report(path: Path, result: dict) -> None:
         f"- Backbone: `{result['backbone']}` (COCO YOLOX-Nano, frozen, resolved through `models/models.yaml`; not committed).",
         (
             f"- Input: long side scaled to {result['long_side']} px (top-left letterbox, pad 114, BGR, raw 0–255); "
-            "features: the cls and reg branch tensors that feed YOLOX's stride-8 and stride-16 predictions (128 channels each)."
+            "features: the cls and reg branch tensors that feed YOLOX's stride-8 and stride-16"
+            f"{' and stride-32' if s32 else ''} predictions (128 channels each)."
         ),
         (
             "- Head (stride 16): space-to-depth of the stride-8 features (512) ‖ stride-16 features (128) ‖ their 5×5 mean (128) "
-            f"→ PCA whitening to {cfg['components']} → ReLU MLP ({cfg['hidden']} hidden) → softplus = people per cell."
+            f"{'‖ stride-32 features upsampled ×2 (128) ' if s32 else ''}"
+            f"→ PCA whitening to {cfg['components']} → {mlp} → softplus = people per cell."
         ),
         f"- Head file: `{head['file']}`, {head['size']} bytes, sha256 `{head['sha256']}`.",
         "",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detectors.density import CONTEXT_OUTPUT, FEATURE_OUTPUTS
 from detectors.training import data
 from detectors.training.features import BackboneFeatures, FeatureBank, extract
 from detectors.training.fit import Part, TrainConfig, errors, fit_head, predict_counts
@@ -31,22 +32,37 @@ class DevData:
     shb_counts: np.ndarray
     mall_counts: np.ndarray
     shb_keys: list[str]
+    scaled: tuple[DevData, ...] = ()  # the same images at the other scales of TrainConfig.aug_scales
 
 
-def load_dev_data(shared_dir: Path, backbone_bytes: bytes, long_side: int, cache_root: Path) -> DevData:
-    """Extract (or reuse cached) backbone features of ShanghaiTech-B train (and mirrors) and the Mall clip."""
+def load_dev_data(shared_dir: Path, backbone_bytes: bytes, long_side: int, cache_root: Path,
+                  stride32: bool | None = None, aug_scales: tuple[float, ...] | None = None) -> DevData:
+    """Extract (or reuse cached) backbone features of ShanghaiTech-B train (and mirrors) and the Mall clip.
+
+    ``stride32`` also extracts the stride-32 features; ``aug_scales`` also loads the images with the long
+    side scaled by each factor (both default to :class:`TrainConfig`'s defaults).
+    """
+    defaults = TrainConfig()
+    stride32 = defaults.stride32 if stride32 is None else stride32
+    aug_scales = defaults.aug_scales if aug_scales is None else aug_scales
     crowd = shared_dir / "data" / "crowd"
     shb, images = data.shanghaitech(crowd / "shanghaitech_B_train")
     mall, video = data.mall(crowd / "mall_train")
     tag = f"{hashlib.sha256(backbone_bytes).hexdigest()[:12]}_{long_side}"
     cache = cache_root / "crowd_features" / tag
-    fx = BackboneFeatures(backbone_bytes, long_side)
+    outputs = FEATURE_OUTPUTS + ((CONTEXT_OUTPUT,) if stride32 else ())
+
+    def fx(names):
+        return BackboneFeatures(backbone_bytes, long_side, outputs=names)
+
     banks = [
-        extract(cache, "shb", lambda: data.iter_images(images, shb.keys), len(shb), fx),
-        extract(cache, "shb_flip", lambda: data.iter_images(images, shb.keys), len(shb), fx, flip=True),
-        extract(cache, "mall", lambda: data.iter_video(video, mall.keys), len(mall), fx),
+        extract(cache, "shb", lambda: data.iter_images(images, shb.keys), len(shb), fx, outputs=outputs),
+        extract(cache, "shb_flip", lambda: data.iter_images(images, shb.keys), len(shb), fx, flip=True, outputs=outputs),
+        extract(cache, "mall", lambda: data.iter_video(video, mall.keys), len(mall), fx, outputs=outputs),
     ]
-    return DevData(*banks, shb.counts, mall.counts, shb.keys)
+    scaled = tuple(load_dev_data(shared_dir, backbone_bytes, round(long_side * f), cache_root, stride32, ())
+                   for f in aug_scales)
+    return DevData(*banks, shb.counts, mall.counts, shb.keys, scaled)
 
 
 def shb_folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
@@ -82,7 +98,8 @@ _DEV: DevData | None = None  # inherited by forked workers instead of pickling t
 def _fit(job: tuple[str, np.ndarray, np.ndarray, TrainConfig]):
     name, shb_index, mall_index, cfg = job
     start = time.perf_counter()
-    head = fit_head(training_parts(_DEV, shb_index, mall_index), cfg)
+    scaled = [training_parts(s, shb_index, mall_index) for s in _DEV.scaled]
+    head = fit_head(training_parts(_DEV, shb_index, mall_index), cfg, scaled)
     log.info("%s fitted in %.0f s", name, time.perf_counter() - start)
     return name, head, time.perf_counter() - start
 
@@ -94,6 +111,8 @@ def run_fits(dev: DevData, cfg: TrainConfig, folds: int, final: bool, jobs: int 
     Mall clip. Returns (figures or None, final head or None, seconds of the final fit).
     """
     global _DEV
+    if len(dev.scaled) != len(cfg.aug_scales):
+        raise ValueError(f"the config trains at {len(cfg.aug_scales)} extra scales but the data holds {len(dev.scaled)}")
     n_shb, n_mall = len(dev.shb_counts), len(dev.mall_counts)
     shb_held, mall_held = shb_folds(n_shb, max(folds, 1), cfg.seed), mall_blocks(n_mall, max(folds, 1))
     work = []

@@ -24,12 +24,16 @@ from detectors.zones import ZoneCounter
 from tests.plugins.shared import shared_path
 
 
-def _random_head(rng: np.random.Generator, k: int = 16, hidden: int = 8) -> DensityHead:
-    sample = cell_features(rng.normal(size=(2, 128, 12, 16)), rng.normal(size=(2, 128, 6, 8))).reshape(-1, 768)
-    whitening = Whitening.fit(np.concatenate([sample, rng.normal(size=(2000, 768))]), k)
-    mlp = Mlp.init(k, hidden, rng, prior_density=0.05)
-    mlp.w2 *= 20  # make the output depend visibly on the input
-    return DensityHead(whitening, mlp)
+def _random_head(rng: np.random.Generator, k: int = 16, hidden: int = 8, members: int = 1,
+                 stride32: bool = False) -> DensityHead:
+    f32 = rng.normal(size=(2, 128, 3, 4)) if stride32 else None
+    sample = cell_features(rng.normal(size=(2, 128, 12, 16)), rng.normal(size=(2, 128, 6, 8)), f32)
+    sample = sample.reshape(-1, sample.shape[-1])
+    whitening = Whitening.fit(np.concatenate([sample, rng.normal(size=(2000, sample.shape[-1]))]), k)
+    mlps = [Mlp.init(k, hidden, rng, prior_density=0.05) for _ in range(members)]
+    for mlp in mlps:
+        mlp.w2 *= 20  # make the output depend visibly on the input
+    return DensityHead(whitening, mlps, stride32=stride32)
 
 
 def _run_head(model, feat8: np.ndarray, feat16: np.ndarray) -> np.ndarray:
@@ -47,6 +51,55 @@ def test_exported_head_matches_reference_forward_pass():
     assert onnx_map.shape == reference.shape == (2, 1, 10, 14)
     assert reference.std() > 1e-3
     np.testing.assert_allclose(onnx_map, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_exported_ensemble_is_the_mean_of_its_members_maps():
+    rng = np.random.default_rng(4)
+    head = _random_head(rng, members=3)
+    feat8 = rng.normal(size=(1, 128, 16, 24)).astype(np.float32)
+    feat16 = rng.normal(size=(1, 128, 8, 12)).astype(np.float32)
+    onnx_map = _run_head(head_to_onnx(head, {"stride": 16}), feat8, feat16)
+    members = [DensityHead(head.whitening, [m]).density(feat8, feat16) for m in head.mlps]
+    assert np.abs(members[0] - members[1]).max() > 1e-2  # the members differ, so the mean is a real test
+    np.testing.assert_allclose(onnx_map, np.mean(members, axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(onnx_map, head.density(feat8, feat16), rtol=1e-4, atol=1e-5)
+
+
+def test_exported_stride32_head_reads_feat32_upsampled_like_the_reference():
+    rng = np.random.default_rng(5)
+    head = _random_head(rng, members=2, stride32=True)
+    feat8 = rng.normal(size=(1, 128, 16, 24)).astype(np.float32)
+    feat16 = rng.normal(size=(1, 128, 8, 12)).astype(np.float32)
+    feat32 = rng.normal(size=(1, 128, 4, 6)).astype(np.float32)
+    model = head_to_onnx(head, {"stride": 16})
+    assert [i.name for i in model.graph.input] == ["feat8", "feat16", "feat32"]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_map = session.run([DENSITY_OUTPUT], {"feat8": feat8, "feat16": feat16, "feat32": feat32})[0]
+    reference = head.density(feat8, feat16, feat32)
+    np.testing.assert_allclose(onnx_map, reference, rtol=1e-4, atol=1e-5)
+    moved = feat32.copy()
+    moved[0, :, 1, 2] += 3.0  # one stride-32 cell feeds exactly the 2×2 stride-16 cells under it
+    changed = np.abs(head.density(feat8, feat16, moved) - reference)[0, 0] > 1e-6
+    assert changed[2:4, 4:6].all() and changed.sum() == 4
+
+
+@pytest.mark.shared
+def test_merged_graph_cuts_the_backbone_at_the_features_the_head_reads():
+    import onnx
+
+    from detectors.density import cut_backbone, merge_backbone_and_head
+
+    backbone = onnx.load(shared_path("models", "yolox_nano_coco_416.onnx"))
+    with pytest.raises(ValueError, match="unknown backbone feature"):
+        cut_backbone(backbone, ["feat4"])
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 255, (3, 256, 320)).astype(np.float32)[None]
+    for stride32 in (False, True):
+        merged = merge_backbone_and_head(backbone, head_to_onnx(_random_head(rng, stride32=stride32), {}))
+        outputs = [o.name for o in merged.graph.output]
+        (density,) = ort.InferenceSession(merged.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            outputs, {"images": image})
+        assert outputs == [DENSITY_OUTPUT] and density.shape == (1, 1, 16, 20)
 
 
 def test_space_to_depth_and_context_pooling_follow_onnx_semantics():

@@ -9,6 +9,8 @@ from detectors.training.fit import TrainConfig
 from detectors.training.report import write_report
 from detectors.training.train import DevData, mall_blocks, mall_train_frames, run_fits, shb_folds
 
+PLAIN = {"stride32": False, "aug_scales": ()}  # the synthetic banks have stride-8/16 features at one scale
+
 
 def _bank(rng: np.random.Generator, n: int) -> tuple[FeatureBank, np.ndarray]:
     """Feature maps where a 'person' is a stride-16 cell whose first stride-16 channel is high."""
@@ -34,7 +36,7 @@ def test_training_learns_visible_counts_and_exports(tmp_path):
     shb, shb_counts = _bank(rng, 100)
     mall, mall_counts = _bank(rng, 20)
     dev = DevData(shb, shb, mall, shb_counts, mall_counts, [f"IMG_{i}.jpg" for i in range(100)])
-    cfg = TrainConfig(components=16, hidden=8, epochs=40, batch_images=8, lr=2e-2, whitening_cells=3000)
+    cfg = TrainConfig(components=16, hidden=8, epochs=40, batch_images=8, lr=2e-2, whitening_cells=3000, **PLAIN)
     cv, head, _ = run_fits(dev, cfg, folds=2, final=True, jobs=1)
     baseline = np.abs(shb_counts - shb_counts.mean()).mean()
     assert cv["shb"]["mae"] < 0.6 * baseline, (cv["shb"], baseline)
@@ -58,10 +60,82 @@ def test_absolute_count_loss_also_learns_and_an_unknown_loss_is_refused():
     bank, counts = _bank(rng, 60)
     parts = [Part(bank, np.arange(40), counts[:40])]
     cfg = TrainConfig(components=16, hidden=8, epochs=40, batch_images=8, lr=2e-2, whitening_cells=3000,
-                      loss="absolute", huber_delta=2.0)
+                      loss="absolute", huber_delta=2.0, **PLAIN)
     head = fit_head(parts, cfg)
     pred = predict_counts(head, Part(bank, np.arange(40, 60), counts[40:]))
     baseline = np.abs(counts[40:] - counts[:40].mean()).mean()
     assert np.abs(pred - counts[40:]).mean() < 0.6 * baseline
     with pytest.raises(ValueError, match="loss must be"):
-        fit_head(parts, TrainConfig(components=16, hidden=8, epochs=1, whitening_cells=3000, loss="squared"))
+        fit_head(parts, TrainConfig(components=16, hidden=8, epochs=1, whitening_cells=3000, loss="squared", **PLAIN))
+
+
+def test_an_ensemble_keeps_member_zero_as_the_single_head_and_averages_the_members():
+    from detectors.training.fit import Part, fit_head, predict_counts
+
+    rng = np.random.default_rng(2)
+    bank, counts = _bank(rng, 50)
+    parts = [Part(bank, np.arange(40), counts[:40])]
+    cfg = TrainConfig(components=16, hidden=8, epochs=5, batch_images=8, lr=2e-2, whitening_cells=3000, **PLAIN)
+    single, pair = fit_head(parts, cfg), fit_head(parts, TrainConfig(**(cfg.as_dict() | {"heads": 2})))
+    assert len(pair.mlps) == 2
+    np.testing.assert_array_equal(single.mlps[0].w1, pair.mlps[0].w1)  # member 0 = the heads=1 recipe
+    assert np.abs(pair.mlps[0].w1 - pair.mlps[1].w1).max() > 1e-3
+    held = Part(bank, np.arange(40, 50), counts[40:])
+    members = [predict_counts(type(pair)(pair.whitening, [m]), held) for m in pair.mlps]
+    np.testing.assert_allclose(predict_counts(pair, held), np.mean(members, axis=0), rtol=1e-5)
+
+
+def test_stride32_cells_learn_counts_that_only_the_stride32_features_show():
+    from detectors.training.fit import Part, fit_head, predict_counts
+
+    rng = np.random.default_rng(3)
+    n = 60
+    feat8 = rng.normal(0, 1, (n, 128, 8, 12)).astype(np.float16)
+    feat16 = rng.normal(0, 1, (n, 128, 4, 6)).astype(np.float16)
+    people = rng.integers(0, 3, (n, 2, 3))  # per stride-32 cell, spread over its 2×2 stride-16 cells
+    feat32 = rng.normal(0, 0.3, (n, 128, 2, 3)).astype(np.float32)
+    feat32[:, 0] += 3.0 * people
+    bank, counts = FeatureBank(feat8, feat16, feat32.astype(np.float16)), people.sum(axis=(1, 2)).astype(np.float64)
+    train, held = Part(bank, np.arange(45), counts[:45]), Part(bank, np.arange(45, n), counts[45:])
+    cfg = TrainConfig(components=16, hidden=8, epochs=60, batch_images=8, lr=2e-2, whitening_cells=3000, stride32=True,
+                      aug_scales=())
+    head = fit_head([train], cfg)
+    blind = fit_head([train], TrainConfig(**(cfg.as_dict() | {"stride32": False})))
+    assert head.stride32 and not blind.stride32
+    mae, blind_mae = (np.abs(predict_counts(h, held) - counts[45:]).mean() for h in (head, blind))
+    assert mae < 0.5 * blind_mae, (mae, blind_mae)
+
+
+def test_scale_augmentation_teaches_the_head_the_denser_cells_of_smaller_images():
+    from detectors.training.fit import Part, fit_head, predict_counts
+
+    rng = np.random.default_rng(4)
+    n = 80
+    people = rng.random((n, 4, 6)) < rng.uniform(0.1, 0.7, (n, 1, 1))  # at most one person per cell at full scale
+
+    def bank(cells: np.ndarray) -> FeatureBank:
+        h, w = cells.shape[1:]
+        feat16 = rng.normal(0, 0.5, (n, 128, h, w)).astype(np.float32)
+        feat16[:, 0] += 2.0 * cells
+        return FeatureBank(rng.normal(0, 0.5, (n, 128, 2 * h, 2 * w)).astype(np.float16), feat16.astype(np.float16))
+
+    full, half = bank(people.astype(float)), bank(people.reshape(n, 2, 2, 3, 2).sum(axis=(2, 4)).astype(float))
+    counts = people.sum(axis=(1, 2)).astype(np.float64)
+    train = np.arange(60)
+    cfg = TrainConfig(components=16, hidden=8, epochs=40, batch_images=8, lr=2e-2, whitening_cells=3000, **PLAIN)
+    plain = fit_head([Part(full, train, counts[train])], cfg)
+    augmented = fit_head([Part(full, train, counts[train])], TrainConfig(**(cfg.as_dict() | {"aug_scales": (0.5,)})),
+                         [[Part(half, train, counts[train])]])
+    held = Part(half, np.arange(60, n), counts[60:])
+    plain_mae, aug_mae = (np.abs(predict_counts(h, held) - counts[60:]).mean() for h in (plain, augmented))
+    assert aug_mae < 0.5 * plain_mae, (aug_mae, plain_mae)
+
+
+def test_fits_refuse_data_loaded_for_other_scales_than_the_config():
+    import pytest
+
+    rng = np.random.default_rng(5)
+    shb, counts = _bank(rng, 10)
+    dev = DevData(shb, shb, shb, counts, counts, [f"IMG_{i}.jpg" for i in range(10)])
+    with pytest.raises(ValueError, match="extra scales"):
+        run_fits(dev, TrainConfig(aug_scales=(0.5,)), folds=2, final=False)
