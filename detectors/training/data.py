@@ -63,3 +63,9 @@ def iter_video(video: Path, keys: list[str]) -> Iterator[np.ndarray]:
                 yield frame.to_ndarray(format="bgr24")
             if index >= max(wanted):
                 break
+
+
+def blank_frames(count: int, height: int = 768, width: int = 1024) -> Iterator[np.ndarray]:
+    """``count`` flat BGR frames, grey levels spread over 0–255: scenes with nobody in them (count 0)."""
+    for level in np.linspace(0, 255, count):
+        yield np.full((height, width, 3), round(level), np.uint8)

@@ -43,8 +43,8 @@ def write_report(path: Path, result: dict) -> None:
         f"- Backbone: `{result['backbone']}` (COCO YOLOX-Nano, frozen, resolved through `models/models.yaml`; not committed).",
         (
             f"- Input: long side scaled to {result['long_side']} px (top-left letterbox, pad 114, BGR, raw 0–255); "
-            "features: the cls and reg branch tensors that feed YOLOX's stride-8 and stride-16"
-            f"{' and stride-32' if s32 else ''} predictions (128 channels each)."
+            "features: the cls and reg branch tensors that feed YOLOX's "
+            f"{'stride-8, stride-16 and stride-32' if s32 else 'stride-8 and stride-16'} predictions (128 channels each)."
         ),
         (
             "- Head (stride 16): space-to-depth of the stride-8 features (512) ‖ stride-16 features (128) ‖ their 5×5 mean (128) "
@@ -63,7 +63,12 @@ def write_report(path: Path, result: dict) -> None:
             f"{cfg['huber_delta']}) of {_LOSS[cfg.get('loss', 'relative')]}; Adam, learning rate {cfg['lr']} with cosine decay, "
             f"weight decay {cfg['weight_decay']}, {cfg['batch_images']} images per step, {cfg['epochs']} epochs, seed {cfg['seed']}."
         ),
-        "- The whitening (PCA) is fitted on the training images of each fit only.",
+        *([(f"- Scale augmentation: every training image also enters with its long side scaled by "
+             f"{', '.join(f'{f:g}' for f in cfg['aug_scales'])} (features extracted at those sizes; a batch holds one scale); "
+             f"the model is served at {result['long_side']} px only.")] if cfg.get("aug_scales") else []),
+        *([f"- {cfg['blank_frames']} flat frames (grey levels 0–255) with count 0 join every fit: scenes with nobody in them."]
+          if cfg.get("blank_frames") else []),
+        "- The whitening (PCA) is fitted on the training images of each fit only (full scale).",
         f"- Final fit: {result['final_seconds']:.0f} s wall time on the shared 2-core machine, run in parallel with the CV fits (`--jobs`), after feature extraction (cached under `.cache/crowd_features/`).",
         "",
     ]

@@ -33,18 +33,22 @@ class DevData:
     mall_counts: np.ndarray
     shb_keys: list[str]
     scaled: tuple[DevData, ...] = ()  # the same images at the other scales of TrainConfig.aug_scales
+    blank: FeatureBank | None = None  # flat frames with nobody in them (TrainConfig.blank_frames), in every fit
 
 
 def load_dev_data(shared_dir: Path, backbone_bytes: bytes, long_side: int, cache_root: Path,
-                  stride32: bool | None = None, aug_scales: tuple[float, ...] | None = None) -> DevData:
+                  stride32: bool | None = None, aug_scales: tuple[float, ...] | None = None,
+                  blank_frames: int | None = None) -> DevData:
     """Extract (or reuse cached) backbone features of ShanghaiTech-B train (and mirrors) and the Mall clip.
 
     ``stride32`` also extracts the stride-32 features; ``aug_scales`` also loads the images with the long
-    side scaled by each factor (both default to :class:`TrainConfig`'s defaults).
+    side scaled by each factor; ``blank_frames`` flat 1024×768 frames are added as empty scenes (all
+    default to :class:`TrainConfig`'s defaults).
     """
     defaults = TrainConfig()
     stride32 = defaults.stride32 if stride32 is None else stride32
     aug_scales = defaults.aug_scales if aug_scales is None else aug_scales
+    blank_frames = defaults.blank_frames if blank_frames is None else blank_frames
     crowd = shared_dir / "data" / "crowd"
     shb, images = data.shanghaitech(crowd / "shanghaitech_B_train")
     mall, video = data.mall(crowd / "mall_train")
@@ -60,9 +64,11 @@ def load_dev_data(shared_dir: Path, backbone_bytes: bytes, long_side: int, cache
         extract(cache, "shb_flip", lambda: data.iter_images(images, shb.keys), len(shb), fx, flip=True, outputs=outputs),
         extract(cache, "mall", lambda: data.iter_video(video, mall.keys), len(mall), fx, outputs=outputs),
     ]
-    scaled = tuple(load_dev_data(shared_dir, backbone_bytes, round(long_side * f), cache_root, stride32, ())
+    blank = (extract(cache, f"blank{blank_frames}", lambda: data.blank_frames(blank_frames), blank_frames, fx,
+                     outputs=outputs) if blank_frames else None)
+    scaled = tuple(load_dev_data(shared_dir, backbone_bytes, round(long_side * f), cache_root, stride32, (), blank_frames)
                    for f in aug_scales)
-    return DevData(*banks, shb.counts, mall.counts, shb.keys, scaled)
+    return DevData(*banks, shb.counts, mall.counts, shb.keys, scaled, blank)
 
 
 def shb_folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
@@ -89,6 +95,8 @@ def training_parts(dev: DevData, shb_index: np.ndarray, mall_index: np.ndarray) 
              Part(dev.shb_flip, shb_index, dev.shb_counts[shb_index])]
     if len(mall_index):
         parts.append(Part(dev.mall, mall_index, dev.mall_counts[mall_index]))
+    if dev.blank is not None:
+        parts.append(Part(dev.blank, np.arange(len(dev.blank)), np.zeros(len(dev.blank))))
     return parts
 
 

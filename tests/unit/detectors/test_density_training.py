@@ -139,3 +139,17 @@ def test_fits_refuse_data_loaded_for_other_scales_than_the_config():
     dev = DevData(shb, shb, shb, counts, counts, [f"IMG_{i}.jpg" for i in range(10)])
     with pytest.raises(ValueError, match="extra scales"):
         run_fits(dev, TrainConfig(aug_scales=(0.5,)), folds=2, final=False)
+
+
+def test_blank_frames_join_every_fit_with_count_zero():
+    from detectors.training import data
+    from detectors.training.train import training_parts
+
+    frames = list(data.blank_frames(3, 8, 12))
+    assert [int(f[0, 0, 0]) for f in frames] == [0, 128, 255] and all(f.std() == 0 for f in frames)
+    rng = np.random.default_rng(6)
+    shb, counts = _bank(rng, 10)
+    blank, _ = _bank(rng, 3)
+    dev = DevData(shb, shb, shb, counts, counts, [f"IMG_{i}.jpg" for i in range(10)], blank=blank)
+    parts = training_parts(dev, np.arange(5), np.array([], int))
+    assert parts[-1].bank is blank and parts[-1].counts.tolist() == [0, 0, 0] and len(parts) == 3
