@@ -29,7 +29,7 @@ class TrainConfig:
     loss: str = "relative"  # Huber of (map sum − count)/√(count+1) ("relative") or of map sum − count ("absolute")
     whitening_cells: int = 200_000
     whitening_images: int = 250
-    heads: int = 1  # ensemble members: MLPs with their own initialisation and batch order, maps averaged
+    heads: int = 3  # ensemble members: MLPs with their own initialisation and batch order, maps averaged
     stride32: bool = True  # append the stride-32 features (upsampled ×2) to each stride-16 cell
     aug_scales: tuple[float, ...] = (0.625, 0.8)  # also train on every training image scaled by these factors
     blank_frames: int = 8  # flat frames of as many grey levels added to every fit with count 0 (nobody there)
