@@ -112,12 +112,17 @@ def cut_backbone(model: onnx.ModelProto, outputs: Sequence[str] = FEATURE_OUTPUT
     return sub
 
 
+def head_feature_inputs(head: onnx.ModelProto) -> list[str]:
+    """The backbone feature outputs (``feat8``, ``feat16``, ``feat32``) a head graph reads, in its input order."""
+    return [i.name for i in head.graph.input if i.name in LEVELS]
+
+
 def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
     """One graph: image → cut backbone (the features the head reads) → head → ``density`` (N,1,H/16,W/16)."""
     import onnx
     from onnx import compose
 
-    inputs = [i.name for i in head.graph.input if i.name in LEVELS]
+    inputs = head_feature_inputs(head)
     cut = cut_backbone(backbone, inputs)
     head = onnx.ModelProto.FromString(head.SerializeToString())
     opset = max(op.version for op in list(cut.opset_import) + list(head.opset_import) if op.domain in ("", "ai.onnx"))

@@ -38,9 +38,9 @@ def run_bench(rounds: int, threads: int, long_sides: tuple[int, ...] = ()) -> di
     from detectors.crowd import BoxCrowdEstimator
     from detectors.density import (
         INPUT_NAME,
-        LEVELS,
         DensityEstimator,
         cut_backbone,
+        head_feature_inputs,
         letterbox,
     )
     from detectors.registry import ModelRegistry
@@ -53,7 +53,7 @@ def run_bench(rounds: int, threads: int, long_sides: tuple[int, ...] = ()) -> di
     boxes = BoxCrowdEstimator.from_registry(registry, CrowdSettings(), runtime)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    head_inputs = [i.name for i in onnx.load(registry.locate("crowd_density")).graph.input if i.name in LEVELS]
+    head_inputs = head_feature_inputs(onnx.load(registry.locate("crowd_density")))
     backbone = ort.InferenceSession(cut_backbone(onnx.load(registry.locate("yolox_nano_coco_416")), head_inputs).SerializeToString(),
                                     options, providers=["CPUExecutionProvider"])
     images, source = _images(rounds)
