@@ -122,7 +122,8 @@ def run_bench(models: list[str], batches: list[int], rounds: int, batching: str,
         settings = RuntimeSettings(batching=batching, max_batch=max(batches), providers=list(providers))
         call, model = _full_path(registry, Runtime(settings), name)
         float_call, _ = _full_path(registry, Runtime(settings.model_copy(update={"uint8_input": False})), name)
-        square_call, _ = _full_path(registry, Runtime(settings.model_copy(update={"rect_letterbox": False})), name)
+        square_call = (_full_path(registry, Runtime(settings.model_copy(update={"rect_letterbox": False})), name)[0]
+                       if model.rect else call)  # no second session for a model served at its declared size
         raw = registry.locate(name).read_bytes()
         original = OnnxModel(model.spec, raw, settings, rewrite=False)  # the ceiling: the file as published
         per_batch = {}
