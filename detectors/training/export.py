@@ -12,7 +12,7 @@ OPSET = 13
 
 def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto:  # noqa: F821
     """SpaceToDepth(feat8) ‖ feat16 ‖ AveragePool(feat16) [‖ Resize×2(feat32)] → 1×1 conv (whitening folded in)
-    → ReLU → 1×1 conv → Softplus.
+    → ReLU → 1×1 conv (k×k for a spatial head, zero padding) → Softplus.
 
     An ensemble of M MLPs is one graph: the first conv has M·hidden outputs, the second is grouped
     (M groups, one map per member) and a last 1×1 conv averages the M maps.
@@ -25,11 +25,15 @@ def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto
     # every member's first layer with the whitening folded in, side by side: one Conv for the whole ensemble
     w1 = np.concatenate([w.proj.astype(np.float64) @ m.w1.astype(np.float64) for m in mlps], axis=1)  # (D, M·hidden)
     b1 = np.concatenate([m.b1.astype(np.float64) for m in mlps]) - w.mean.astype(np.float64) @ w1
-    w2 = np.stack([m.w2[:, 0] for m in mlps])  # (M, hidden): member m's output reads only its own hidden units
+    kernel = mlps[0].kernel
+    if any(m.kernel != kernel for m in mlps):
+        raise ValueError("the members of an ensemble must share one output kernel")
+    # (M, hidden, k, k): member m's output reads only its own hidden units; w2 rows are in im2col order (row, col, unit)
+    w2 = np.stack([m.w2[:, 0].reshape(kernel, kernel, -1).transpose(2, 0, 1) for m in mlps])
     inits = [
         numpy_helper.from_array(w1.T.astype(np.float32)[:, :, None, None], "w1"),
         numpy_helper.from_array(b1.astype(np.float32), "b1"),
-        numpy_helper.from_array(w2.astype(np.float32)[:, :, None, None], "w2"),
+        numpy_helper.from_array(w2.astype(np.float32), "w2"),
         numpy_helper.from_array(np.concatenate([m.b2 for m in mlps]).astype(np.float32), "b2"),
     ]
     f8, f16 = FEATURE_OUTPUTS
@@ -51,7 +55,8 @@ def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto
         helper.make_node("Concat", cells, ["cells"], axis=1),
         helper.make_node("Conv", ["cells", "w1", "b1"], ["pre"]),
         helper.make_node("Relu", ["pre"], ["hid"]),
-        helper.make_node("Conv", ["hid", "w2", "b2"], ["logit"], group=members),
+        helper.make_node("Conv", ["hid", "w2", "b2"], ["logit"], group=members, kernel_shape=[kernel, kernel],
+                         pads=[kernel // 2] * 4),
         helper.make_node("Softplus", ["logit"], [DENSITY_OUTPUT if members == 1 else "maps"]),
     ]
     if members > 1:

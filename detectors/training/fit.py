@@ -33,6 +33,7 @@ class TrainConfig:
     stride32: bool = True  # append the stride-32 features (upsampled ×2) to each stride-16 cell
     aug_scales: tuple[float, ...] = (0.625, 0.8)  # also train on every training image scaled by these factors
     blank_frames: int = 8  # flat frames of as many grey levels added to every fit with count 0 (nobody there)
+    kernel: int = 1  # the output layer's kernel over the hidden cell map: 1 = per cell, 3 = each cell reads its neighbours
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +69,11 @@ def fit_whitening(parts: list[Part], cfg: TrainConfig, rng: np.random.Generator)
     return Whitening.fit(np.concatenate(sample), cfg.components)
 
 
+def grid(part: Part) -> tuple[int, int]:
+    """(rows, cols) of the stride-16 cells of a part's images."""
+    return tuple(part.bank.feat16.shape[2:])
+
+
 def project(parts: list[Part], whitening: Whitening, stride32: bool = False) -> np.ndarray:
     """(images, cells, K) float32 whitened cells of all parts, in order."""
     out = [whitening(cells).astype(np.float32) for part in parts for cells in _cells(part, stride32)]
@@ -85,46 +91,54 @@ def fit_head(parts: list[Part], cfg: TrainConfig, scaled: list[list[Part]] = ())
     rng = np.random.default_rng(cfg.seed)
     start = time.perf_counter()
     whitening = fit_whitening(parts, cfg, rng)
-    groups = [(project(p, whitening, cfg.stride32), np.concatenate([q.counts for q in p]).astype(np.float64))
+    groups = [(project(p, whitening, cfg.stride32), np.concatenate([q.counts for q in p]).astype(np.float64), _grid(p))
               for p in [parts, *scaled]]
-    log.info("whitened %s images × cells in %.1f s", " + ".join(f"{z.shape[0]}×{z.shape[1]}" for z, _ in groups),
+    log.info("whitened %s images × cells in %.1f s", " + ".join(f"{z.shape[0]}×{z.shape[1]}" for z, *_ in groups),
              time.perf_counter() - start)
     rngs = [rng] + [np.random.default_rng([cfg.seed, i]) for i in range(1, cfg.heads)]
     return DensityHead(whitening, [train_mlp(groups, cfg, r) for r in rngs], stride32=cfg.stride32)
 
 
-def train_mlp(groups: list[tuple[np.ndarray, np.ndarray]], cfg: TrainConfig, rng: np.random.Generator) -> Mlp:
+def _grid(parts: list[Part]) -> tuple[int, int]:
+    grids = {grid(p) for p in parts}
+    if len(grids) != 1:
+        raise ValueError(f"the images of one scale must share one cell grid, not {sorted(grids)}")
+    return grids.pop()
+
+
+def train_mlp(groups: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]], cfg: TrainConfig,
+              rng: np.random.Generator) -> Mlp:
     """Adam on a Huber loss of the count error (divided by sqrt(count + 1) when relative), cosine learning-rate decay.
 
-    ``groups`` are (images, cells, K) whitened cells with their counts, one per scale; a batch holds
+    ``groups`` are (images, cells, K) whitened cells with their counts and cell grid, one per scale; a batch holds
     images of one group, and with several groups the batches of an epoch are shuffled together.
     """
     start = time.perf_counter()
     if cfg.loss not in ("relative", "absolute"):
         raise ValueError(f"loss must be 'relative' or 'absolute', not {cfg.loss!r}")
-    z0, counts0 = groups[0]
-    mlp = Mlp.init(cfg.components, cfg.hidden, rng, prior_density=float(counts0.mean() / z0.shape[1]))
+    z0, counts0, _ = groups[0]
+    mlp = Mlp.init(cfg.components, cfg.hidden, rng, prior_density=float(counts0.mean() / z0.shape[1]), kernel=cfg.kernel)
     opt = Adam(cfg.lr, weight_decay=cfg.weight_decay)
-    scales = [np.sqrt(c + 1.0) if cfg.loss == "relative" else np.ones_like(c) for _, c in groups]
-    steps = cfg.epochs * sum(-(-len(z) // cfg.batch_images) for z, _ in groups)
-    images = sum(len(z) for z, _ in groups)
+    scales = [np.sqrt(c + 1.0) if cfg.loss == "relative" else np.ones_like(c) for _, c, _ in groups]
+    steps = cfg.epochs * sum(-(-len(z) // cfg.batch_images) for z, _, _ in groups)
+    images = sum(len(z) for z, _, _ in groups)
     step = 0
     for epoch in range(cfg.epochs):
         batches = []
-        for g, (z, _) in enumerate(groups):
+        for g, (z, _, _) in enumerate(groups):
             order = rng.permutation(len(z))
             batches += [(g, np.sort(order[s:s + cfg.batch_images])) for s in range(0, len(order), cfg.batch_images)]
         if len(groups) > 1:
             batches = [batches[b] for b in rng.permutation(len(batches))]
         abs_err = 0.0
         for g, idx in batches:
-            (z, counts), scale = groups[g], scales[g]
+            (z, counts, cells), scale = groups[g], scales[g]
 
             def dloss(pred: np.ndarray, idx=idx, counts=counts, scale=scale) -> np.ndarray:
                 r = (pred - counts[idx]) / scale[idx]
                 return np.clip(r, -cfg.huber_delta, cfg.huber_delta) / scale[idx] / len(idx)
 
-            pred, grads = mlp.counts_and_grads(z[idx], dloss)
+            pred, grads = mlp.counts_and_grads(z[idx], dloss, cells)
             abs_err += float(np.abs(pred - counts[idx]).sum())
             lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / steps))  # cosine decay to zero
             opt.step(mlp.params(), grads, lr)
@@ -135,7 +149,9 @@ def train_mlp(groups: list[tuple[np.ndarray, np.ndarray]], cfg: TrainConfig, rng
 
 
 def predict_counts(head: DensityHead, part: Part) -> np.ndarray:
-    return np.concatenate([head.cell_density(head.whitening(cells)).sum(axis=1) for cells in _cells(part, head.stride32)])
+    rows_cols = grid(part)
+    return np.concatenate([head.cell_density(head.whitening(cells), rows_cols).sum(axis=1)
+                           for cells in _cells(part, head.stride32)])
 
 
 def errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -76,6 +76,24 @@ class Whitening:
         return (cells - self.mean) @ self.proj
 
 
+def im2col(h: np.ndarray, k: int) -> np.ndarray:
+    """(N,H,W,C) → (N,H,W,k·k·C): each cell's k×k neighbourhood (zero padding), ordered (row, col, channel)."""
+    n, rows, cols, c = h.shape
+    p = k // 2
+    padded = np.pad(h, ((0, 0), (p, p), (p, p), (0, 0)))
+    return np.concatenate([padded[:, dy:dy + rows, dx:dx + cols] for dy in range(k) for dx in range(k)], axis=-1)
+
+
+def col2im(g: np.ndarray, k: int) -> np.ndarray:
+    """The adjoint of :func:`im2col`: (N,H,W,k·k·C) gradients → (N,H,W,C)."""
+    n, rows, cols, kkc = g.shape
+    c, p = kkc // (k * k), k // 2
+    out = np.zeros((n, rows + 2 * p, cols + 2 * p, c), g.dtype)
+    for i, (dy, dx) in enumerate((dy, dx) for dy in range(k) for dx in range(k)):
+        out[:, dy:dy + rows, dx:dx + cols] += g[..., i * c:(i + 1) * c]
+    return out[:, p:p + rows, p:p + cols]
+
+
 def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
@@ -86,41 +104,64 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Mlp:
-    """Per-cell MLP ``softplus(relu(z·w1 + b1)·w2 + b2)``: cell density in people."""
+    """Per-cell MLP ``softplus(relu(z·w1 + b1)·w2 + b2)``: cell density in people.
+
+    With ``kernel`` 3 the output layer is a 3×3 convolution over the map of hidden units (zero
+    padding): a cell's density also reads its neighbours' hidden units; ``w2`` is then (9·hidden, 1)
+    in :func:`im2col` order and the cells must be given with their ``grid`` (rows, cols).
+    """
 
     w1: np.ndarray
     b1: np.ndarray
     w2: np.ndarray
     b2: np.ndarray
+    kernel: int = 1
 
     @classmethod
-    def init(cls, k: int, hidden: int, rng: np.random.Generator, prior_density: float) -> Mlp:
+    def init(cls, k: int, hidden: int, rng: np.random.Generator, prior_density: float, kernel: int = 1) -> Mlp:
+        fan_in = kernel * kernel * hidden
         w1 = rng.normal(0.0, np.sqrt(2.0 / k), (k, hidden)).astype(np.float32)
-        w2 = rng.normal(0.0, np.sqrt(1.0 / hidden) * 0.1, (hidden, 1)).astype(np.float32)
+        w2 = rng.normal(0.0, np.sqrt(1.0 / fan_in) * 0.1, (fan_in, 1)).astype(np.float32)
         b2 = np.array([np.log(np.expm1(prior_density))], np.float32)  # softplus(b2) = prior
-        return cls(w1, np.zeros(hidden, np.float32), w2, b2)
+        return cls(w1, np.zeros(hidden, np.float32), w2, b2, kernel)
 
     def params(self) -> list[np.ndarray]:
         return [self.w1, self.b1, self.w2, self.b2]
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        """(..., K) → (...) cell densities."""
+    def _spatial(self, h: np.ndarray, grid: tuple[int, int] | None) -> np.ndarray:
+        """(N, cells, hidden) → the output layer's inputs: h itself, or each cell's k×k neighbourhood."""
+        if self.kernel == 1:
+            return h
+        if grid is None:
+            raise ValueError("a spatial head needs the cells' grid (rows, cols)")
+        n, m, c = h.shape
+        return im2col(h.reshape(n, *grid, c), self.kernel).reshape(n, m, -1)
+
+    def __call__(self, z: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
+        """(N, cells, K) (or (..., K) when ``kernel`` is 1) → (N, cells) cell densities."""
         h = np.maximum(z @ self.w1 + self.b1, 0.0)
+        if self.kernel > 1:
+            h = self._spatial(h.reshape(-1, *h.shape[-2:]), grid).reshape(*h.shape[:-1], -1)
         return softplus(h @ self.w2 + self.b2)[..., 0]
 
-    def counts_and_grads(self, z: np.ndarray, dloss_dcount_fn) -> tuple[np.ndarray, list[np.ndarray]]:
+    def counts_and_grads(self, z: np.ndarray, dloss_dcount_fn,
+                         grid: tuple[int, int] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Forward on (B, cells, K); ``dloss_dcount_fn(counts)`` gives dL/dcount per image; returns counts, grads."""
         b, m, k = z.shape
         flat = z.reshape(-1, k)
         pre = flat @ self.w1 + self.b1
         h = np.maximum(pre, 0.0)
-        out = h @ self.w2 + self.b2
+        cols = self._spatial(h.reshape(b, m, -1), grid).reshape(b * m, -1)
+        out = cols @ self.w2 + self.b2
         counts = softplus(out).reshape(b, m).sum(axis=1)
         g_count = dloss_dcount_fn(counts)  # (B,)
         g_out = (sigmoid(out).reshape(b, m) * g_count[:, None]).reshape(-1, 1).astype(np.float32)
-        g_w2 = h.T @ g_out
+        g_w2 = cols.T @ g_out
         g_b2 = g_out.sum(axis=0)
-        g_h = (g_out @ self.w2.T) * (pre > 0)
+        g_cols = g_out @ self.w2.T
+        if self.kernel > 1:
+            g_cols = col2im(g_cols.reshape(b, *grid, -1), self.kernel).reshape(b * m, -1)
+        g_h = g_cols * (pre > 0)
         g_w1 = flat.T @ g_h
         g_b1 = g_h.sum(axis=0)
         return counts, [g_w1, g_b1, g_w2, g_b2]
@@ -161,12 +202,13 @@ class DensityHead:
     mlps: list[Mlp]
     stride32: bool = False  # the cells also carry the stride-32 features (the graph then reads ``feat32``)
 
-    def cell_density(self, z: np.ndarray) -> np.ndarray:
-        """(..., K) whitened cells → (...) people per cell, the mean of the members' maps."""
-        return np.mean([mlp(z) for mlp in self.mlps], axis=0)
+    def cell_density(self, z: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
+        """(N, cells, K) whitened cells on a ``grid`` of (rows, cols) → (N, cells) people per cell, the mean of the
+        members' maps (``grid`` is needed by spatial heads only)."""
+        return np.mean([mlp(z, grid) for mlp in self.mlps], axis=0)
 
     def density(self, feat8: np.ndarray, feat16: np.ndarray, feat32: np.ndarray | None = None) -> np.ndarray:
         """(N,1,H/16,W/16) density maps from backbone features — the reference forward pass."""
         n, _, h, w = feat16.shape
         z = self.whitening(cell_features(feat8, feat16, feat32 if self.stride32 else None))
-        return self.cell_density(z).reshape(n, 1, h, w).astype(np.float32)
+        return self.cell_density(z, (h, w)).reshape(n, 1, h, w).astype(np.float32)

@@ -34,6 +34,9 @@ def write_report(path: Path, result: dict) -> None:
     heads = cfg.get("heads", 1)
     mlp = (f"ReLU MLP ({cfg['hidden']} hidden)" if heads == 1 else
            f"{heads} ReLU MLPs ({cfg['hidden']} hidden each; seeds differ, maps averaged in the graph)")
+    if cfg.get("kernel", 1) > 1:
+        k = cfg["kernel"]
+        mlp += f", whose output layer is a {k}×{k} convolution over the map of hidden units (each cell reads its neighbours)"
     lines = [
         "# Crowd density head: training report",
         "",

@@ -25,12 +25,12 @@ from tests.plugins.shared import shared_path
 
 
 def _random_head(rng: np.random.Generator, k: int = 16, hidden: int = 8, members: int = 1,
-                 stride32: bool = False) -> DensityHead:
+                 stride32: bool = False, kernel: int = 1) -> DensityHead:
     f32 = rng.normal(size=(2, 128, 3, 4)) if stride32 else None
     sample = cell_features(rng.normal(size=(2, 128, 12, 16)), rng.normal(size=(2, 128, 6, 8)), f32)
     sample = sample.reshape(-1, sample.shape[-1])
     whitening = Whitening.fit(np.concatenate([sample, rng.normal(size=(2000, sample.shape[-1]))]), k)
-    mlps = [Mlp.init(k, hidden, rng, prior_density=0.05) for _ in range(members)]
+    mlps = [Mlp.init(k, hidden, rng, prior_density=0.05, kernel=kernel) for _ in range(members)]
     for mlp in mlps:
         mlp.w2 *= 20  # make the output depend visibly on the input
     return DensityHead(whitening, mlps, stride32=stride32)
@@ -81,6 +81,25 @@ def test_exported_stride32_head_reads_feat32_upsampled_like_the_reference():
     moved[0, :, 1, 2] += 3.0  # one stride-32 cell feeds exactly the 2×2 stride-16 cells under it
     changed = np.abs(head.density(feat8, feat16, moved) - reference)[0, 0] > 1e-6
     assert changed[2:4, 4:6].all() and changed.sum() == 4
+
+
+def test_exported_spatial_head_convolves_the_hidden_map_like_the_reference():
+    rng = np.random.default_rng(6)
+    head = _random_head(rng, members=2, kernel=3)
+    feat8 = rng.normal(size=(2, 128, 16, 24)).astype(np.float32)
+    feat16 = rng.normal(size=(2, 128, 8, 12)).astype(np.float32)
+    model = head_to_onnx(head, {"stride": 16})
+    assert [list(i.dims) for i in model.graph.initializer if i.name == "w2"] == [[2, 8, 3, 3]]
+    onnx_map = _run_head(model, feat8, feat16)
+    reference = head.density(feat8, feat16)
+    np.testing.assert_allclose(onnx_map, reference, rtol=1e-4, atol=1e-5)
+    moved = feat16.copy()
+    moved[1, :, 0, 5] += 3.0  # one stride-16 cell on the top edge: its hidden units reach the 3×3 cells around it
+    changed = np.abs(head.density(feat8, moved) - reference) > 1e-6
+    assert not changed[0].any()
+    # the 5×5 context mean spreads the change to 5×5 cells, the 3×3 output layer to 7×7 (clipped at the top edge)
+    rows, cols = np.nonzero(changed[1, 0])
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 3, 2, 8)
 
 
 @pytest.mark.shared

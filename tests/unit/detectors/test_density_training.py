@@ -153,3 +153,22 @@ def test_blank_frames_join_every_fit_with_count_zero():
     dev = DevData(shb, shb, shb, counts, counts, [f"IMG_{i}.jpg" for i in range(10)], blank=blank)
     parts = training_parts(dev, np.arange(5), np.array([], int))
     assert parts[-1].bank is blank and parts[-1].counts.tolist() == [0, 0, 0] and len(parts) == 3
+
+
+def test_a_spatial_head_counts_what_only_a_cell_and_its_neighbour_together_show():
+    from detectors.training.fit import train_mlp
+
+    rng = np.random.default_rng(7)
+    n, h, w = 120, 6, 8
+    a, b = rng.random((n, h, w)) < 0.4, rng.random((n, h, w)) < 0.5
+    people = a & np.pad(b, ((0, 0), (0, 0), (0, 1)))[:, :, 1:]  # a person: 'a' in a cell and 'b' in the cell to its right
+    z = rng.normal(0, 0.3, (n, h * w, 4)).astype(np.float32)
+    z[..., 0] += 2.0 * a.reshape(n, -1)
+    z[..., 1] += 2.0 * b.reshape(n, -1)
+    counts = people.sum(axis=(1, 2)).astype(np.float64)
+    fits = {}
+    for kernel in (1, 3):
+        cfg = TrainConfig(components=4, hidden=8, epochs=200, lr=2e-2, kernel=kernel, **PLAIN)
+        mlp = train_mlp([(z, counts, (h, w))], cfg, np.random.default_rng(1))
+        fits[kernel] = np.abs(mlp(z, (h, w)).sum(axis=1) - counts).mean()
+    assert fits[3] < 0.5 * fits[1], fits  # the per-cell head cannot tell which 'a' cells have a 'b' beside them
