@@ -37,6 +37,9 @@ HEAD_INPUTS = (*FEATURE_TENSORS.values(), LOGIT_OUTPUT)
 OUTPUT = "p_fire"
 FEATURE_SIZE = 64 * 2 + 192 * 2 + 1
 OPSET = 13  # the backbone's; merge_models needs the same
+# test-time views of the 224×224 input (fire_tuned.view_nodes): as is, flipped, 4 corners + centre, flipped crops
+VIEWS = ("O", "F", "tl", "tr", "bl", "br", "c", "Ftl", "Ftr", "Fbl", "Fbr", "Fc")
+CROP_SCALE = 0.8
 IR_VERSION = 7
 
 Region = tuple[float, float, float, float]
@@ -52,8 +55,57 @@ def pooled_features(conv5: np.ndarray, stage4: np.ndarray, nofire_logit: np.ndar
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def expose_features(backbone: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the OnFire graph whose outputs are ``nofire_logit`` and the two feature maps."""
+def view_nodes(source: str, target: str, views: Sequence[str], size: int = 224, crop: float = CROP_SCALE) -> list:
+    """ONNX nodes turning ``source`` (N, C, size, size) into ``target`` (V·N, C, size, size): the views stacked.
+
+    Views (see :data:`VIEWS`): ``O`` the input, ``F`` its horizontal flip, ``tl``/``tr``/``bl``/``br``/``c`` the
+    corners and centre at ``crop`` scale resized back (bilinear), ``F…`` those of the flipped input.
+    """
+    from onnx import TensorProto, helper
+
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views:
+        raise ValueError(f"unknown test-time views {unknown or '(none)'}; known: {', '.join(VIEWS)}")
+    side = round(crop * size)
+    edge = size - side
+    corners = {"tl": (0, 0), "tr": (0, edge), "bl": (edge, 0), "br": (edge, edge), "c": (edge // 2, edge // 2)}
+    p = f"{target}/"
+
+    def const(name: str, values: list[int]):
+        return helper.make_node("Constant", [], [p + name],
+                                value=helper.make_tensor(p + name, TensorProto.INT64, [len(values)], values))
+
+    nodes = [const("flip_starts", [-1]), const("flip_ends", [np.iinfo(np.int64).min]), const("w_axis", [3]),
+             const("flip_steps", [-1]), const("hw_axes", [2, 3]), const("size", [size, size]),
+             const("nc_start", [0]), const("nc_end", [2]),
+             helper.make_node("Slice", [source, p + "flip_starts", p + "flip_ends", p + "w_axis", p + "flip_steps"],
+                              [p + "F"]),
+             helper.make_node("Shape", [source], [p + "shape"]),
+             helper.make_node("Slice", [p + "shape", p + "nc_start", p + "nc_end"], [p + "nc"]),
+             helper.make_node("Concat", [p + "nc", p + "size"], [p + "sizes"], axis=0)]
+    outputs = []
+    for view in views:
+        if view in ("O", "F"):
+            outputs.append(source if view == "O" else p + "F")
+            continue
+        base, corner = (p + "F", view[1:]) if view.startswith("F") else (source, view)
+        y, x = corners[corner]
+        nodes += [const(f"{view}_starts", [y, x]), const(f"{view}_ends", [y + side, x + side]),
+                  helper.make_node("Slice", [base, p + f"{view}_starts", p + f"{view}_ends", p + "hw_axes"],
+                                   [p + f"{view}_crop"]),
+                  helper.make_node("Resize", [p + f"{view}_crop", "", "", p + "sizes"], [p + view], mode="linear",
+                                   coordinate_transformation_mode="half_pixel")]
+        outputs.append(p + view)
+    nodes.append(helper.make_node("Concat", outputs, [target], axis=0))
+    return nodes
+
+
+def expose_features(backbone: onnx.ModelProto, views: Sequence[str] = ("O",)) -> onnx.ModelProto:
+    """A copy of the OnFire graph whose outputs are ``nofire_logit`` and the two feature maps.
+
+    With ``views`` other than ``("O",)`` the backbone runs on the stacked views of its input
+    (:func:`view_nodes`), so every output has V·N rows, view-major.
+    """
     import onnx
     from onnx import helper
 
@@ -64,6 +116,14 @@ def expose_features(backbone: onnx.ModelProto) -> onnx.ModelProto:
     missing = [name for name in FEATURE_TENSORS if name not in produced]
     if missing or [o.name for o in graph.output] != [LOGIT_OUTPUT]:
         raise ValueError(f"backbone is not the OnFire ShuffleNetV2 export (missing {missing or LOGIT_OUTPUT})")
+    if tuple(views) != ("O",):
+        source = graph.input[0].name
+        stacked = f"{source}_views"
+        for node in graph.node:
+            node.input[:] = [stacked if name == source else name for name in node.input]
+        nodes = view_nodes(source, stacked, views, size=graph.input[0].type.tensor_type.shape.dim[3].dim_value or 224)
+        for node in reversed(nodes):
+            graph.node.insert(0, node)
     for internal, public in FEATURE_TENSORS.items():
         graph.node.append(helper.make_node("Identity", [internal], [public], name=f"expose_{public}"))
         graph.output.append(helper.make_tensor_value_info(public, onnx.TensorProto.FLOAT, None))
@@ -76,12 +136,15 @@ def blend_logits(head_logit: np.ndarray, nofire_logit: np.ndarray, blend: float,
 
 
 def build_head(weights: np.ndarray, bias: float, blend: float = 1.0,
-               metadata: dict[str, str] | None = None, *, offset: float = 0.0) -> onnx.ModelProto:
+               metadata: dict[str, str] | None = None, *, offset: float = 0.0,
+               views: Sequence[str] = ("O",)) -> onnx.ModelProto:
     """The trained head as ONNX: pooled features → ``p_fire = sigmoid(blend_logits(features · weights + bias, …))``.
 
     ``weights`` (513,) act on :func:`pooled_features` directly (standardisation already folded in);
     ``blend`` weighs the head's logit against OnFire's own and ``offset`` is added to the blend
-    (see :func:`blend_logits`).
+    (see :func:`blend_logits`). With several ``views`` the inputs hold V·N rows (view-major, from
+    :func:`expose_features` with the same views) and the pooled features, OnFire's logit included, are
+    averaged over the views first; the views are stored in the metadata for the merge.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -94,10 +157,21 @@ def build_head(weights: np.ndarray, bias: float, blend: float = 1.0,
         helper.make_node("ReduceMax", [c5], ["c5_max"], axes=[2, 3], keepdims=0),
         helper.make_node("ReduceMean", [s4], ["s4_mean"], axes=[2, 3], keepdims=0),
         helper.make_node("ReduceMax", [s4], ["s4_max"], axes=[2, 3], keepdims=0),
-        helper.make_node("Concat", ["c5_mean", "c5_max", "s4_mean", "s4_max", logit], ["features"], axis=1),
+        helper.make_node("Concat", ["c5_mean", "c5_max", "s4_mean", "s4_max", logit],
+                         ["features" if len(views) == 1 else "view_features"], axis=1),
+    ]
+    onfire = logit
+    if len(views) > 1:
+        onfire = "mean_logit"
+        nodes += [
+            helper.make_node("Reshape", ["view_features", "views_shape"], ["per_view"]),
+            helper.make_node("ReduceMean", ["per_view"], ["features"], axes=[0], keepdims=0),
+            helper.make_node("Slice", ["features", "logit_start", "logit_end", "logit_axis"], [onfire]),
+        ]
+    nodes += [
         helper.make_node("Gemm", ["features", "head_w", "head_b"], ["head_logit"]),
         helper.make_node("Mul", ["head_logit", "blend_head"], ["head_part"]),
-        helper.make_node("Mul", [logit, "blend_onfire"], ["onfire_part"]),
+        helper.make_node("Mul", [onfire, "blend_onfire"], ["onfire_part"]),
         helper.make_node("Add", ["head_part", "onfire_part"], ["blended_logit"]),
         helper.make_node("Add", ["blended_logit", "fire_offset"], ["fire_logit"]),
         helper.make_node("Sigmoid", ["fire_logit"], [OUTPUT]),
@@ -109,11 +183,18 @@ def build_head(weights: np.ndarray, bias: float, blend: float = 1.0,
              numpy_helper.from_array(np.array(blend, np.float32), "blend_head"),
              numpy_helper.from_array(np.array(-(1.0 - blend), np.float32), "blend_onfire"),
              numpy_helper.from_array(np.array(offset, np.float32), "fire_offset")]
+    if len(views) > 1:
+        inits += [numpy_helper.from_array(np.array([len(views), -1, FEATURE_SIZE], np.int64), "views_shape"),
+                  numpy_helper.from_array(np.array([FEATURE_SIZE - 1], np.int64), "logit_start"),
+                  numpy_helper.from_array(np.array([FEATURE_SIZE], np.int64), "logit_end"),
+                  numpy_helper.from_array(np.array([1], np.int64), "logit_axis")]
+        metadata = {"views": ",".join(views), **(metadata or {})}
+    rows = "N" if len(views) == 1 else "VxN"
     graph = helper.make_graph(
         nodes, "fire_head",
-        [helper.make_tensor_value_info(c5, TensorProto.FLOAT, ["N", 64, "h", "w"]),
-         helper.make_tensor_value_info(s4, TensorProto.FLOAT, ["N", 192, "h", "w"]),
-         helper.make_tensor_value_info(logit, TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info(c5, TensorProto.FLOAT, [rows, 64, "h", "w"]),
+         helper.make_tensor_value_info(s4, TensorProto.FLOAT, [rows, 192, "h", "w"]),
+         helper.make_tensor_value_info(logit, TensorProto.FLOAT, [rows, 1])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", 1])],
         initializer=inits,
     )
@@ -125,12 +206,19 @@ def build_head(weights: np.ndarray, bias: float, blend: float = 1.0,
     return model
 
 
+def head_views(head: onnx.ModelProto) -> tuple[str, ...]:
+    """The test-time views a head averages over (its ``views`` metadata; ``("O",)`` when absent)."""
+    value = next((p.value for p in head.metadata_props if p.key == "views"), "O")
+    return tuple(value.split(","))
+
+
 def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
     """One graph: image → OnFire → pooled features → head → ``p_fire`` (N, 1)."""
     import onnx
     from onnx import compose
 
-    merged = compose.merge_models(expose_features(backbone), head, io_map=[(n, n) for n in HEAD_INPUTS],
+    views = head_views(head)
+    merged = compose.merge_models(expose_features(backbone, views), head, io_map=[(n, n) for n in HEAD_INPUTS],
                                   outputs=[OUTPUT])
     onnx.checker.check_model(merged)
     return merged

@@ -15,6 +15,7 @@ import numpy as np
 
 from detectors.evaluation import BinaryScores, binary_scores
 from detectors.fire_tuned import (
+    FEATURE_SIZE,
     FEATURE_TENSORS,
     LOGIT_OUTPUT,
     blend_logits,
@@ -43,35 +44,50 @@ class LinearHead:
 
 
 class FeatureExtractor:
-    """Pooled OnFire features of BGR images, batched."""
+    """Pooled OnFire features of BGR images, batched; with ``views``, of each test-time view (:data:`VIEWS`)."""
 
-    def __init__(self, backbone_bytes: bytes, input_spec: InputSpec, intra_op_threads: int = 0):
+    def __init__(self, backbone_bytes: bytes, input_spec: InputSpec, intra_op_threads: int = 0,
+                 views: Sequence[str] = ("O",)):
         import onnx
 
         from detectors.runtime import ort_session
 
-        model = expose_features(onnx.load_from_string(backbone_bytes))
+        model = expose_features(onnx.load_from_string(backbone_bytes), views)
         self.session = ort_session(model.SerializeToString(), intra_op_threads=intra_op_threads)
         self.input_spec = input_spec
+        self.views = tuple(views)
         self.outputs = [*FEATURE_TENSORS.values(), LOGIT_OUTPUT]
 
     def maps(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(conv5, stage4, nofire_logit) arrays for a batch of BGR images."""
+        """(conv5, stage4, nofire_logit) arrays for a batch of BGR images (V·N rows, view-major)."""
         tensor, _ = to_tensor(images, self.input_spec)
         conv5, stage4, logit = self.session.run(self.outputs, {self.input_spec.name: tensor})
         return conv5, stage4, logit
 
-    def features(self, images: Iterable[np.ndarray], batch: int = 16) -> np.ndarray:
-        """(N, 513) pooled feature vectors."""
+    def view_features(self, images: Iterable[np.ndarray], batch: int = 16) -> np.ndarray:
+        """(V, N, 513) pooled feature vectors of every view."""
         out, chunk = [], []
         for image in images:
             chunk.append(image)
             if len(chunk) == batch:
-                out.append(pooled_features(*self.maps(chunk)))
+                out.append(pooled_features(*self.maps(chunk)).reshape(len(self.views), len(chunk), FEATURE_SIZE))
                 chunk = []
         if chunk:
-            out.append(pooled_features(*self.maps(chunk)))
-        return np.concatenate(out) if out else np.zeros((0, 513), np.float32)
+            out.append(pooled_features(*self.maps(chunk)).reshape(len(self.views), len(chunk), FEATURE_SIZE))
+        return np.concatenate(out, axis=1) if out else np.zeros((len(self.views), 0, FEATURE_SIZE), np.float32)
+
+    def features(self, images: Iterable[np.ndarray], batch: int = 16) -> np.ndarray:
+        """(N, 513) pooled feature vectors, averaged over the views (what the exported head reads)."""
+        return self.view_features(images, batch).mean(0)
+
+
+def fit_rows(rows: np.ndarray, labels: np.ndarray, items: np.ndarray, l2: float) -> LinearHead:
+    """The head fitted on ``items`` (a mask or indices) of ``rows``: (N, 513), or (C, N, 513) with one training
+    row per copy of each item (e.g. its test-time views, all in that item's fold)."""
+    if rows.ndim == 2:
+        return fit_logistic(rows[items], labels[items], l2)
+    picked = rows[:, items]
+    return fit_logistic(picked.reshape(-1, picked.shape[-1]), np.tile(labels[items], len(rows)), l2)
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float, iterations: int = 100) -> LinearHead:
@@ -115,12 +131,15 @@ class FoldResult:
 
 
 def cross_validate(features: np.ndarray, labels: np.ndarray, *, folds: int, repeats: int, seed: int, l2: float,
-                   threshold: float, blend: float = 1.0, offset: float = 0.0) -> tuple[list[FoldResult], np.ndarray]:
+                   threshold: float, blend: float = 1.0, offset: float = 0.0,
+                   train_rows: np.ndarray | None = None) -> tuple[list[FoldResult], np.ndarray]:
     """Stratified k-fold CV, repeated with seeds ``seed .. seed+repeats-1``.
 
     Returns the per-fold figures and the out-of-fold P(fire) per repeat, shape (repeats, N): every
-    image is scored by a head that never saw it.
+    image is scored by a head that never saw it. ``train_rows`` (C, N, 513): fit on these copies of the
+    training images instead of ``features`` (see :func:`fit_rows`).
     """
+    rows = features if train_rows is None else train_rows
     baseline_p = 1.0 / (1.0 + np.exp(features[:, -1].astype(np.float64)))  # OnFire's P(fire) = sigmoid(-logit)
     y = labels.astype(bool)
     results: list[FoldResult] = []
@@ -129,7 +148,7 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, *, folds: int, repe
         assign = stratified_folds(y, folds, seed + r)
         for f in range(folds):
             test = assign == f
-            head = fit_logistic(features[~test], y[~test], l2)
+            head = fit_rows(rows, y, ~test, l2)
             oof[r, test] = head.predict(features[test], blend, offset)
             results.append(FoldResult(r, f, binary_scores(y[test].tolist(), oof[r, test].tolist(), threshold),
                                       binary_scores(y[test].tolist(), baseline_p[test].tolist(), threshold)))
@@ -188,24 +207,28 @@ def select_blend(head_logits: np.ndarray, nofire: np.ndarray, labels: np.ndarray
     return best[1], best[2]
 
 
-def out_of_fold_logits(features: np.ndarray, labels: np.ndarray, *, folds: int, seed: int, l2: float) -> np.ndarray:
+def out_of_fold_logits(features: np.ndarray, labels: np.ndarray, *, folds: int, seed: int, l2: float,
+                       train_rows: np.ndarray | None = None) -> np.ndarray:
     """Head logits of every item from a head fitted on the other folds (one stratified split)."""
+    rows = features if train_rows is None else train_rows
     assign = stratified_folds(labels, folds, seed)
     out = np.zeros(len(labels))
     for f in range(folds):
         test = assign == f
-        out[test] = fit_logistic(features[~test], labels[~test], l2).logit(features[test])
+        out[test] = fit_rows(rows, labels, ~test, l2).logit(features[test])
     return out
 
 
 def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet, *, folds: int, repeats: int,
-                     seed: int, l2: float, threshold: float) -> tuple[np.ndarray, list[tuple[float, float]]]:
+                     seed: int, l2: float, threshold: float,
+                     train_rows: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """What picking (blend, offset) by :func:`select_blend` is worth on unseen images.
 
     Per outer fold: inner out-of-fold logits of the training part, a pick under the checks with the head fitted
     on that part, then the outer fold scored with that pick. Returns P(fire) per repeat (repeats, N) and the picks.
     """
     y = labels.astype(bool)
+    rows = features if train_rows is None else train_rows
     nofire = features[:, -1].astype(np.float64)
     oof = np.zeros((repeats, len(y)))
     picks: list[tuple[float, float]] = []
@@ -213,8 +236,9 @@ def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet,
         assign = stratified_folds(y, folds, seed + r)
         for f in range(folds):
             test, train = assign == f, assign != f
-            inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + 100 + r, l2=l2)
-            head = fit_logistic(features[train], y[train], l2)
+            inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + 100 + r, l2=l2,
+                                       train_rows=rows[..., train, :])
+            head = fit_rows(rows, y, train, l2)
             blend, offset = select_blend(inner, nofire[train], y[train], head.logit(checks.features), checks, threshold)
             picks.append((blend, offset))
             oof[r, test] = head.predict(features[test], blend, offset)

@@ -32,12 +32,18 @@ def _default_cair() -> Path:
 @click.option("--select", "select_", is_flag=True,
               help="Pick --blend/--offset on a grid: best out-of-fold F1 at FPR <= 0.05 that keeps the does-not-break checks.")
 @click.option("--nested", is_flag=True, help="Also measure that pick by nested CV (minutes).")
+@click.option("--views", default="O", show_default=True,
+              help="Test-time views the scorer averages, comma-separated: O (as is), F (flipped), tl/tr/bl/br/c (corners "
+                   "and centre at 0.8 scale), Ftl/Ftr/Fbl/Fbr/Fc (the same of the flipped input); all: every one.")
+@click.option("--fit", "fit_on", type=click.Choice(["mean", "copies", "first"]), default="mean", show_default=True,
+              help="Fit the head on the views' mean, on one training copy per view (in its image's fold), or on the "
+                   "first view only.")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="P(fire) at or above which an image counts as fire.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write fire_head.onnx and fire_figures.json here (e.g. models/trained); default: CV only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the figures.")
-def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_, nested, threshold, out,
-               as_json) -> None:
+def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_, nested, views, fit_on, threshold,
+               out, as_json) -> None:
     """Print k-fold figures of the fire head next to OnFire alone, then (with --out) train it on all images and export it.
 
     Every image is scored only by heads trained on the other folds.
@@ -47,23 +53,27 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
       guanjia models train-fire                      # 5 folds x 5 repeats, figures only
       guanjia models train-fire --out models/trained # and write the head
       guanjia models train-fire --select --nested    # pick blend/offset under the checks, measure the pick
+      guanjia models train-fire --views O,F --fit copies --select --nested   # flip TTA, flipped training copies
     """
     import numpy as np
 
     from detectors.evaluation import binary_scores, load_fire_labels, natural_key
-    from detectors.fire_tuned import BACKBONE_MODEL, build_head
+    from detectors.fire_tuned import BACKBONE_MODEL, VIEWS, build_head
     from detectors.registry import ModelError, ModelRegistry, sha256_file
     from detectors.training.data import iter_images
     from detectors.training.fire_head import (
         FeatureExtractor,
         cross_validate,
-        fit_logistic,
+        fit_rows,
         load_checks,
         nested_selection,
         out_of_fold_logits,
         select_blend,
     )
 
+    view_list = VIEWS if views == "all" else tuple(v.strip() for v in views.split(",") if v.strip())
+    if not view_list or any(v not in VIEWS for v in view_list):
+        raise click.ClickException(f"--views {views!r}: expected a comma-separated subset of {', '.join(VIEWS)} (or all)")
     cair = _default_cair()
     images = images or cair / "images"
     labels = labels or cair / "labels.json"
@@ -75,10 +85,12 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         backbone = registry.locate(BACKBONE_MODEL)
         truth = load_fire_labels(labels)
         names = sorted(truth, key=natural_key)
-        extractor = FeatureExtractor(backbone.read_bytes(), registry.spec(BACKBONE_MODEL).input)
-        x = extractor.features(iter_images(images, names))
+        extractor = FeatureExtractor(backbone.read_bytes(), registry.spec(BACKBONE_MODEL).input, views=view_list)
+        per_view = extractor.view_features(iter_images(images, names))
     except (ModelError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    x = per_view.mean(0)  # what the scorer's head reads
+    rows = {"mean": None, "copies": per_view, "first": per_view[0]}[fit_on]  # what the head is fitted on
     y = np.array([truth[n] for n in names])
     checks, full_head = None, None  # full_head: the head fitted on every image, fitted at most once
     if select_ or nested:
@@ -87,15 +99,16 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"does-not-break checks: {exc}") from None
     if select_:
-        head_logits = np.concatenate([out_of_fold_logits(x, y, folds=folds, seed=seed + r, l2=l2) for r in range(repeats)])
-        full_head = fit_logistic(x, y, l2)
+        head_logits = np.concatenate([out_of_fold_logits(x, y, folds=folds, seed=seed + r, l2=l2, train_rows=rows)
+                                      for r in range(repeats)])
+        full_head = fit_rows(x if rows is None else rows, y, np.ones(len(y), bool), l2)
         try:
             blend, offset = select_blend(head_logits, np.tile(x[:, -1].astype(np.float64), repeats), np.tile(y, repeats),
                                          full_head.logit(checks.features), checks, threshold)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     fold_results, oof = cross_validate(x, y, folds=folds, repeats=repeats, seed=seed, l2=l2, threshold=threshold,
-                                       blend=blend, offset=offset)
+                                       blend=blend, offset=offset, train_rows=rows)
     baseline_p = 1.0 / (1.0 + np.exp(x[:, -1].astype(np.float64)))
 
     def pooled(scores) -> dict:
@@ -108,6 +121,7 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
     result = {
         "backbone": registry.model_id(BACKBONE_MODEL), "n": len(y), "positives": int(y.sum()),
         "folds": folds, "repeats": repeats, "seed": seed, "l2": l2, "blend": blend, "offset": offset, "threshold": threshold,
+        "views": list(view_list), "fit": fit_on,
         "fold_figures": [{"repeat": f.repeat, "fold": f.fold, "head": f.head.as_dict(), "baseline": f.baseline.as_dict()}
                          for f in fold_results],
         "cv": {str(t): pooled([(p, t) for p in oof]) for t in SWEEP},
@@ -117,24 +131,29 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         "selected": bool(select_),
     }
     if nested:
-        nested_p, picks = nested_selection(x, y, checks, folds=folds, repeats=repeats, seed=seed, l2=l2,
-                                           threshold=threshold)
+        try:
+            nested_p, picks = nested_selection(x, y, checks, folds=folds, repeats=repeats, seed=seed, l2=l2,
+                                               threshold=threshold, train_rows=rows)
+        except ValueError as exc:
+            raise click.ClickException(f"nested: {exc} (in some outer fold)") from None
         result["nested"] = pooled([(p, threshold) for p in nested_p]) | {"picks": picks}
     if out is not None:
-        head = full_head if full_head is not None else fit_logistic(x, y, l2)
+        head = full_head if full_head is not None else fit_rows(x if rows is None else rows, y, np.ones(len(y), bool), l2)
         meta = {"trained_on": f"{labels.parent.name}/{labels.name} ({len(y)} images, {int(y.sum())} fire)", "l2": l2, "threshold": threshold,
                 "features": "mean+max of OnFire conv5 and stage4 maps, OnFire nofire_logit",
                 "licence": "Apache-2.0 (project-trained head)"}
         out.mkdir(parents=True, exist_ok=True)
         path = out / "fire_head.onnx"
-        path.write_bytes(build_head(head.weights, head.bias, blend, meta, offset=offset).SerializeToString())
+        if fit_on != "mean":
+            meta["fit"] = fit_on
+        path.write_bytes(build_head(head.weights, head.bias, blend, meta, offset=offset, views=view_list).SerializeToString())
         result["head"] = {"file": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
         (out / "fire_figures.json").write_text(json.dumps(result, indent=1) + "\n")
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['n']} images ({result['positives']} fire), {folds} folds x {repeats} repeats, l2={l2}, "
-               f"blend {blend}, offset {offset}, threshold {threshold}")
+               f"blend {blend}, offset {offset}, threshold {threshold}, views {','.join(view_list)} (fit: {fit_on})")
     click.echo("repeat fold   head: P     R     F1    FPR  | OnFire: P     R     F1    FPR")
     for f in fold_results:
         h, b = f.head, f.baseline

@@ -187,3 +187,66 @@ def test_train_fire_command_writes_the_blended_head(tmp_path):
     assert figures["cv"]["0.5"]["fpr"] < figures["baseline"]["0.5"]["fpr"] / 2
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "fire_head.onnx")).metadata_props}
     assert (meta["blend"], meta["offset"]) == ("0.8", "1.5")
+
+
+def test_head_over_views_equals_the_mean_of_view_features():
+    """With several test-time views the head averages the pooled features of the V·N view-major rows, then scores."""
+    import onnxruntime as ort
+
+    weights, bias = _random_head(3)
+    views = ("O", "F", "c")
+    session = ort.InferenceSession(build_head(weights, bias, 0.8, offset=1.5, views=views).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(6)
+    conv5 = rng.random((3 * 2, 64, 7, 7), dtype=np.float32) * 4
+    stage4 = rng.normal(size=(3 * 2, 192, 7, 7)).astype(np.float32)
+    logit = rng.normal(size=(3 * 2, 1)).astype(np.float32) * 3
+    got = session.run([OUTPUT], dict(zip(HEAD_INPUTS, (conv5, stage4, logit))))[0][:, 0]
+    features = pooled_features(conv5, stage4, logit).astype(np.float64).reshape(3, 2, FEATURE_SIZE).mean(0)
+    z = blend_logits(features @ weights + bias, features[:, -1], 0.8, 1.5)
+    assert got.shape == (2,)
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-z)), rtol=1e-4, atol=1e-6)
+
+
+def test_views_are_the_flipped_and_cropped_input():
+    """View F scores exactly the mirrored image; view c the stretched frame's centre 0.8 crop (bilinear, ≈)."""
+    import cv2
+
+    from detectors.registry import ModelRegistry
+    from detectors.training.fire_head import FeatureExtractor
+
+    backbone = shared_path("models", "shufflenetv2_onfire_224.onnx").read_bytes()
+    spec = ModelRegistry.load().spec("shufflenetv2_onfire_224").input
+    images = [cv2.imread(str(p)) for p in sorted(shared_path("testdata", "fire").glob("*"))[:2]]
+    per_view = FeatureExtractor(backbone, spec, views=("O", "F", "c")).view_features(images)
+    plain = FeatureExtractor(backbone, spec)
+    assert per_view.shape == (3, 2, FEATURE_SIZE)
+    np.testing.assert_allclose(per_view[0], plain.features(images), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(per_view[1], plain.features([cv2.flip(i, 1) for i in images]), rtol=1e-4, atol=1e-3)
+    centre = plain.features([cv2.resize(cv2.resize(i, (224, 224))[22:201, 22:201], (224, 224)) for i in images])
+    assert np.abs(per_view[2] - centre).max() < 0.05 * np.abs(centre).max()
+    assert np.abs(per_view[0] - centre).max() > 0.1 * np.abs(centre).max()
+
+
+def test_unknown_view_is_rejected():
+    from detectors.fire_tuned import view_nodes
+
+    with pytest.raises(ValueError, match="unknown test-time views"):
+        view_nodes("input", "views", ("O", "zoom"))
+
+
+def test_training_copies_stay_in_their_fold():
+    """fit_rows with copies: one row per copy of the chosen items only; a single copy equals the plain fit."""
+    from detectors.training.fire_head import fit_rows
+
+    rng = np.random.default_rng(7)
+    y = np.r_[np.ones(20, bool), np.zeros(60, bool)]
+    x = rng.normal(0, 1, (80, 6)) + y[:, None]
+    items = np.arange(80) % 4 != 0
+    single = fit_rows(x[None], y, items, 0.3)
+    np.testing.assert_allclose(single.weights, fit_logistic(x[items], y[items], 0.3).weights)
+    shifted = x + rng.normal(0, 0.3, x.shape)
+    copies = np.stack([x, shifted])
+    copies[:, ~items] = 1e6  # held-out items (and their copies) must never reach the fit
+    expected = fit_logistic(np.concatenate([x[items], shifted[items]]), np.tile(y[items], 2), 0.3)
+    np.testing.assert_allclose(fit_rows(copies, y, items, 0.3).weights, expected.weights)
