@@ -44,6 +44,7 @@ from pipeline.topics import topic_names
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000  # messages each agent takes per batch (``guanjia worker events --batch``)
+SETTLE_EVERY = 4096  # outputs in flight before delivered ones are dropped from the list (and failures raised)
 
 
 class KeyPartitioner:
@@ -251,61 +252,91 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
 
     cameras, grids, health, desk = table("cameras"), table("grids"), table("health"), table("desk")
 
+    # Outputs are sent without waiting for the broker, so the next batch runs while it acknowledges
+    # this one; checkpoint() waits for every acknowledgement before offsets are committed. The
+    # engine changes table states in place, so a batch holds `batch_lock` from its first change to
+    # its last send, and checkpoint() reads states only between batches: every state it writes to a
+    # changelog has its outputs in the acknowledgements it waits for.
+    batch_lock = asyncio.Lock()
+    in_flight: list[asyncio.Future] = []  # outputs sent, delivery not yet checked
+    dirty: dict[str, dict[str, int]] = {t.name: {} for t in (cameras, grids, health, desk)}  # table → key → partition
+
     async def run_batch(events, decoder: Callable[[bytes | None], Any], tbl, key_of: Callable[[Any], str],
                         apply: Callable[[dict, Any], tuple[dict | None, list[tuple[faust.TopicT, str, bytes]]]]) -> None:
-        """Decode, apply, send outputs and wait for them, then write each touched state once."""
-        touched: dict[str, tuple[int, dict | None]] = {}
-        outputs: list[tuple[faust.TopicT, str, bytes]] = []
-        for event in events:
-            msg = event.message
-            try:
-                record = decoder(event.value)
-                key = key_of(record)
-                state = touched[key][1] if key in touched else (tbl.data.get(key) if tbl is not None else None)
-                state, out = apply(state if state is not None else {}, record)
-            except Exception as exc:
-                if not isinstance(exc, DecodeError):
-                    log.exception("processing %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
-                dl = dead_letter(exc, topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key, value=event.value)
-                outputs.append((dlq_t, msg.topic, dl.to_json()))
-                continue
-            touched[key] = (msg.partition, state)
-            outputs.extend(out)
-        # Straight to the transport producer with bytes we encoded: Faust's Topic.send adds
-        # serialisation and callback layers that cost more per message than the rule engine.
-        send = app.producer.send
-        futures = [await send(t.get_topic_name(), k.encode(), v, None, None, None) for t, k, v in outputs]
-        if futures:
-            await asyncio.gather(*futures)
-        # Then the states; they reach the changelog before the next offset commit (write_states).
-        if tbl is not None:
-            data, marks = tbl.data, dirty[tbl.name]
-            for key, (partition, state) in touched.items():
-                if state is None:
-                    data.pop(key, None)
-                else:
-                    data[key] = state
-                marks[key] = partition
-                if tbl is desk:
-                    _index_deadline(key, state)
+        """Decode, apply, send the outputs, and note each touched state for the next checkpoint."""
+        async with batch_lock:
+            touched: dict[str, tuple[int, dict | None]] = {}
+            outputs: list[tuple[faust.TopicT, str, bytes]] = []
+            for event in events:
+                msg = event.message
+                try:
+                    record = decoder(event.value)
+                    key = key_of(record)
+                    state = touched[key][1] if key in touched else (tbl.data.get(key) if tbl is not None else None)
+                    state, out = apply(state if state is not None else {}, record)
+                except Exception as exc:
+                    if not isinstance(exc, DecodeError):
+                        log.exception("processing %s[%d]@%d failed", msg.topic, msg.partition, msg.offset)
+                    dl = dead_letter(exc, topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
+                                     value=event.value)
+                    outputs.append((dlq_t, msg.topic, dl.to_json()))
+                    continue
+                touched[key] = (msg.partition, state)
+                outputs.extend(out)
+            # Straight to the transport producer with bytes we encoded: Faust's Topic.send adds
+            # serialisation and callback layers that cost more per message than the rule engine.
+            send = app.producer.send
+            for t, k, v in outputs:
+                in_flight.append(await send(t.get_topic_name(), k.encode(), v, None, None, None))
+            if len(in_flight) >= SETTLE_EVERY:
+                _drop_delivered()
+            if tbl is not None:
+                data, marks = tbl.data, dirty[tbl.name]
+                for key, (partition, state) in touched.items():
+                    if state is None:
+                        data.pop(key, None)
+                    else:
+                        data[key] = state
+                    marks[key] = partition
+                    if tbl is desk:
+                        _index_deadline(key, state)
 
-    async def write_states() -> None:
-        """Each state changed since the last commit, once, to its table's changelog.
+    def _drop_delivered() -> None:
+        """Forget delivered outputs; a failed one raises, so the agent stops before any later commit."""
+        pending = []
+        for fut in in_flight:
+            if not fut.done():
+                pending.append(fut)
+            elif fut.exception() is not None:
+                raise fut.exception()
+        in_flight[:] = pending
 
-        Runs before every offset commit (and so before a rebalance hands partitions on): the
-        changelog always holds a state at least as new as the committed inputs, as when every
-        batch wrote its states, but a camera seen in many batches per commit interval costs one write.
+    async def checkpoint() -> None:
+        """Before every offset commit: wait for all outputs sent so far, then write each changed state once.
+
+        The offsets being committed were chosen before this runs, and an input is acknowledged only
+        after its batch has sent its outputs, so every output of a committed input is waited for. The
+        changelog always holds a state at least as new as the committed inputs, as when every batch
+        wrote its states, but a camera seen in many batches per commit interval costs one write.
+        Runs before a rebalance hands partitions on, too.
         """
+        async with batch_lock:
+            pending, in_flight[:] = in_flight.copy(), []
+            states = []
+            for tbl in (cameras, grids, health, desk):
+                marks, dirty[tbl.name] = dirty[tbl.name], {}
+                changelog = tbl.changelog_topic.get_topic_name()
+                for key, partition in marks.items():
+                    state = tbl.data.get(key)  # encoded as the table's JSON codec does
+                    states.append((changelog, orjson.dumps(key), None if state is None else orjson.dumps(state), partition))
+        if pending:
+            await asyncio.gather(*pending)  # a lost output must not be followed by a commit (nor its state)
         send = app.producer.send
-        for tbl in (cameras, grids, health, desk):
-            marks, dirty[tbl.name] = dirty[tbl.name], {}
-            changelog = tbl.changelog_topic.get_topic_name()
-            for key, partition in marks.items():
-                state = tbl.data.get(key)  # encoded as the table's JSON codec does
-                await send(changelog, orjson.dumps(key), None if state is None else orjson.dumps(state), partition, None, None)
+        written = [await send(topic, key, value, partition, None, None) for topic, key, value, partition in states]
+        if written:
+            await asyncio.gather(*written)
 
-    dirty: dict[str, dict[str, int]] = {t.name: {} for t in (cameras, grids, health, desk)}  # table → key → partition
-    app.before_commit.append(write_states)
+    app.before_commit.append(checkpoint)
 
     def drafts_out(drafts: list[GovernanceEvent]) -> list:
         return [(changes_t, d.event_id, d.to_json()) for d in drafts]
