@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from detectors.records import Detection
 from pipeline.catalog import CatalogIndex
@@ -40,6 +41,7 @@ from pipeline.rules.settings import RuleSettings
 
 EVENT_NAMESPACE = uuid.UUID("6f0b7c2e-54a1-4d3e-9a55-3a8f1c0e9d21")
 CLOSED_RETENTION_S = 24 * 3600.0
+MAX_CONTEXTS = 1 << 20  # cached camera contexts (configured cameras, plus unconfigured ones by grid)
 
 
 def event_id(rule: str, subject: str, started_at: float) -> str:
@@ -55,6 +57,17 @@ def _revise(event: dict, **changes) -> GovernanceEvent:
     return GovernanceEvent.model_validate({**event, **changes, "revision": event["revision"] + 1})
 
 
+@dataclass(frozen=True, slots=True)
+class CameraContext:
+    """What the camera rules need about one camera, worked out once from the configuration."""
+
+    rules: RuleSettings
+    place: Place
+    lat: float | None
+    lon: float | None
+    fire: fire.FireRuleParams
+
+
 class RuleEngine:
     """Rules over the configured cameras and the catalog; holds configuration only, never state."""
 
@@ -63,6 +76,7 @@ class RuleEngine:
         self.catalog = catalog
         self.defaults = defaults or RuleSettings()
         self._zone_rules: dict[tuple[str, str], tuple[crowding.ZoneRule, bool]] = {}
+        self._contexts: dict[tuple[str, str | None], CameraContext] = {}
 
     # ---- configuration lookups -------------------------------------------------------------
     def rules_for(self, camera_id: str) -> RuleSettings:
@@ -93,6 +107,21 @@ class RuleEngine:
         if cam:
             return Place(cam.grid, cam.village, cam.town), cam.lat, cam.lon
         return Place(grid_id or f"camera:{camera_id}"), None, None
+
+    def _context(self, camera_id: str, grid_id: str | None) -> CameraContext:
+        """The camera's rules and place (an unconfigured camera is placed by the grid its detections name)."""
+        key = (camera_id, None if camera_id in self.cameras else grid_id)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            rules = self.rules_for(camera_id)
+            place, lat, lon = self._camera_place(camera_id, grid_id)
+            fr = rules.fire
+            ctx = CameraContext(rules, place, lat, lon, fire.FireRuleParams(fr.threshold, fr.k, fr.n, fr.clear_s,
+                                                                             rules.allowed_lateness_s))
+            if len(self._contexts) >= MAX_CONTEXTS:
+                self._contexts.clear()  # unconfigured cameras with ever-new grid ids must not grow it without bound
+            self._contexts[key] = ctx
+        return ctx
 
     def _draft(self, *, rule: str, trigger: str, subject: str, started_at: float, t: float, place: Place,
                value: float, peak: float, confidence: float, severity: Severity | None = None,
@@ -127,8 +156,8 @@ class RuleEngine:
         """Crowding per zone and fire k-of-n for one analysed frame (the pydantic record or the codec's view)."""
         drafts: list[GovernanceEvent] = []
         signals: list[FireSignal] = []
-        rules = self.rules_for(det.camera_id)
-        place, lat, lon = self._camera_place(det.camera_id, det.grid_id)
+        ctx = self._context(det.camera_id, det.grid_id)
+        rules, place, lat, lon = ctx.rules, ctx.place, ctx.lat, ctx.lon
         t = det.capture_time
         zones = state.setdefault("zones", {})
         for zc in det.zones:
@@ -161,9 +190,7 @@ class RuleEngine:
                 drafts.append(draft)
                 zs["event"], zs["reported_peak"] = _dump(draft), zs["peak"]
         if det.fire is not None:
-            fr = rules.fire
-            params = fire.FireRuleParams(fr.threshold, fr.k, fr.n, fr.clear_s, rules.allowed_lateness_s)
-            fs, change = fire.step(state.setdefault("fire", {}), t, det.fire.score, params)
+            fs, change = fire.step(state.setdefault("fire", {}), t, det.fire.score, ctx.fire)
             state["fire"] = fs
             if change in ("on", "off"):
                 signals.append(FireSignal(
@@ -350,20 +377,24 @@ class RuleEngine:
             return state, []  # a replayed draft
         state["seq"] = draft.revision
         prev = state.get("event")
+        # The draft was validated when it was decoded, and every desk field below comes from a
+        # validated record too, so the merge copies instead of validating a third time.
         fields = _dump(draft)
+        changes: dict = {}
         if prev is None:
-            fields["revision"] = 0 if draft.action is EventAction.opened else draft.revision
+            changes["revision"] = 0 if draft.action is EventAction.opened else draft.revision
         else:
-            fields["revision"] = prev["revision"] + 1
+            changes["revision"] = prev["revision"] + 1
             if draft.catalog_code == prev["catalog_code"]:
                 fields["routing"] = prev["routing"]
-            fields["acknowledged_by"] = prev["acknowledged_by"]
+                changes["routing"] = Routing.model_validate(prev["routing"])
+            changes["acknowledged_by"] = prev["acknowledged_by"]
         pending = state.pop("pending_ack", None)
-        if pending and fields["acknowledged_by"] is None:
-            fields["acknowledged_by"] = pending
-        event = GovernanceEvent.model_validate(fields)
-        state["event"] = _dump(event)
-        return state, [event]
+        if pending and changes.get("acknowledged_by", draft.acknowledged_by) is None:
+            changes["acknowledged_by"] = pending
+        fields.update((k, v) for k, v in changes.items() if k != "routing")
+        state["event"] = fields
+        return state, [draft.model_copy(update=changes)]
 
     def on_ack(self, state: dict, ack: Ack) -> tuple[dict, list[GovernanceEvent]]:
         """Acknowledge once; an ack before the event arrives is kept until it does."""
