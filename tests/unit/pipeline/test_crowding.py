@@ -90,3 +90,11 @@ def test_replay_gives_identical_ids_and_revisions():
 
     a, b = run(), run()
     assert a == b and len({eid for eid, _, _ in a}) >= 2
+
+
+def test_unconfigured_camera_is_placed_by_the_grid_of_each_detection():
+    r = runner(camera())
+    stray = [det(t, 25, cam="stray").model_copy(update={"grid_id": "G7"}) for t in (0, 30)]  # default dwell 30 s
+    assert [e.grid_id for d in stray for e in r.feed(d)] == ["G7"]
+    moved = [det(t, 25, cam="stray", zone="hall").model_copy(update={"grid_id": "G9"}) for t in (31, 61)]
+    assert [e.grid_id for d in moved for e in r.feed(d)] == ["G9"]  # the cached context follows the detection's grid
