@@ -43,11 +43,23 @@ class LinearHead:
         return 1.0 / (1.0 + np.exp(-z))
 
 
+def pool_views(per_view: np.ndarray, pool: str = "mean") -> np.ndarray:
+    """(V, N, 513) per-view features → (N, 513): their mean (what the exported head computes), or with ``max`` the
+    max over views of every pooled map feature, OnFire's logit still averaged (research: no exported graph)."""
+    if pool == "mean":
+        return per_view.mean(0)
+    if pool != "max":
+        raise ValueError(f"unknown view pooling {pool!r}: mean or max")
+    out = per_view.max(0)
+    out[:, -1] = per_view[:, :, -1].mean(0)
+    return out
+
+
 class FeatureExtractor:
     """Pooled OnFire features of BGR images, batched; with ``views``, of each test-time view (:data:`VIEWS`)."""
 
     def __init__(self, backbone_bytes: bytes, input_spec: InputSpec, intra_op_threads: int = 0,
-                 views: Sequence[str] = ("O",)):
+                 views: Sequence[str] = ("O",), pool: str = "mean"):
         import onnx
 
         from detectors.runtime import ort_session
@@ -56,6 +68,7 @@ class FeatureExtractor:
         self.session = ort_session(model.SerializeToString(), intra_op_threads=intra_op_threads)
         self.input_spec = input_spec
         self.views = tuple(views)
+        self.pool = pool
         self.outputs = [*FEATURE_TENSORS.values(), LOGIT_OUTPUT]
 
     def maps(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,8 +90,8 @@ class FeatureExtractor:
         return np.concatenate(out, axis=1) if out else np.zeros((len(self.views), 0, FEATURE_SIZE), np.float32)
 
     def features(self, images: Iterable[np.ndarray], batch: int = 16) -> np.ndarray:
-        """(N, 513) pooled feature vectors, averaged over the views (what the exported head reads)."""
-        return self.view_features(images, batch).mean(0)
+        """(N, 513) pooled feature vectors, pooled over the views (:func:`pool_views`)."""
+        return pool_views(self.view_features(images, batch), self.pool)
 
 
 def fit_rows(rows: np.ndarray, labels: np.ndarray, items: np.ndarray, l2: float) -> LinearHead:
@@ -243,3 +256,44 @@ def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet,
             picks.append((blend, offset))
             oof[r, test] = head.predict(features[test], blend, offset)
     return oof, picks
+
+
+THRESHOLD_SHIFTS = tuple(round(c, 2) for c in np.arange(-6.0, 6.001, 0.25))
+
+
+def pick_shift(logits: np.ndarray, labels: np.ndarray, max_fpr: float = 0.05) -> float:
+    """The logit shift (a threshold: p ≥ 0.5 after shifting) with the best F1 at FPR ≤ ``max_fpr`` (else best F1)."""
+    best: tuple[float, float] | None = None
+    for shift in THRESHOLD_SHIFTS:
+        s = binary_scores(labels.tolist(), (logits + shift).tolist(), 0.0)
+        key = s.f1 - (0.0 if s.fpr <= max_fpr else 1.0)
+        if best is None or key > best[0]:
+            best = (key, shift)
+    return best[1]
+
+
+def nested_threshold(features: np.ndarray, labels: np.ndarray, *, folds: int, repeats: int, seed: int, l2: float,
+                     blend: float, offset: float,
+                     train_rows: np.ndarray | None = None) -> tuple[np.ndarray, list[float]]:
+    """The scorer with a threshold picked in-fold instead of a fixed 0.5 (the does-not-break checks not applied).
+
+    Per outer fold: inner out-of-fold scores of the training part give the shift (:func:`pick_shift`), the head
+    fitted on that part scores the outer fold shifted. Returns P(fire) per repeat (repeats, N) and the shifts.
+    """
+    y = labels.astype(bool)
+    rows = features if train_rows is None else train_rows
+    nofire = features[:, -1].astype(np.float64)
+    oof = np.zeros((repeats, len(y)))
+    shifts: list[float] = []
+    for r in range(repeats):
+        assign = stratified_folds(y, folds, seed + r)
+        for f in range(folds):
+            test, train = assign == f, assign != f
+            inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + 100 + r, l2=l2,
+                                       train_rows=rows[..., train, :])
+            shift = pick_shift(blend_logits(inner, nofire[train], blend, offset), y[train])
+            shifts.append(shift)
+            head = fit_rows(rows, y, train, l2)
+            z = blend_logits(head.logit(features[test]), nofire[test], blend, offset + shift)
+            oof[r, test] = 1.0 / (1.0 + np.exp(-z))
+    return oof, shifts

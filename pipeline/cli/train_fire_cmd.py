@@ -38,12 +38,16 @@ def _default_cair() -> Path:
 @click.option("--fit", "fit_on", type=click.Choice(["mean", "copies", "first"]), default="mean", show_default=True,
               help="Fit the head on the views' mean, on one training copy per view (in its image's fold), or on the "
                    "first view only.")
+@click.option("--pool", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
+              help="Pool the views' features by mean (exported) or max (CV only; OnFire's logit still averaged).")
+@click.option("--nested-threshold", "nested_thr", is_flag=True,
+              help="Also measure --blend/--offset with the threshold picked in-fold (best F1 at FPR <= 0.05; no checks).")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="P(fire) at or above which an image counts as fire.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write fire_head.onnx and fire_figures.json here (e.g. models/trained); default: CV only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the figures.")
-def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_, nested, views, fit_on, threshold,
-               out, as_json) -> None:
+def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_, nested, views, fit_on, pool,
+               nested_thr, threshold, out, as_json) -> None:
     """Print k-fold figures of the fire head next to OnFire alone, then (with --out) train it on all images and export it.
 
     Every image is scored only by heads trained on the other folds.
@@ -67,13 +71,17 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         fit_rows,
         load_checks,
         nested_selection,
+        nested_threshold,
         out_of_fold_logits,
+        pool_views,
         select_blend,
     )
 
     view_list = VIEWS if views == "all" else tuple(v.strip() for v in views.split(",") if v.strip())
     if not view_list or any(v not in VIEWS for v in view_list):
         raise click.ClickException(f"--views {views!r}: expected a comma-separated subset of {', '.join(VIEWS)} (or all)")
+    if pool == "max" and out is not None:
+        raise click.ClickException("--pool max is for cross-validation only: the exported head averages the views")
     cair = _default_cair()
     images = images or cair / "images"
     labels = labels or cair / "labels.json"
@@ -85,11 +93,12 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         backbone = registry.locate(BACKBONE_MODEL)
         truth = load_fire_labels(labels)
         names = sorted(truth, key=natural_key)
-        extractor = FeatureExtractor(backbone.read_bytes(), registry.spec(BACKBONE_MODEL).input, views=view_list)
+        extractor = FeatureExtractor(backbone.read_bytes(), registry.spec(BACKBONE_MODEL).input, views=view_list,
+                                     pool=pool)
         per_view = extractor.view_features(iter_images(images, names))
     except (ModelError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    x = per_view.mean(0)  # what the scorer's head reads
+    x = pool_views(per_view, pool)  # what the scorer's head reads
     rows = {"mean": None, "copies": per_view, "first": per_view[0]}[fit_on]  # what the head is fitted on
     y = np.array([truth[n] for n in names])
     checks, full_head = None, None  # full_head: the head fitted on every image, fitted at most once
@@ -121,7 +130,7 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
     result = {
         "backbone": registry.model_id(BACKBONE_MODEL), "n": len(y), "positives": int(y.sum()),
         "folds": folds, "repeats": repeats, "seed": seed, "l2": l2, "blend": blend, "offset": offset, "threshold": threshold,
-        "views": list(view_list), "fit": fit_on,
+        "views": list(view_list), "fit": fit_on, "pool": pool,
         "fold_figures": [{"repeat": f.repeat, "fold": f.fold, "head": f.head.as_dict(), "baseline": f.baseline.as_dict()}
                          for f in fold_results],
         "cv": {str(t): pooled([(p, t) for p in oof]) for t in SWEEP},
@@ -137,6 +146,10 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         except ValueError as exc:
             raise click.ClickException(f"nested: {exc} (in some outer fold)") from None
         result["nested"] = pooled([(p, threshold) for p in nested_p]) | {"picks": picks}
+    if nested_thr:
+        thr_p, shifts = nested_threshold(x, y, folds=folds, repeats=repeats, seed=seed, l2=l2, blend=blend,
+                                         offset=offset, train_rows=rows)
+        result["nested_threshold"] = pooled([(p, 0.5) for p in thr_p]) | {"shifts": shifts}
     if out is not None:
         head = full_head if full_head is not None else fit_rows(x if rows is None else rows, y, np.ones(len(y), bool), l2)
         meta = {"trained_on": f"{labels.parent.name}/{labels.name} ({len(y)} images, {int(y.sum())} fire)", "l2": l2, "threshold": threshold,
@@ -169,6 +182,11 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         n = result["nested"]
         click.echo(f"nested (pick made without the scored fold): P {n['precision']:.3f} R {n['recall']:.3f} "
                    f"F1 {n['f1']:.3f} FPR {n['fpr']:.3f}; picks (blend, offset): {n['picks']}")
+    if "nested_threshold" in result:
+        n = result["nested_threshold"]
+        click.echo(f"nested, threshold picked in-fold (blend {blend}, offset {offset}, no checks): P {n['precision']:.3f} "
+                   f"R {n['recall']:.3f} F1 {n['f1']:.3f} FPR {n['fpr']:.3f}; logit shifts "
+                   f"{min(n['shifts'])}..{max(n['shifts'])}")
     if "head" in result:
         h = result["head"]
         click.echo(f"head written: {h['file']} ({h['size']} bytes, sha256 {h['sha256']}); "

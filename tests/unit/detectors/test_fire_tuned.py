@@ -250,3 +250,27 @@ def test_training_copies_stay_in_their_fold():
     copies[:, ~items] = 1e6  # held-out items (and their copies) must never reach the fit
     expected = fit_logistic(np.concatenate([x[items], shifted[items]]), np.tile(y[items], 2), 0.3)
     np.testing.assert_allclose(fit_rows(copies, y, items, 0.3).weights, expected.weights)
+
+
+def test_pool_views_max_keeps_onfire_logit_averaged():
+    from detectors.training.fire_head import pool_views
+
+    per_view = np.array([[[1.0, -2.0, 4.0]], [[3.0, -5.0, 0.0]]])  # 2 views, 1 image, 2 features + logit
+    np.testing.assert_allclose(pool_views(per_view), [[2.0, -3.5, 2.0]])
+    np.testing.assert_allclose(pool_views(per_view, "max"), [[3.0, -2.0, 2.0]])
+    with pytest.raises(ValueError, match="unknown view pooling"):
+        pool_views(per_view, "median")
+
+
+def test_nested_threshold_moves_a_biased_head_back():
+    """A scorer whose logits sit 4 too low misses every fire at 0.5; the in-fold threshold recovers them."""
+    from detectors.training.fire_head import nested_threshold, pick_shift
+
+    rng = np.random.default_rng(8)
+    y = np.r_[np.ones(30, bool), np.zeros(90, bool)]
+    assert 2.0 <= pick_shift(np.where(y, -2.0, -6.0), y) < 6.0  # any shift in [2, 6) separates these
+    x = rng.normal(0, 1, (120, FEATURE_SIZE))
+    x[:, :5] += y[:, None] * 2.0
+    p, shifts = nested_threshold(x, y, folds=3, repeats=1, seed=0, l2=3.0, blend=1.0, offset=-4.0)
+    assert p.shape == (1, 120) and len(shifts) == 3 and min(shifts) >= 2.0
+    assert ((p[0] >= 0.5) == y).mean() > 0.85
