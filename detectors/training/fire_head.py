@@ -234,11 +234,12 @@ def out_of_fold_logits(features: np.ndarray, labels: np.ndarray, *, folds: int, 
 
 def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet, *, folds: int, repeats: int,
                      seed: int, l2: float, threshold: float,
-                     train_rows: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
+                     train_rows: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[float, float] | None]]:
     """What picking (blend, offset) by :func:`select_blend` is worth on unseen images.
 
     Per outer fold: inner out-of-fold logits of the training part, a pick under the checks with the head fitted
-    on that part, then the outer fold scored with that pick. Returns P(fire) per repeat (repeats, N) and the picks.
+    on that part, then the outer fold scored with that pick. Returns P(fire) per repeat (repeats, N) and the picks
+    (None where no setting kept every check: that fold is scored by OnFire alone, as the scorer would fall back).
     """
     y = labels.astype(bool)
     rows = features if train_rows is None else train_rows
@@ -252,8 +253,13 @@ def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet,
             inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + 100 + r, l2=l2,
                                        train_rows=rows[..., train, :])
             head = fit_rows(rows, y, train, l2)
-            blend, offset = select_blend(inner, nofire[train], y[train], head.logit(checks.features), checks, threshold)
-            picks.append((blend, offset))
+            try:
+                blend, offset = select_blend(inner, nofire[train], y[train], head.logit(checks.features), checks,
+                                             threshold)
+                picks.append((blend, offset))
+            except ValueError:  # no setting keeps the checks: this fold gets OnFire alone (blend 0, offset 0)
+                blend, offset = 0.0, 0.0
+                picks.append(None)
             oof[r, test] = head.predict(features[test], blend, offset)
     return oof, picks
 

@@ -140,12 +140,10 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
         "selected": bool(select_),
     }
     if nested:
-        try:
-            nested_p, picks = nested_selection(x, y, checks, folds=folds, repeats=repeats, seed=seed, l2=l2,
-                                               threshold=threshold, train_rows=rows)
-        except ValueError as exc:
-            raise click.ClickException(f"nested: {exc} (in some outer fold)") from None
-        result["nested"] = pooled([(p, threshold) for p in nested_p]) | {"picks": picks}
+        nested_p, picks = nested_selection(x, y, checks, folds=folds, repeats=repeats, seed=seed, l2=l2,
+                                           threshold=threshold, train_rows=rows)
+        result["nested"] = pooled([(p, threshold) for p in nested_p]) | {
+            "picks": picks, "folds_without_pick": sum(p is None for p in picks)}
     if nested_thr:
         thr_p, shifts = nested_threshold(x, y, folds=folds, repeats=repeats, seed=seed, l2=l2, blend=blend,
                                          offset=offset, train_rows=rows)
@@ -181,7 +179,9 @@ def train_fire(images, labels, folds, repeats, seed, l2, blend, offset, select_,
     if "nested" in result:
         n = result["nested"]
         click.echo(f"nested (pick made without the scored fold): P {n['precision']:.3f} R {n['recall']:.3f} "
-                   f"F1 {n['f1']:.3f} FPR {n['fpr']:.3f}; picks (blend, offset): {n['picks']}")
+                   f"F1 {n['f1']:.3f} FPR {n['fpr']:.3f}; picks (blend, offset): {n['picks']}"
+                   + (f"; {n['folds_without_pick']} outer folds kept no check (scored by OnFire alone)"
+                      if n["folds_without_pick"] else ""))
     if "nested_threshold" in result:
         n = result["nested_threshold"]
         click.echo(f"nested, threshold picked in-fold (blend {blend}, offset {offset}, no checks): P {n['precision']:.3f} "

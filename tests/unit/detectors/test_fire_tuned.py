@@ -274,3 +274,16 @@ def test_nested_threshold_moves_a_biased_head_back():
     p, shifts = nested_threshold(x, y, folds=3, repeats=1, seed=0, l2=3.0, blend=1.0, offset=-4.0)
     assert p.shape == (1, 120) and len(shifts) == 3 and min(shifts) >= 2.0
     assert ((p[0] >= 0.5) == y).mean() > 0.85
+
+
+def test_nested_fold_without_a_pick_falls_back_to_onfire():
+    """Contradictory checks (the same image must and must not fire): no pick, every fold scored by OnFire alone."""
+    from detectors.training.fire_head import CheckSet, nested_selection
+
+    rng = np.random.default_rng(9)
+    y = np.r_[np.ones(15, bool), np.zeros(45, bool)]
+    x = rng.normal(0, 1, (60, FEATURE_SIZE))
+    contradictory = CheckSet(np.zeros((2, FEATURE_SIZE)), np.array([True, False]), ("a", "a again"))
+    p, picks = nested_selection(x, y, contradictory, folds=3, repeats=1, seed=0, l2=3.0, threshold=0.5)
+    assert picks == [None, None, None]
+    np.testing.assert_allclose(p[0], 1 / (1 + np.exp(x[:, -1])))
