@@ -10,6 +10,9 @@ Three measurements on the same broker, each on its own fresh topics:
 * ``raw_passthrough``: aiokafka getmany → send every message to another topic (the Kafka ceiling).
 * ``raw_engine``: the same consume → produce loop doing the worker's work (decode, rule engine,
   events out) without Faust.
+
+``--isolate`` runs the timed process (the worker, then the raw loops) on a core of its own, with a
+local broker and the bench's producer and collector on the other cores (:class:`CorePlan`).
 """
 
 from __future__ import annotations
@@ -171,6 +174,58 @@ async def _raw_loop(settings: Settings, src: str, dst: str, total: int, engine=N
         await producer.stop()
 
 
+class CorePlan:
+    """``--isolate``: the measured process on a core of its own, the broker and the bench on the others.
+
+    On a small machine the worker, the broker and the bench's producer and collector share the
+    cores, so the wall rate measures the box as much as the worker. With ``isolate`` the last core
+    of this process's affinity runs only the process being timed (the Faust worker, then the bench
+    itself for the raw loops), and every thread of a broker listening on the bootstrap port of this
+    machine is moved to the other cores until ``restore``. A broker elsewhere is left alone.
+    """
+
+    def __init__(self, bootstrap: str, isolate: bool):
+        self.isolate = isolate
+        self.own = os.sched_getaffinity(0)
+        if isolate and len(self.own) < 2:
+            raise click.ClickException(f"--isolate needs at least 2 usable cores; this process may use {sorted(self.own)}")
+        self.timed = {max(self.own)} if isolate else self.own
+        self.rest = self.own - self.timed if isolate else self.own
+        self.broker_threads: dict[int, set[int]] = {}
+        if isolate:
+            self._pin_broker(bootstrap)
+            os.sched_setaffinity(0, self.rest)
+
+    def _pin_broker(self, bootstrap: str) -> None:
+        port = int(bootstrap.rsplit(":", 1)[-1])
+        pids = {c.pid for c in psutil.net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+        for pid in pids:
+            for thread in psutil.Process(pid).threads():
+                try:
+                    self.broker_threads[thread.id] = os.sched_getaffinity(thread.id)
+                    os.sched_setaffinity(thread.id, self.rest)
+                except (ProcessLookupError, PermissionError):
+                    self.broker_threads.pop(thread.id, None)
+
+    def place(self, pid: int, timed: bool) -> None:
+        """Put ``pid`` (0: this process) on the timed core or on the rest."""
+        if self.isolate:
+            os.sched_setaffinity(pid, self.timed if timed else self.rest)
+
+    def describe(self) -> dict:
+        return {"isolated": self.isolate, "timed_cpus": sorted(self.timed),
+                "broker_threads_moved": len(self.broker_threads)}
+
+    def restore(self) -> None:
+        for tid, cpus in self.broker_threads.items():
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except ProcessLookupError:
+                pass
+        os.sched_setaffinity(0, self.own)
+
+
 def _topics(prefix: str, partitions: int, bootstrap: str) -> Settings:
     from pipeline.topics import ensure_topics
 
@@ -185,15 +240,33 @@ def _topics(prefix: str, partitions: int, bootstrap: str) -> Settings:
 @click.option("--partitions", default=4, show_default=True)
 @click.option("--rate", default=1000.0, show_default=True, help="Detections/s in the latency phase.")
 @click.option("--latency-seconds", default=8.0, show_default=True)
+@click.option("--isolate", is_flag=True,
+              help="Time the worker (and the raw loops) on a core of its own; a local broker and the bench move to the other cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_events(total: int, cameras: int, partitions: int, rate: float, latency_seconds: float, as_json: bool) -> None:
+def bench_events(total: int, cameras: int, partitions: int, rate: float, latency_seconds: float, isolate: bool,
+                 as_json: bool) -> None:
     """Detections/s and p50/p99 detection→event latency through one Faust worker, vs raw aiokafka loops.
 
     \b
     Example:
       guanjia bench events --detections 20000 --json
+      guanjia bench events --detections 20000 --isolate --json   # worker on a core of its own
     """
     base = get_settings()
+    cores = CorePlan(base.kafka_bootstrap, isolate)
+    try:
+        result = _bench(base, cores, total, cameras, partitions, rate, latency_seconds, as_json)
+    finally:
+        cores.restore()
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:34} {v}")
+
+
+def _bench(base: Settings, cores: CorePlan, total: int, cameras: int, partitions: int, rate: float,
+           latency_seconds: float, as_json: bool) -> dict:
     run_id = uuid.uuid4().hex[:6]
     tmp = Path(tempfile.mkdtemp(prefix="guanjia-bench-events-"))
     config = write_config(tmp / "cams.yaml", cameras)
@@ -219,6 +292,7 @@ def bench_events(total: int, cameras: int, partitions: int, rate: float, latency
     log = (tmp / "worker.log").open("wb")
     worker = subprocess.Popen([str(Path(sys.executable).with_name("guanjia")), "worker", "events", "--config", str(config)],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    cores.place(worker.pid, timed=True)
     proc = psutil.Process(worker.pid)
     cpu_marks: list[float] = []
 
@@ -253,6 +327,7 @@ def bench_events(total: int, cameras: int, partitions: int, rate: float, latency
     # Raw aiokafka ceilings on their own topics with the same backlog.
     rs = _topics(f"bench{run_id}r", partitions, base.kafka_bootstrap)
     asyncio.run(_produce(rs, rs.topic("detections"), dets))
+    cores.place(0, timed=True)
     passthrough, passthrough_cpu = asyncio.run(_raw_loop(rs, rs.topic("detections"), rs.topic("dead-letter"), total))
     say(f"raw passthrough: {passthrough:,.0f} detections/s")
     from pipeline.catalog import load_catalog
@@ -285,9 +360,6 @@ def bench_events(total: int, cameras: int, partitions: int, rate: float, latency
         "latency_p99_ms": round(p99, 1),
         "target_detections_per_s": 10_000,
         "target_ratio": 0.5,
+        **cores.describe(),
     }
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        for k, v in result.items():
-            click.echo(f"{k:34} {v}")
+    return result
