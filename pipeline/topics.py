@@ -26,8 +26,14 @@ def topic_names(settings: Settings) -> dict[str, str]:
     return {short: settings.topic(short) for short in TOPICS}
 
 
-async def ensure_topics(settings: Settings, partitions: int | None = None) -> list[str]:
-    """Create the missing topics (idempotent); returns the names created."""
+async def ensure_topics(settings: Settings, partitions: int | None = None,
+                        compacted: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Create the missing topics (idempotent); returns the names created.
+
+    ``compacted`` names more topics to create with ``cleanup.policy=compact`` and the same partition
+    count: the events worker's table changelogs, so that they exist before its consumer group's
+    first assignment (Faust creates them itself only while it starts, racing that assignment).
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from pipeline.security import kafka_client_options, start_kafka_client
@@ -38,6 +44,8 @@ async def ensure_topics(settings: Settings, partitions: int | None = None) -> li
         existing = set(await admin.list_topics())
         n = partitions or settings.topic_partitions
         new = [NewTopic(name, n, 1) for name in topic_names(settings).values() if name not in existing]
+        new += [NewTopic(name, n, 1, topic_configs={"cleanup.policy": "compact"})
+                for name in compacted if name not in existing]
         if new:
             await admin.create_topics(new)
             for _ in range(50):  # wait until metadata shows them

@@ -39,6 +39,11 @@ TOPICS=(
   "$PREFIX.governance-events.v1  $DETECTION_PARTS  retention.ms=2592000000"
   "$PREFIX.event-acks.v1         $DETECTION_PARTS  retention.ms=2592000000"
   "$PREFIX.dead-letter.v1        $DETECTION_PARTS  retention.ms=2592000000"
+  # the events worker's table changelogs (app id <prefix>-events; partitions = their source topic's)
+  "$PREFIX-events-cameras-changelog  $DETECTION_PARTS  cleanup.policy=compact"
+  "$PREFIX-events-grids-changelog    $DETECTION_PARTS  cleanup.policy=compact"
+  "$PREFIX-events-health-changelog   $DETECTION_PARTS  cleanup.policy=compact"
+  "$PREFIX-events-desk-changelog     $DETECTION_PARTS  cleanup.policy=compact"
 )
 
 echo "plan: $CAMERAS cameras → $CAMERA_PARTS camera partitions, $DETECTION_PARTS detection partitions, replication $REPLICATION" >&2

@@ -64,12 +64,13 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
 
     from pipeline.cli.kafka_errors import kafka_unreachable
 
-    try:
-        asyncio.run(ensure_topics(settings))
-    except KafkaConnectionError as exc:
-        raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
     app = create_app(settings, RuleEngine(cameras, index), app_id=app_id,
                      batch=DEFAULT_BATCH if batch is None else batch, tick_s=tick_s)
+    changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    try:
+        asyncio.run(ensure_topics(settings, compacted=changelogs))
+    except KafkaConnectionError as exc:
+        raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
     click.echo(f"events worker: {len(cameras)} cameras, catalog {index.file.catalog.version}, "
                f"broker {settings.kafka_bootstrap}, topics {settings.topic_prefix}.*.v1", err=True)
     runner = faust.Worker(app, loglevel=loglevel.upper(), quiet=True)

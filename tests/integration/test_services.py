@@ -156,3 +156,33 @@ def test_redis_sorted_set_ranking_and_window(redis_client, redis_key_prefix: str
     assert redis_client.zremrangebyscore(key, "-inf", 0.1) == 1
     assert redis_client.zcard(key) == 3
     assert redis_client.zscore(key, "G0004") is None
+
+
+def test_ensure_topics_creates_compacted_changelogs_before_the_worker_starts(kafka_bootstrap):
+    import uuid
+
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from pipeline.settings import Settings
+    from pipeline.topics import ensure_topics, topic_names
+
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"ct{uuid.uuid4().hex[:6]}", topic_partitions=3)
+    changelog = f"{settings.topic_prefix}-events-desk-changelog"
+
+    async def run():
+        created = await ensure_topics(settings, compacted=[changelog])
+        again = await ensure_topics(settings, compacted=[changelog])
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([changelog])
+            configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog)])
+        finally:
+            await admin.close()
+        return created, again, described, configs
+
+    created, again, described, configs = asyncio.run(run())
+    assert set(created) == {*topic_names(settings).values(), changelog} and again == []
+    assert len(described[0]["partitions"]) == 3
+    entries = {entry[0]: entry[1] for entry in configs[0].resources[0][4]}
+    assert entries["cleanup.policy"] == "compact"
