@@ -17,6 +17,9 @@ def accept(state: dict, t: float, lateness_s: float) -> bool:
 
 def insert(samples: list[list[float]], t: float, value: float) -> None:
     """Insert in time order; a sample at an existing time replaces it (re-processing is idempotent)."""
+    if not samples or t > samples[-1][0]:  # in order: the usual case
+        samples.append([t, value])
+        return
     i = bisect.bisect_left(samples, [t])
     if i < len(samples) and samples[i][0] == t:
         samples[i][1] = value
@@ -26,6 +29,8 @@ def insert(samples: list[list[float]], t: float, value: float) -> None:
 
 def prune(samples: list[list[float]], before: float, keep_last: int = 0) -> None:
     """Drop samples older than ``before`` but always keep the newest ``keep_last``."""
+    if not samples or samples[0][0] >= before:  # nothing old enough: the usual case between two samples
+        return
     cut = bisect.bisect_left(samples, [before])
     cut = min(cut, max(len(samples) - keep_last, 0))
     if cut:
