@@ -269,7 +269,7 @@ def test_nested_threshold_moves_a_biased_head_back():
     rng = np.random.default_rng(8)
     y = np.r_[np.ones(30, bool), np.zeros(90, bool)]
     assert 2.0 <= pick_shift(np.where(y, -2.0, -6.0), y) < 6.0  # any shift in [2, 6) separates these
-    x = rng.normal(0, 1, (120, FEATURE_SIZE))
+    x = rng.normal(0, 1, (120, 8))  # the last column plays OnFire's logit
     x[:, :5] += y[:, None] * 2.0
     p, shifts = nested_threshold(x, y, folds=3, repeats=1, seed=0, l2=3.0, blend=1.0, offset=-4.0)
     assert p.shape == (1, 120) and len(shifts) == 3 and min(shifts) >= 2.0
@@ -282,8 +282,8 @@ def test_nested_fold_without_a_pick_falls_back_to_onfire():
 
     rng = np.random.default_rng(9)
     y = np.r_[np.ones(15, bool), np.zeros(45, bool)]
-    x = rng.normal(0, 1, (60, FEATURE_SIZE))
-    contradictory = CheckSet(np.zeros((2, FEATURE_SIZE)), np.array([True, False]), ("a", "a again"))
+    x = rng.normal(0, 1, (60, 8))  # the last column plays OnFire's logit
+    contradictory = CheckSet(np.zeros((2, 8)), np.array([True, False]), ("a", "a again"))
     p, picks = nested_selection(x, y, contradictory, folds=3, repeats=1, seed=0, l2=3.0, threshold=0.5)
     assert picks == [None, None, None]
     np.testing.assert_allclose(p[0], 1 / (1 + np.exp(x[:, -1])))
