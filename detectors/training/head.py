@@ -76,22 +76,25 @@ class Whitening:
         return (cells - self.mean) @ self.proj
 
 
-def im2col(h: np.ndarray, k: int) -> np.ndarray:
-    """(N,H,W,C) → (N,H,W,k·k·C): each cell's k×k neighbourhood (zero padding), ordered (row, col, channel)."""
-    n, rows, cols, c = h.shape
+def shift_sum(taps: np.ndarray, k: int) -> np.ndarray:
+    """(N,H,W,k·k) per-cell tap values → (N,H,W): out[y,x] = Σ_(dy,dx) taps[y+dy−p, x+dx−p, (dy,dx)], zero outside
+    (a k×k cross-correlation, p = k//2, taps ordered row by row)."""
+    n, rows, cols, _ = taps.shape
     p = k // 2
-    padded = np.pad(h, ((0, 0), (p, p), (p, p), (0, 0)))
-    return np.concatenate([padded[:, dy:dy + rows, dx:dx + cols] for dy in range(k) for dx in range(k)], axis=-1)
-
-
-def col2im(g: np.ndarray, k: int) -> np.ndarray:
-    """The adjoint of :func:`im2col`: (N,H,W,k·k·C) gradients → (N,H,W,C)."""
-    n, rows, cols, kkc = g.shape
-    c, p = kkc // (k * k), k // 2
-    out = np.zeros((n, rows + 2 * p, cols + 2 * p, c), g.dtype)
+    padded = np.pad(taps, ((0, 0), (p, p), (p, p), (0, 0)))
+    out = np.zeros((n, rows, cols), taps.dtype)
     for i, (dy, dx) in enumerate((dy, dx) for dy in range(k) for dx in range(k)):
-        out[:, dy:dy + rows, dx:dx + cols] += g[..., i * c:(i + 1) * c]
-    return out[:, p:p + rows, p:p + cols]
+        out += padded[:, dy:dy + rows, dx:dx + cols, i]
+    return out
+
+
+def shift_sum_grad(g: np.ndarray, k: int) -> np.ndarray:
+    """The adjoint of :func:`shift_sum`: (N,H,W) gradients → (N,H,W,k·k)."""
+    n, rows, cols = g.shape
+    p = k // 2
+    padded = np.pad(g, ((0, 0), (p, p), (p, p)))
+    return np.stack([padded[:, 2 * p - dy:2 * p - dy + rows, 2 * p - dx:2 * p - dx + cols]
+                     for dy in range(k) for dx in range(k)], axis=-1)
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -108,7 +111,7 @@ class Mlp:
 
     With ``kernel`` 3 the output layer is a 3×3 convolution over the map of hidden units (zero
     padding): a cell's density also reads its neighbours' hidden units; ``w2`` is then (9·hidden, 1)
-    in :func:`im2col` order and the cells must be given with their ``grid`` (rows, cols).
+    (tap row, tap column, hidden unit) and the cells must be given with their ``grid`` (rows, cols).
     """
 
     w1: np.ndarray
@@ -128,21 +131,23 @@ class Mlp:
     def params(self) -> list[np.ndarray]:
         return [self.w1, self.b1, self.w2, self.b2]
 
-    def _spatial(self, h: np.ndarray, grid: tuple[int, int] | None) -> np.ndarray:
-        """(N, cells, hidden) → the output layer's inputs: h itself, or each cell's k×k neighbourhood."""
-        if self.kernel == 1:
-            return h
+    def _taps(self, grid: tuple[int, int] | None) -> np.ndarray:
         if grid is None:
             raise ValueError("a spatial head needs the cells' grid (rows, cols)")
-        n, m, c = h.shape
-        return im2col(h.reshape(n, *grid, c), self.kernel).reshape(n, m, -1)
+        return self.w2[:, 0].reshape(self.kernel * self.kernel, -1)  # (k·k, hidden)
+
+    def _logits(self, h: np.ndarray, grid: tuple[int, int] | None) -> np.ndarray:
+        """(N, cells, hidden) → (N, cells) output-layer values (before the softplus)."""
+        if self.kernel == 1:
+            return (h @ self.w2 + self.b2)[..., 0]
+        n, m, _ = h.shape
+        taps = (h @ self._taps(grid).T).reshape(n, *grid, -1)  # each cell's contribution to each neighbour
+        return shift_sum(taps, self.kernel).reshape(n, m) + self.b2
 
     def __call__(self, z: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
         """(N, cells, K) (or (..., K) when ``kernel`` is 1) → (N, cells) cell densities."""
         h = np.maximum(z @ self.w1 + self.b1, 0.0)
-        if self.kernel > 1:
-            h = self._spatial(h.reshape(-1, *h.shape[-2:]), grid).reshape(*h.shape[:-1], -1)
-        return softplus(h @ self.w2 + self.b2)[..., 0]
+        return softplus(self._logits(h, grid))
 
     def counts_and_grads(self, z: np.ndarray, dloss_dcount_fn,
                          grid: tuple[int, int] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -151,16 +156,19 @@ class Mlp:
         flat = z.reshape(-1, k)
         pre = flat @ self.w1 + self.b1
         h = np.maximum(pre, 0.0)
-        cols = self._spatial(h.reshape(b, m, -1), grid).reshape(b * m, -1)
-        out = cols @ self.w2 + self.b2
+        out = self._logits(h.reshape(b, m, -1), grid).reshape(-1, 1)
         counts = softplus(out).reshape(b, m).sum(axis=1)
         g_count = dloss_dcount_fn(counts)  # (B,)
         g_out = (sigmoid(out).reshape(b, m) * g_count[:, None]).reshape(-1, 1).astype(np.float32)
-        g_w2 = cols.T @ g_out
         g_b2 = g_out.sum(axis=0)
-        g_cols = g_out @ self.w2.T
-        if self.kernel > 1:
-            g_cols = col2im(g_cols.reshape(b, *grid, -1), self.kernel).reshape(b * m, -1)
+        if self.kernel == 1:
+            g_w2 = h.T @ g_out
+            g_cols = g_out @ self.w2.T
+        else:
+            taps = self._taps(grid)
+            g_taps = shift_sum_grad(g_out.reshape(b, *grid), self.kernel).reshape(b * m, -1)  # (cells, k·k)
+            g_w2 = (h.T @ g_taps).T.reshape(-1, 1)
+            g_cols = g_taps @ taps
         g_h = g_cols * (pre > 0)
         g_w1 = flat.T @ g_h
         g_b1 = g_h.sum(axis=0)
