@@ -256,7 +256,7 @@ def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet,
             try:
                 blend, offset = select_blend(inner, nofire[train], y[train], head.logit(checks.features), checks,
                                              threshold)
-                picks.append((blend, offset))
+                picks.append((float(blend), float(offset)))
             except ValueError:  # no setting keeps the checks: this fold gets OnFire alone (blend 0, offset 0)
                 blend, offset = 0.0, 0.0
                 picks.append(None)
