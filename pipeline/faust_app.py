@@ -44,6 +44,7 @@ from pipeline.topics import topic_names
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000  # messages each agent takes per batch (``guanjia worker events --batch``)
+COMMIT_BY_INTERVAL_ONLY = 1 << 62  # broker_commit_every: never reached
 SETTLE_EVERY = 4096  # outputs in flight before delivered ones are dropped from the list (and failures raised)
 
 
@@ -224,6 +225,9 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
         stream_buffer_maxsize=8192,
         broker_max_poll_records=2000,
         broker_commit_interval=1.0,
+        # Commit on the interval only: a count-triggered commit runs inside the fetch loop, which then
+        # stalls until the checkpoint has every output and changelog write acknowledged.
+        broker_commit_every=COMMIT_BY_INTERVAL_ONLY,
         producer_linger=0.01,
         producer_max_batch_size=256 * 1024,
         producer_acks=-1,  # all in-sync replicas: an event must survive a leader failover
