@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from pathlib import Path
 
 import click
+
+EVENTS_GC_THRESHOLDS = (50_000, 20, 100)  # gc.set_threshold for the events worker (CPython's default: 700, 10, 10)
 
 
 @click.group()
@@ -73,6 +76,12 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
         raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
     click.echo(f"events worker: {len(cameras)} cameras, catalog {index.file.catalog.version}, "
                f"broker {settings.kafka_bootstrap}, topics {settings.topic_prefix}.*.v1", err=True)
+    # The desk keeps every event of the last day and the cameras' series in tables: with CPython's
+    # default thresholds the cyclic collector rescanned that heap often enough to take ≈ 10 % of the
+    # worker's CPU (0.67-0.72 s of 7 s in a 60,000-detection bench run; 0.07-0.09 s with these).
+    gc.collect()
+    gc.freeze()  # configuration, catalog and modules: long-lived, never garbage
+    gc.set_threshold(*EVENTS_GC_THRESHOLDS)
     runner = faust.Worker(app, loglevel=loglevel.upper(), quiet=True)
     runner.spinner = None  # its handler puts the root logger at DEBUG: every debug call in aiokafka then costs a record
     runner.execute_from_commandline()
