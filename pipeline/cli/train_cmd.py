@@ -26,16 +26,22 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @click.option("--loss", type=click.Choice(["relative", "absolute"]), default=None,
               help="Override the count loss: Huber of the error / sqrt(count+1), or of the raw error.")
 @click.option("--huber-delta", type=float, default=None, help="Override the Huber threshold.")
+@click.option("--heads", type=click.IntRange(min=1), default=None, help="Override the ensemble size (MLPs averaged).")
+@click.option("--kernel", type=click.Choice(["1", "3"]), default=None,
+              help="Override the output layer: 1 per cell, 3 a 3x3 convolution over the hidden cell map.")
+@click.option("--aug-scales", default=None, metavar="S,S,…",
+              help="Override the augmentation scales, e.g. 0.5,0.625,0.8 ('' for none); each new scale extracts features once.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Fits run at once (forked processes).")
 @click.option("--no-final", is_flag=True, help="Only print the cross-validated figures; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the figures.")
-def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, components, loss, huber_delta, jobs, no_final,
-                as_json) -> None:
+def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, components, loss, huber_delta, heads, kernel,
+                aug_scales, jobs, no_final, as_json) -> None:
     """Extract frozen YOLOX-Nano features once (cached in .cache/), report k-fold figures, train and export the head.
 
     \b
     Example:
       guanjia models train-crowd --cv 5
+      guanjia models train-crowd --cv 5 --no-final --heads 1 --kernel 3     # fourth-round row F1b
     """
     from dataclasses import replace
 
@@ -62,9 +68,10 @@ def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, compone
         cfg = replace(cfg, epochs=epochs)
     if seed is not None:
         cfg = replace(cfg, seed=seed)
-    overrides = {"hidden": hidden, "components": components, "loss": loss, "huber_delta": huber_delta}
+    overrides = {"hidden": hidden, "components": components, "loss": loss, "huber_delta": huber_delta, "heads": heads,
+                 "kernel": None if kernel is None else int(kernel), "aug_scales": _scales(aug_scales)}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    dev = load_dev_data(shared, backbone_path.read_bytes(), long_side, cache_dir())
+    dev = load_dev_data(shared, backbone_path.read_bytes(), long_side, cache_dir(), aug_scales=cfg.aug_scales)
     result: dict = {"config": cfg.as_dict(), "backbone": registry.model_id(BACKBONE_MODEL), "long_side": long_side,
                     "mall_gap": MALL_GAP, "mall_train_every": MALL_TRAIN_EVERY}
     cv, head, result["final_seconds"] = run_fits(dev, cfg, folds, final=not no_final, jobs=jobs)
@@ -102,3 +109,16 @@ def _summary(cv: dict | None) -> dict | None:
         return None
     return {"shb": cv["shb"], "mall": cv["mall"], "shb_only_on_mall": cv["shb_only_on_mall"],
             "folds": [{k: f[k] for k in ("fold", "shb", "mall", "mall_frames")} for f in cv["folds"]]}
+
+
+def _scales(text: str | None) -> tuple[float, ...] | None:
+    """``--aug-scales`` as a tuple (None: keep the default); each scale in (0, 1]."""
+    if text is None:
+        return None
+    try:
+        scales = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint="--aug-scales") from None
+    if any(not 0 < x <= 1 for x in scales):
+        raise click.BadParameter(f"{text!r}: every scale must be in (0, 1]", param_hint="--aug-scales")
+    return scales

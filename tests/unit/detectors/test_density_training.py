@@ -172,3 +172,15 @@ def test_a_spatial_head_counts_what_only_a_cell_and_its_neighbour_together_show(
         mlp = train_mlp([(z, counts, (h, w))], cfg, np.random.default_rng(1))
         fits[kernel] = np.abs(mlp(z, (h, w)).sum(axis=1) - counts).mean()
     assert fits[3] < 0.5 * fits[1], fits  # the per-cell head cannot tell which 'a' cells have a 'b' beside them
+
+
+def test_train_crowd_cli_parses_its_recipe_overrides():
+    import click
+    import pytest
+
+    from pipeline.cli.train_cmd import _scales
+
+    assert _scales(None) is None and _scales("") == () and _scales("0.5, 0.625,0.8") == (0.5, 0.625, 0.8)
+    for bad in ("1.5", "0", "half"):
+        with pytest.raises(click.BadParameter):
+            _scales(bad)
