@@ -242,26 +242,33 @@ def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet,
     (None where no setting kept every check: that fold is scored by OnFire alone, as the scorer would fall back).
     """
     y = labels.astype(bool)
-    rows = features if train_rows is None else train_rows
     nofire = features[:, -1].astype(np.float64)
     oof = np.zeros((repeats, len(y)))
     picks: list[tuple[float, float]] = []
+    for r, test, train, inner, head in _outer_folds(features, y, folds, repeats, seed, l2, train_rows):
+        try:
+            blend, offset = select_blend(inner, nofire[train], y[train], head.logit(checks.features), checks,
+                                         threshold)
+            picks.append((float(blend), float(offset)))
+        except ValueError:  # no setting keeps the checks: this fold gets OnFire alone (blend 0, offset 0)
+            blend, offset = 0.0, 0.0
+            picks.append(None)
+        oof[r, test] = head.predict(features[test], blend, offset)
+    return oof, picks
+
+
+def _outer_folds(features: np.ndarray, y: np.ndarray, folds: int, repeats: int, seed: int, l2: float,
+                 train_rows: np.ndarray | None):
+    """Nested CV's outer loop: (repeat, test mask, train mask, inner out-of-fold logits of the training part,
+    head fitted on the training part) per outer fold."""
+    rows = features if train_rows is None else train_rows
     for r in range(repeats):
         assign = stratified_folds(y, folds, seed + r)
         for f in range(folds):
             test, train = assign == f, assign != f
             inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + 100 + r, l2=l2,
                                        train_rows=rows[..., train, :])
-            head = fit_rows(rows, y, train, l2)
-            try:
-                blend, offset = select_blend(inner, nofire[train], y[train], head.logit(checks.features), checks,
-                                             threshold)
-                picks.append((float(blend), float(offset)))
-            except ValueError:  # no setting keeps the checks: this fold gets OnFire alone (blend 0, offset 0)
-                blend, offset = 0.0, 0.0
-                picks.append(None)
-            oof[r, test] = head.predict(features[test], blend, offset)
-    return oof, picks
+            yield r, test, train, inner, fit_rows(rows, y, train, l2)
 
 
 THRESHOLD_SHIFTS = tuple(round(c, 2) for c in np.arange(-6.0, 6.001, 0.25))
@@ -287,19 +294,12 @@ def nested_threshold(features: np.ndarray, labels: np.ndarray, *, folds: int, re
     fitted on that part scores the outer fold shifted. Returns P(fire) per repeat (repeats, N) and the shifts.
     """
     y = labels.astype(bool)
-    rows = features if train_rows is None else train_rows
     nofire = features[:, -1].astype(np.float64)
     oof = np.zeros((repeats, len(y)))
     shifts: list[float] = []
-    for r in range(repeats):
-        assign = stratified_folds(y, folds, seed + r)
-        for f in range(folds):
-            test, train = assign == f, assign != f
-            inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + 100 + r, l2=l2,
-                                       train_rows=rows[..., train, :])
-            shift = pick_shift(blend_logits(inner, nofire[train], blend, offset), y[train])
-            shifts.append(shift)
-            head = fit_rows(rows, y, train, l2)
-            z = blend_logits(head.logit(features[test]), nofire[test], blend, offset + shift)
-            oof[r, test] = 1.0 / (1.0 + np.exp(-z))
+    for r, test, train, inner, head in _outer_folds(features, y, folds, repeats, seed, l2, train_rows):
+        shift = pick_shift(blend_logits(inner, nofire[train], blend, offset), y[train])
+        shifts.append(shift)
+        z = blend_logits(head.logit(features[test]), nofire[test], blend, offset + shift)
+        oof[r, test] = 1.0 / (1.0 + np.exp(-z))
     return oof, shifts
