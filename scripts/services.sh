@@ -190,7 +190,14 @@ EOF
 }
 
 random_cluster_id() {  # Kafka cluster ids are 16 random bytes, base64url without padding
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+    # and, as Kafka's own Uuid.randomUuid ensures, never starting with '-': the storage tool's argument
+    # parser would read such an id as an option ("--cluster-id: expected one argument", 1 start in 64).
+    local id
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    while [[ "$id" == -* ]]; do
+        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
+    printf '%s' "$id"
 }
 
 kafka_ready() { port_open "$KAFKA_PORT" && python3 "$PROBE" "$HOST:$KAFKA_PORT" >/dev/null 2>&1; }

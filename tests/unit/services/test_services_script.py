@@ -102,3 +102,14 @@ def test_cli_passes_the_script_exit_code(isolated_env: dict[str, str]) -> None:
     assert runner.invoke(cli, ["services", "down", "kafka"], env=isolated_env).exit_code == 0
     rejected = runner.invoke(cli, ["services", "up", "postgres"], env=isolated_env)
     assert rejected.exit_code == 2 and "postgres" in rejected.output
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    # base64url of random bytes starts with '-' once in 64 ids; the storage tool read that as an option
+    function = "".join(SCRIPT.read_text().partition("random_cluster_id() {")[1:])
+    function = function[: function.index("\n}\n") + 3]
+    out = subprocess.run(["bash", "-c", function + 'for i in $(seq 1 640); do random_cluster_id; echo; done'],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert len(out) == 640 and len(set(out)) == 640
+    assert all(len(i) == 22 and not i.startswith("-") for i in out)
+    assert set("".join(out)) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
