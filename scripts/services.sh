@@ -192,8 +192,7 @@ EOF
 random_cluster_id() {  # Kafka cluster ids are 16 random bytes, base64url without padding
     # and, as Kafka's own Uuid.randomUuid ensures, never starting with '-': the storage tool's argument
     # parser would read such an id as an option ("--cluster-id: expected one argument", 1 start in 64).
-    local id
-    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    local id=-
     while [[ "$id" == -* ]]; do
         id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
     done

@@ -386,14 +386,15 @@ class RuleEngine:
         else:
             changes["revision"] = prev["revision"] + 1
             if draft.catalog_code == prev["catalog_code"]:
-                fields["routing"] = prev["routing"]
-                changes["routing"] = Routing.model_validate(prev["routing"])
+                changes["routing"] = prev["routing"]
             changes["acknowledged_by"] = prev["acknowledged_by"]
         pending = state.pop("pending_ack", None)
         if pending and changes.get("acknowledged_by", draft.acknowledged_by) is None:
             changes["acknowledged_by"] = pending
-        fields.update((k, v) for k, v in changes.items() if k != "routing")
+        fields.update(changes)
         state["event"] = fields
+        if "routing" in changes:
+            changes["routing"] = Routing.model_validate(changes["routing"])  # the model holds a Routing, the state its dump
         return state, [draft.model_copy(update=changes)]
 
     def on_ack(self, state: dict, ack: Ack) -> tuple[dict, list[GovernanceEvent]]:
