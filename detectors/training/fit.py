@@ -34,6 +34,7 @@ class TrainConfig:
     aug_scales: tuple[float, ...] = (0.625, 0.8)  # also train on every training image scaled by these factors
     blank_frames: int = 8  # flat frames of as many grey levels added to every fit with count 0 (nobody there)
     kernel: int = 1  # the output layer's kernel over the hidden cell map: 1 = per cell, 3 = each cell reads its neighbours
+    mall_every: int = 3  # train on one Mall frame in this many (neighbouring frames at 2 fps are near-duplicates)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 MALL_BLOCKS = 5
 MALL_GAP = 8  # frames (4 s) dropped from training on each side of a held-out Mall block
-MALL_TRAIN_EVERY = 3  # neighbouring frames at 2 fps are near-duplicates
 
 
 @dataclass
@@ -82,8 +81,9 @@ def mall_blocks(n: int, blocks: int) -> list[np.ndarray]:
     return [np.arange(n)[k * n // blocks:(k + 1) * n // blocks] for k in range(blocks)]
 
 
-def mall_train_frames(n: int, held_out: np.ndarray | None) -> np.ndarray:
-    frames = np.arange(0, n, MALL_TRAIN_EVERY)
+def mall_train_frames(n: int, held_out: np.ndarray | None, every: int = TrainConfig.mall_every) -> np.ndarray:
+    """One frame in ``every`` of the clip, without the held-out block and ``MALL_GAP`` frames either side of it."""
+    frames = np.arange(0, n, every)
     if held_out is None or not len(held_out):
         return frames
     lo, hi = held_out.min() - MALL_GAP, held_out.max() + MALL_GAP
@@ -125,10 +125,10 @@ def run_fits(dev: DevData, cfg: TrainConfig, folds: int, final: bool, jobs: int 
     shb_held, mall_held = shb_folds(n_shb, max(folds, 1), cfg.seed), mall_blocks(n_mall, max(folds, 1))
     work = []
     if final:
-        work.append(("final", np.arange(n_shb), mall_train_frames(n_mall, None), cfg))
+        work.append(("final", np.arange(n_shb), mall_train_frames(n_mall, None, cfg.mall_every), cfg))
     if folds:
         work.append(("shb_only", np.arange(n_shb), np.array([], int), cfg))
-        work += [(f"fold{k}", np.setdiff1d(np.arange(n_shb), shb_held[k]), mall_train_frames(n_mall, mall_held[k]), cfg)
+        work += [(f"fold{k}", np.setdiff1d(np.arange(n_shb), shb_held[k]), mall_train_frames(n_mall, mall_held[k], cfg.mall_every), cfg)
                  for k in range(folds)]
     _DEV = dev
     if jobs > 1 and len(work) > 1:

@@ -31,11 +31,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
               help="Override the output layer: 1 per cell, 3 a 3x3 convolution over the hidden cell map.")
 @click.option("--aug-scales", default=None, metavar="S,S,…",
               help="Override the augmentation scales, e.g. 0.5,0.625,0.8 ('' for none); each new scale extracts features once.")
+@click.option("--mall-every", type=click.IntRange(min=1), default=None,
+              help="Override the Mall frame step: train on one frame in this many (1: every frame).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Fits run at once (forked processes).")
 @click.option("--no-final", is_flag=True, help="Only print the cross-validated figures; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the figures.")
 def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, components, loss, huber_delta, heads, kernel,
-                aug_scales, jobs, no_final, as_json) -> None:
+                aug_scales, mall_every, jobs, no_final, as_json) -> None:
     """Extract frozen YOLOX-Nano features once (cached in .cache/), report k-fold figures, train and export the head.
 
     \b
@@ -52,7 +54,7 @@ def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, compone
     from detectors.training.export import head_to_onnx
     from detectors.training.fit import TrainConfig
     from detectors.training.report import write_report
-    from detectors.training.train import MALL_GAP, MALL_TRAIN_EVERY, load_dev_data, run_fits
+    from detectors.training.train import MALL_GAP, load_dev_data, run_fits
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     shared = Path(shared_dir or os.environ.get("GUANJIA_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -69,11 +71,11 @@ def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, compone
     if seed is not None:
         cfg = replace(cfg, seed=seed)
     overrides = {"hidden": hidden, "components": components, "loss": loss, "huber_delta": huber_delta, "heads": heads,
-                 "kernel": None if kernel is None else int(kernel), "aug_scales": _scales(aug_scales)}
+                 "kernel": None if kernel is None else int(kernel), "aug_scales": _scales(aug_scales), "mall_every": mall_every}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     dev = load_dev_data(shared, backbone_path.read_bytes(), long_side, cache_dir(), aug_scales=cfg.aug_scales)
     result: dict = {"config": cfg.as_dict(), "backbone": registry.model_id(BACKBONE_MODEL), "long_side": long_side,
-                    "mall_gap": MALL_GAP, "mall_train_every": MALL_TRAIN_EVERY}
+                    "mall_gap": MALL_GAP, "mall_train_every": cfg.mall_every}
     cv, head, result["final_seconds"] = run_fits(dev, cfg, folds, final=not no_final, jobs=jobs)
     if cv:
         result["cv"] = cv

@@ -29,6 +29,9 @@ def test_folds_hold_out_every_image_once_and_keep_a_gap_around_mall_blocks():
     assert [b.tolist()[0] for b in blocks] == [0, 20, 40, 60, 80]
     train = mall_train_frames(100, blocks[2])
     assert not set(train.tolist()) & set(range(40 - 8, 60 + 9))
+    assert train.tolist()[:3] == [0, 3, 6]
+    every = mall_train_frames(100, blocks[2], every=1)
+    assert set(every.tolist()) == set(range(100)) - set(range(40 - 8, 59 + 8 + 1))
 
 
 def test_training_learns_visible_counts_and_exports(tmp_path):
