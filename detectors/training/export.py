@@ -15,7 +15,8 @@ def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto
     → ReLU → 1×1 conv (k×k for a spatial head, zero padding) → Softplus.
 
     An ensemble of M MLPs is one graph: the first conv has M·hidden outputs, the second is grouped
-    (M groups, one map per member) and a last 1×1 conv averages the M maps.
+    (M groups, one map per member) and a last 1×1 conv averages the M maps. In an ensemble that mixes
+    per-cell and spatial members, a per-cell member's output layer is the centre tap of a k×k kernel.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -25,11 +26,9 @@ def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto
     # every member's first layer with the whitening folded in, side by side: one Conv for the whole ensemble
     w1 = np.concatenate([w.proj.astype(np.float64) @ m.w1.astype(np.float64) for m in mlps], axis=1)  # (D, M·hidden)
     b1 = np.concatenate([m.b1.astype(np.float64) for m in mlps]) - w.mean.astype(np.float64) @ w1
-    kernel = mlps[0].kernel
-    if any(m.kernel != kernel for m in mlps):
-        raise ValueError("the members of an ensemble must share one output kernel")
+    kernel = max(m.kernel for m in mlps)
     # (M, hidden, k, k): member m's output reads only its own hidden units; w2 rows are in im2col order (row, col, unit)
-    w2 = np.stack([m.w2[:, 0].reshape(kernel, kernel, -1).transpose(2, 0, 1) for m in mlps])
+    w2 = np.stack([_centred(m.w2[:, 0].reshape(m.kernel, m.kernel, -1).transpose(2, 0, 1), kernel) for m in mlps])
     inits = [
         numpy_helper.from_array(w1.T.astype(np.float32)[:, :, None, None], "w1"),
         numpy_helper.from_array(b1.astype(np.float32), "b1"),
@@ -73,3 +72,9 @@ def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
     onnx.checker.check_model(model)
     return model
+
+
+def _centred(taps: np.ndarray, kernel: int) -> np.ndarray:
+    """(hidden, k, k) output taps in the middle of a (hidden, kernel, kernel) kernel, zeros around."""
+    pad = (kernel - taps.shape[1]) // 2
+    return np.pad(taps, ((0, 0), (pad, pad), (pad, pad)))

@@ -29,12 +29,16 @@ class TrainConfig:
     loss: str = "relative"  # Huber of (map sum − count)/√(count+1) ("relative") or of map sum − count ("absolute")
     whitening_cells: int = 200_000
     whitening_images: int = 250
-    heads: int = 3  # ensemble members: MLPs with their own initialisation and batch order, maps averaged
+    heads: int = 3  # per-cell MLPs in the ensemble, each with its own initialisation and batch order; maps averaged
+    spatial_heads: int = 0  # MLPs whose output layer is a 3×3 convolution over the hidden cell map (each cell reads its neighbours)
     stride32: bool = True  # append the stride-32 features (upsampled ×2) to each stride-16 cell
     aug_scales: tuple[float, ...] = (0.625, 0.8)  # also train on every training image scaled by these factors
     blank_frames: int = 8  # flat frames of as many grey levels added to every fit with count 0 (nobody there)
-    kernel: int = 1  # the output layer's kernel over the hidden cell map: 1 = per cell, 3 = each cell reads its neighbours
     mall_every: int = 3  # train on one Mall frame in this many (neighbouring frames at 2 fps are near-duplicates)
+
+    def __post_init__(self) -> None:
+        if self.heads < 0 or self.spatial_heads < 0 or self.heads + self.spatial_heads < 1:
+            raise ValueError(f"the ensemble needs at least one MLP, not heads={self.heads} + spatial_heads={self.spatial_heads}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -82,12 +86,14 @@ def project(parts: list[Part], whitening: Whitening, stride32: bool = False) -> 
 
 
 def fit_head(parts: list[Part], cfg: TrainConfig, scaled: list[list[Part]] = ()) -> DensityHead:
-    """Train whitening + ``cfg.heads`` MLPs so that each training image's (averaged) map sums to its count.
+    """Train whitening + ``cfg.heads`` per-cell and ``cfg.spatial_heads`` spatial MLPs so that each training image's
+    (averaged) map sums to its count.
 
     ``scaled`` holds the same training images at other scales (scale augmentation): their cells join
-    the training, batches drawn within one scale; the whitening is fitted on ``parts`` only. Member 0
-    continues the whitening's random stream; member i draws its initialisation and batch order from
-    the seed sequence (seed, i).
+    the training, batches drawn within one scale; the whitening is fitted on ``parts`` only. The per-cell
+    and the spatial members each draw as an ensemble of their one kind would: member 0 continues the
+    whitening's random stream, member i draws its initialisation and batch order from the seed sequence
+    (seed, i). A mixed ensemble is thus the members of the two single-kind ensembles, averaged.
     """
     rng = np.random.default_rng(cfg.seed)
     start = time.perf_counter()
@@ -96,8 +102,18 @@ def fit_head(parts: list[Part], cfg: TrainConfig, scaled: list[list[Part]] = ())
               for p in [parts, *scaled]]
     log.info("whitened %s images × cells in %.1f s", " + ".join(f"{z.shape[0]}×{z.shape[1]}" for z, *_ in groups),
              time.perf_counter() - start)
-    rngs = [rng] + [np.random.default_rng([cfg.seed, i]) for i in range(1, cfg.heads)]
-    return DensityHead(whitening, [train_mlp(groups, cfg, r) for r in rngs], stride32=cfg.stride32)
+    after_whitening = rng.bit_generator.state
+    members = [(kernel, i) for kernel, count in ((1, cfg.heads), (3, cfg.spatial_heads)) for i in range(count)]
+    mlps = [train_mlp(groups, cfg, _member_rng(cfg.seed, i, after_whitening), kernel) for kernel, i in members]
+    return DensityHead(whitening, mlps, stride32=cfg.stride32)
+
+
+def _member_rng(seed: int, member: int, after_whitening: dict) -> np.random.Generator:
+    if member:
+        return np.random.default_rng([seed, member])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = after_whitening
+    return rng
 
 
 def _grid(parts: list[Part]) -> tuple[int, int]:
@@ -108,8 +124,10 @@ def _grid(parts: list[Part]) -> tuple[int, int]:
 
 
 def train_mlp(groups: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]], cfg: TrainConfig,
-              rng: np.random.Generator) -> Mlp:
+              rng: np.random.Generator, kernel: int = 1) -> Mlp:
     """Adam on a Huber loss of the count error (divided by sqrt(count + 1) when relative), cosine learning-rate decay.
+
+    ``kernel`` is the output layer's kernel over the hidden cell map (1: per cell, 3: a spatial head).
 
     ``groups`` are (images, cells, K) whitened cells with their counts and cell grid, one per scale; a batch holds
     images of one group, and with several groups the batches of an epoch are shuffled together.
@@ -118,7 +136,7 @@ def train_mlp(groups: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]], cfg:
     if cfg.loss not in ("relative", "absolute"):
         raise ValueError(f"loss must be 'relative' or 'absolute', not {cfg.loss!r}")
     z0, counts0, _ = groups[0]
-    mlp = Mlp.init(cfg.components, cfg.hidden, rng, prior_density=float(counts0.mean() / z0.shape[1]), kernel=cfg.kernel)
+    mlp = Mlp.init(cfg.components, cfg.hidden, rng, prior_density=float(counts0.mean() / z0.shape[1]), kernel=kernel)
     opt = Adam(cfg.lr, weight_decay=cfg.weight_decay)
     scales = [np.sqrt(c + 1.0) if cfg.loss == "relative" else np.ones_like(c) for _, c, _ in groups]
     steps = cfg.epochs * sum(-(-len(z) // cfg.batch_images) for z, _, _ in groups)

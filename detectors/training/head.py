@@ -90,7 +90,7 @@ def shift_sum(taps: np.ndarray, k: int) -> np.ndarray:
 
 def shift_sum_grad(g: np.ndarray, k: int) -> np.ndarray:
     """The adjoint of :func:`shift_sum`: (N,H,W) gradients → (N,H,W,k·k)."""
-    n, rows, cols = g.shape
+    _, rows, cols = g.shape
     p = k // 2
     padded = np.pad(g, ((0, 0), (p, p), (p, p)))
     return np.stack([padded[:, 2 * p - dy:2 * p - dy + rows, 2 * p - dx:2 * p - dx + cols]

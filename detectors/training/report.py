@@ -31,12 +31,7 @@ def write_report(path: Path, result: dict) -> None:
     """Markdown with data, seed, epochs, folds and the cross-validated figures of ``result``."""
     cfg, cv, head = result["config"], result.get("cv"), result["head"]
     s32 = cfg.get("stride32", False)
-    heads = cfg.get("heads", 1)
-    mlp = (f"ReLU MLP ({cfg['hidden']} hidden)" if heads == 1 else
-           f"{heads} ReLU MLPs ({cfg['hidden']} hidden each; seeds differ, maps averaged in the graph)")
-    if cfg.get("kernel", 1) > 1:
-        k = cfg["kernel"]
-        mlp += f", whose output layer is a {k}×{k} convolution over the map of hidden units (each cell reads its neighbours)"
+    mlp = _ensemble(cfg.get("heads", 1), cfg.get("spatial_heads", 0), cfg["hidden"])
     lines = [
         "# Crowd density head: training report",
         "",
@@ -99,3 +94,16 @@ def write_report(path: Path, result: dict) -> None:
         ]
     lines += [f"Reproduce: `{reproduce_command(result)}` (see docs/accuracy.md).", ""]
     path.write_text("\n".join(lines))
+
+
+def _ensemble(heads: int, spatial_heads: int, hidden: int) -> str:
+    """The MLPs of a head, in words."""
+    total = heads + spatial_heads
+    text = (f"ReLU MLP ({hidden} hidden)" if total == 1 else
+            f"{total} ReLU MLPs ({hidden} hidden each; seeds differ, maps averaged in the graph)")
+    if spatial_heads:
+        conv = "a 3×3 convolution over the map of hidden units"
+        which = (f"whose output layer is {conv}" if total == 1 else f"all with {conv} as output layer" if not heads else
+                 f"{spatial_heads if spatial_heads > 1 else 'one'} of them with {conv} as output layer")
+        text += f", {which} (each cell reads its neighbours)"
+    return text

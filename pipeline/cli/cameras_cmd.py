@@ -88,6 +88,6 @@ def status(down: bool, stale_s: float, prefix: str, as_json: bool) -> None:
         sys.exit(0)
 
 
-from pipeline.cli.cameras_publish import publish  # noqa: E402  (a sibling module's command)
+from pipeline.cli.cameras_publish import publish
 
 cameras.add_command(publish)

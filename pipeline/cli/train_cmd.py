@@ -26,9 +26,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @click.option("--loss", type=click.Choice(["relative", "absolute"]), default=None,
               help="Override the count loss: Huber of the error / sqrt(count+1), or of the raw error.")
 @click.option("--huber-delta", type=float, default=None, help="Override the Huber threshold.")
-@click.option("--heads", type=click.IntRange(min=1), default=None, help="Override the ensemble size (MLPs averaged).")
-@click.option("--kernel", type=click.Choice(["1", "3"]), default=None,
-              help="Override the output layer: 1 per cell, 3 a 3x3 convolution over the hidden cell map.")
+@click.option("--heads", type=click.IntRange(min=0), default=None, help="Override the per-cell MLPs in the ensemble (maps averaged).")
+@click.option("--spatial-heads", type=click.IntRange(min=0), default=None,
+              help="Override the MLPs whose output layer is a 3x3 convolution over the hidden cell map.")
 @click.option("--aug-scales", default=None, metavar="S,S,…",
               help="Override the augmentation scales, e.g. 0.5,0.625,0.8 ('' for none); each new scale extracts features once.")
 @click.option("--mall-every", type=click.IntRange(min=1), default=None,
@@ -36,14 +36,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @click.option("--jobs", type=int, default=1, show_default=True, help="Fits run at once (forked processes).")
 @click.option("--no-final", is_flag=True, help="Only print the cross-validated figures; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the figures.")
-def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, components, loss, huber_delta, heads, kernel,
+def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, components, loss, huber_delta, heads, spatial_heads,
                 aug_scales, mall_every, jobs, no_final, as_json) -> None:
     """Extract frozen YOLOX-Nano features once (cached in .cache/), report k-fold figures, train and export the head.
 
     \b
     Example:
       guanjia models train-crowd --cv 5
-      guanjia models train-crowd --cv 5 --no-final --heads 1 --kernel 3     # fourth-round row F1b
+      guanjia models train-crowd --cv 5 --no-final --heads 0 --spatial-heads 1     # fourth-round row F1b
     """
     from dataclasses import replace
 
@@ -71,8 +71,11 @@ def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, compone
     if seed is not None:
         cfg = replace(cfg, seed=seed)
     overrides = {"hidden": hidden, "components": components, "loss": loss, "huber_delta": huber_delta, "heads": heads,
-                 "kernel": None if kernel is None else int(kernel), "aug_scales": _scales(aug_scales), "mall_every": mall_every}
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+                 "spatial_heads": spatial_heads, "aug_scales": _scales(aug_scales), "mall_every": mall_every}
+    try:
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     dev = load_dev_data(shared, backbone_path.read_bytes(), long_side, cache_dir(), aug_scales=cfg.aug_scales)
     result: dict = {"config": cfg.as_dict(), "backbone": registry.model_id(BACKBONE_MODEL), "long_side": long_side,
                     "mall_gap": MALL_GAP, "mall_train_every": cfg.mall_every}

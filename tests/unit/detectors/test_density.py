@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from detectors.base import CrowdEstimate
 from detectors.density import DENSITY_OUTPUT, FEATURE_OUTPUTS, letterbox
@@ -81,6 +82,19 @@ def test_exported_stride32_head_reads_feat32_upsampled_like_the_reference():
     moved[0, :, 1, 2] += 3.0  # one stride-32 cell feeds exactly the 2×2 stride-16 cells under it
     changed = np.abs(head.density(feat8, feat16, moved) - reference)[0, 0] > 1e-6
     assert changed[2:4, 4:6].all() and changed.sum() == 4
+
+
+def test_exported_mixed_ensemble_centres_the_per_cell_members_in_the_spatial_kernel():
+    rng = np.random.default_rng(8)
+    spatial = _random_head(rng, members=1, kernel=3)
+    per_cell = _random_head(rng, members=2)
+    head = DensityHead(spatial.whitening, per_cell.mlps + spatial.mlps)
+    feat8 = rng.normal(size=(2, 128, 16, 24)).astype(np.float32)
+    feat16 = rng.normal(size=(2, 128, 8, 12)).astype(np.float32)
+    model = head_to_onnx(head, {"stride": 16})
+    w2 = next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == "w2")
+    assert w2.shape == (3, 8, 3, 3) and not w2[:2, :, [0, 2], :].any() and not w2[:2, :, :, [0, 2]].any()
+    np.testing.assert_allclose(_run_head(model, feat8, feat16), head.density(feat8, feat16), rtol=1e-4, atol=1e-5)
 
 
 def test_exported_spatial_head_convolves_the_hidden_map_like_the_reference():

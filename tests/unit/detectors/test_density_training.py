@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from detectors.training.features import FeatureBank
@@ -158,6 +160,26 @@ def test_blank_frames_join_every_fit_with_count_zero():
     assert parts[-1].bank is blank and parts[-1].counts.tolist() == [0, 0, 0] and len(parts) == 3
 
 
+def test_a_mixed_ensemble_is_the_members_of_the_two_single_kind_ensembles():
+    import pytest
+
+    from detectors.training.fit import Part, fit_head
+
+    rng = np.random.default_rng(3)
+    bank, counts = _bank(rng, 40)
+    parts = [Part(bank, np.arange(40), counts)]
+    cfg = TrainConfig(components=8, hidden=4, epochs=2, batch_images=8, lr=2e-2, whitening_cells=2000, **PLAIN)
+    per_cell = fit_head(parts, cfg)
+    spatial = fit_head(parts, replace(cfg, heads=0, spatial_heads=1))
+    mixed = fit_head(parts, replace(cfg, heads=1, spatial_heads=1))
+    assert [m.kernel for m in mixed.mlps] == [1, 3] and spatial.mlps[0].kernel == 3
+    for got, want in ((mixed.mlps[0], per_cell.mlps[0]), (mixed.mlps[1], spatial.mlps[0])):
+        for a, b in zip(got.params(), want.params()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="at least one MLP"):
+        replace(cfg, heads=0, spatial_heads=0)
+
+
 def test_a_spatial_head_counts_what_only_a_cell_and_its_neighbour_together_show():
     from detectors.training.fit import train_mlp
 
@@ -171,8 +193,8 @@ def test_a_spatial_head_counts_what_only_a_cell_and_its_neighbour_together_show(
     counts = people.sum(axis=(1, 2)).astype(np.float64)
     fits = {}
     for kernel in (1, 3):
-        cfg = TrainConfig(components=4, hidden=8, epochs=200, lr=2e-2, kernel=kernel, **PLAIN)
-        mlp = train_mlp([(z, counts, (h, w))], cfg, np.random.default_rng(1))
+        cfg = TrainConfig(components=4, hidden=8, epochs=200, lr=2e-2, **PLAIN)
+        mlp = train_mlp([(z, counts, (h, w))], cfg, np.random.default_rng(1), kernel)
         fits[kernel] = np.abs(mlp(z, (h, w)).sum(axis=1) - counts).mean()
     assert fits[3] < 0.5 * fits[1], fits  # the per-cell head cannot tell which 'a' cells have a 'b' beside them
 
