@@ -11,7 +11,7 @@ from detectors.training.fit import TrainConfig
 from detectors.training.report import write_report
 from detectors.training.train import DevData, mall_blocks, mall_train_frames, run_fits, shb_folds
 
-PLAIN = {"stride32": False, "aug_scales": (), "heads": 1}  # synthetic banks: stride-8/16 features, one scale; one MLP
+PLAIN = {"stride32": False, "aug_scales": (), "heads": 1, "spatial_heads": 0}  # synthetic banks: stride-8/16 features, one scale; one MLP
 
 
 def _bank(rng: np.random.Generator, n: int) -> tuple[FeatureBank, np.ndarray]:
@@ -103,7 +103,7 @@ def test_stride32_cells_learn_counts_that_only_the_stride32_features_show():
     bank, counts = FeatureBank(feat8, feat16, feat32.astype(np.float16)), people.sum(axis=(1, 2)).astype(np.float64)
     train, held = Part(bank, np.arange(45), counts[:45]), Part(bank, np.arange(45, n), counts[45:])
     cfg = TrainConfig(components=16, hidden=8, epochs=60, batch_images=8, lr=2e-2, whitening_cells=3000, stride32=True,
-                      aug_scales=(), heads=1)
+                      aug_scales=(), heads=1, spatial_heads=0)
     head = fit_head([train], cfg)
     blind = fit_head([train], TrainConfig(**(cfg.as_dict() | {"stride32": False})))
     assert head.stride32 and not blind.stride32
