@@ -39,6 +39,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.heads < 0 or self.spatial_heads < 0 or self.heads + self.spatial_heads < 1:
             raise ValueError(f"the ensemble needs at least one MLP, not heads={self.heads} + spatial_heads={self.spatial_heads}")
+        if self.mall_every < 1:
+            raise ValueError(f"mall_every must be 1 or more (one Mall frame in that many), not {self.mall_every}")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -178,6 +178,8 @@ def test_a_mixed_ensemble_is_the_members_of_the_two_single_kind_ensembles():
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="at least one MLP"):
         replace(cfg, heads=0, spatial_heads=0)
+    with pytest.raises(ValueError, match="mall_every"):
+        replace(cfg, mall_every=0)
 
 
 def test_a_spatial_head_counts_what_only_a_cell_and_its_neighbour_together_show():
