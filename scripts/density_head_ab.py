@@ -19,8 +19,7 @@ import cv2
 
 from detectors.density import BACKBONE_MODEL, DensityEstimator
 from detectors.registry import ModelRegistry
-
-IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crowd" / "shanghaitech_B_train" / "images"
+from pipeline.settings import Settings
 
 
 def main() -> None:
@@ -31,9 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     backbone = ModelRegistry.load().locate(BACKBONE_MODEL)
     heads = {"A": DensityEstimator.from_files(backbone, args.head_a), "B": DensityEstimator.from_files(backbone, args.head_b)}
-    paths = sorted(IMAGES.glob("*.jpg"))[:args.images]
+    folder = Settings().shared_dir / "data" / "crowd" / "shanghaitech_B_train" / "images"
+    paths = sorted(folder.glob("*.jpg"))[:args.images]
     if not paths:
-        raise SystemExit(f"no images in {IMAGES}")
+        raise SystemExit(f"no images in {folder} (GUANJIA_SHARED_DIR)")
     images = [cv2.imread(str(p)) for p in paths]
     for estimator in heads.values():
         estimator.density(images[:2])  # warm-up
