@@ -112,6 +112,23 @@ def cut_backbone(model: onnx.ModelProto, outputs: Sequence[str] = FEATURE_OUTPUT
     return sub
 
 
+def tuned_initializers(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` with the named initializers replaced by fine-tuned values (same shapes, float32)."""
+    import onnx
+    from onnx import numpy_helper
+
+    tuned = onnx.ModelProto.FromString(model.SerializeToString())
+    by_name = {i.name: i for i in tuned.graph.initializer}
+    for name, array in arrays.items():
+        if name not in by_name:
+            raise KeyError(f"tuned initializer {name!r} is not in the backbone graph")
+        if tuple(by_name[name].dims) != array.shape:
+            raise ValueError(f"tuned initializer {name!r}: shape {array.shape} differs from the backbone's "
+                             f"{tuple(by_name[name].dims)}")
+        by_name[name].CopyFrom(numpy_helper.from_array(np.asarray(array, np.float32), name))
+    return tuned
+
+
 def head_feature_inputs(head: onnx.ModelProto) -> list[str]:
     """The backbone feature outputs (``feat8``, ``feat16``, ``feat32``) a head graph reads, in its input order."""
     return [i.name for i in head.graph.input if i.name in LEVELS]

@@ -213,3 +213,21 @@ def test_estimator_map_covers_any_frame_size(estimator):
     assert est.density.shape == (36, 64)
     assert est.density_stride == pytest.approx(1920 / 64)
     assert est.density.sum() < 5  # a flat grey frame holds nobody
+
+
+@pytest.mark.shared
+def test_tuned_initializers_replace_weights_by_name_and_refuse_what_does_not_fit():
+    import onnx
+
+    from detectors.density import tuned_initializers
+
+    backbone = onnx.load(shared_path("models", "yolox_nano_coco_416.onnx"))
+    first = backbone.graph.initializer[0]
+    original = onnx.numpy_helper.to_array(first)
+    tuned = tuned_initializers(backbone, {first.name: original + 1.0})
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(tuned.graph.initializer[0]), original + 1.0)
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(backbone.graph.initializer[0]), original)  # a copy
+    with pytest.raises(KeyError, match="no_such_weight"):
+        tuned_initializers(backbone, {"no_such_weight": original})
+    with pytest.raises(ValueError, match="shape"):
+        tuned_initializers(backbone, {first.name: original.ravel()[:1]})
