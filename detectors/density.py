@@ -35,6 +35,7 @@ FEATURE_OUTPUTS = ("feat8", "feat16")  # what every head reads
 CONTEXT_OUTPUT = "feat32"  # the stride-32 features, read by heads trained with them (input named so)
 LEVELS = {"feat8": 0, "feat16": 1, "feat32": 2}  # output name → YOLOX prediction level (stride 8·2^level)
 DENSITY_OUTPUT = "density"
+DELTA_PREFIX = "backbone_delta/"  # head initializers so named are fine-tuning changes to the backbone's weights
 INPUT_NAME = "images"
 PAD_VALUE = 114.0
 ALIGN = 32  # the backbone downsamples by 32
@@ -140,8 +141,8 @@ def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) ->
     from onnx import compose
 
     inputs = head_feature_inputs(head)
+    backbone, head = apply_backbone_delta(backbone, head)
     cut = cut_backbone(backbone, inputs)
-    head = onnx.ModelProto.FromString(head.SerializeToString())
     opset = max(op.version for op in list(cut.opset_import) + list(head.opset_import) if op.domain in ("", "ai.onnx"))
     for m in (cut, head):
         m.ir_version = max(cut.ir_version, head.ir_version)
@@ -152,6 +153,31 @@ def merge_backbone_and_head(backbone: onnx.ModelProto, head: onnx.ModelProto) ->
     del merged.opset_import[1:]  # merge_models lists the shared default domain once per model; tools want it once
     onnx.checker.check_model(merged)
     return merged
+
+
+def apply_backbone_delta(backbone: onnx.ModelProto, head: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(backbone with the head's ``backbone_delta/<name>`` initializers added to its weights, the head without them).
+
+    A head trained with a fine-tuned backbone carries only the changes the project trained; the
+    third-party weights they apply to still come from the registry, checked by sha256.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    head = onnx.ModelProto.FromString(head.SerializeToString())
+    deltas = {i.name.removeprefix(DELTA_PREFIX): numpy_helper.to_array(i) for i in head.graph.initializer
+              if i.name.startswith(DELTA_PREFIX)}
+    if not deltas:
+        return backbone, head
+    kept = [i for i in head.graph.initializer if not i.name.startswith(DELTA_PREFIX)]
+    del head.graph.initializer[:]
+    head.graph.initializer.extend(kept)
+    original = {i.name: i for i in backbone.graph.initializer}
+    missing = sorted(set(deltas) - set(original))
+    if missing:
+        raise ValueError(f"the density head tunes backbone weights the backbone does not have: {missing[:3]}")
+    tuned = {name: numpy_helper.to_array(original[name]).astype(np.float32) + delta for name, delta in deltas.items()}
+    return tuned_initializers(backbone, tuned), head
 
 
 def head_metadata(head: onnx.ModelProto) -> dict[str, str]:

@@ -243,6 +243,28 @@ def evaluate(args) -> None:
     Path(args.report).write_text(json.dumps(report, indent=1))
 
 
+def export(args) -> None:
+    """The final fit's head with its backbone changes carried as ``backbone_delta/`` initializers (the shipped file)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from detectors.density import DELTA_PREFIX
+
+    fit = load_fits(Path(args.fits), args.config)["final"]
+    backbone = onnx.load(str(Path(args.shared) / "models" / BACKBONE_FILE))
+    original = {i.name: numpy_helper.to_array(i) for i in backbone.graph.initializer}
+    head = onnx.load_from_string(fit["head_onnx"].tobytes())
+    changed = 0
+    for key, tuned in sorted(fit.items()):
+        if key.startswith("backbone/"):
+            name = key.removeprefix("backbone/")
+            head.graph.initializer.append(numpy_helper.from_array((tuned - original[name]).astype(np.float32), DELTA_PREFIX + name))
+            changed += 1
+    onnx.checker.check_model(head)
+    Path(args.out).write_bytes(head.SerializeToString())
+    print(f"{args.out}: head + {changed} backbone deltas, {Path(args.out).stat().st_size} bytes")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,8 +293,13 @@ def main() -> None:
     p.add_argument("--fits", required=True)
     p.add_argument("--configs", default="H1")
     p.add_argument("--report", default="finetune_cv.json")
+    p = sub.add_parser("export")
+    p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--fits", required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"pack": pack, "run": run_all, "fit": worker, "evaluate": evaluate}[args.command](args)
+    {"pack": pack, "run": run_all, "fit": worker, "evaluate": evaluate, "export": export}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.density import CONTEXT_OUTPUT, DENSITY_OUTPUT, FEATURE_OUTPUTS
+from detectors.density import CONTEXT_OUTPUT, DELTA_PREFIX, DENSITY_OUTPUT, FEATURE_OUTPUTS
 from detectors.training.head import CONTEXT, DensityHead
 
 OPSET = 13
 
 
-def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto:  # noqa: F821
+def head_to_onnx(head: DensityHead, metadata: dict[str, str],
+                 backbone_delta: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:  # noqa: F821
     """SpaceToDepth(feat8) ‖ feat16 ‖ AveragePool(feat16) [‖ Resize×2(feat32)] → 1×1 conv (whitening folded in)
     → ReLU → 1×1 conv (k×k for a spatial head, zero padding) → Softplus.
 
     An ensemble of M MLPs is one graph: the first conv has M·hidden outputs, the second is grouped
     (M groups, one map per member) and a last 1×1 conv averages the M maps. In an ensemble that mixes
     per-cell and spatial members, a per-cell member's output layer is the centre tap of a k×k kernel.
+
+    ``backbone_delta`` (fine-tuned minus registry weights, by backbone initializer name) rides along as
+    ``backbone_delta/<name>`` initializers, applied by :func:`detectors.density.merge_backbone_and_head`.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -66,6 +70,8 @@ def head_to_onnx(head: DensityHead, metadata: dict[str, str]) -> onnx.ModelProto
         [helper.make_tensor_value_info(DENSITY_OUTPUT, TensorProto.FLOAT, ["N", 1, "H16", "W16"])],
         inits,
     )
+    for name, delta in sorted((backbone_delta or {}).items()):
+        graph.initializer.append(numpy_helper.from_array(np.asarray(delta, np.float32), DELTA_PREFIX + name))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="guanjia")
     model.ir_version = 8
     for key, value in metadata.items():

@@ -231,3 +231,28 @@ def test_tuned_initializers_replace_weights_by_name_and_refuse_what_does_not_fit
         tuned_initializers(backbone, {"no_such_weight": original})
     with pytest.raises(ValueError, match="shape"):
         tuned_initializers(backbone, {first.name: original.ravel()[:1]})
+
+
+@pytest.mark.shared
+def test_a_head_carrying_backbone_deltas_runs_on_the_tuned_backbone_and_names_weights_it_lacks():
+    import onnx
+
+    from detectors.density import cut_backbone, merge_backbone_and_head, tuned_initializers
+
+    backbone = onnx.load(shared_path("models", "yolox_nano_coco_416.onnx"))
+    rng = np.random.default_rng(9)
+    head = _random_head(rng, stride32=True)
+    cut = cut_backbone(backbone, ["feat8", "feat16", "feat32"])
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in cut.graph.initializer if i.dims and len(i.dims) == 4}
+    delta = {name: rng.normal(0, 0.05, w.shape).astype(np.float32) for name, w in list(weights.items())[:5]}
+    tuned = tuned_initializers(backbone, {name: weights[name] + d for name, d in delta.items()})
+    image = rng.integers(0, 255, (3, 128, 160)).astype(np.float32)[None]
+
+    def run(model):
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": image})[0]
+
+    carried = run(merge_backbone_and_head(backbone, head_to_onnx(head, {}, backbone_delta=delta)))
+    np.testing.assert_allclose(carried, run(merge_backbone_and_head(tuned, head_to_onnx(head, {}))), rtol=1e-5, atol=1e-6)
+    assert np.abs(carried - run(merge_backbone_and_head(backbone, head_to_onnx(head, {})))).max() > 1e-4
+    with pytest.raises(ValueError, match="no_such_weight"):
+        merge_backbone_and_head(backbone, head_to_onnx(head, {}, backbone_delta={"no_such_weight": np.zeros(3)}))
