@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.training import data
+from detectors.training.fit import TrainConfig
 from detectors.training.train import mall_blocks, mall_train_frames, shb_folds
 
 log = logging.getLogger("crowd_finetune")
@@ -226,7 +227,7 @@ def evaluate(args) -> None:
         per_fold = []
         for k in range(FOLDS):
             session = ort_session(merged_model(backbone_bytes, fits[f"fold{k}"]).SerializeToString())
-            _, _, shb_held, mall_held = fit_split(f"fold{k}", len(shb), len(mall), 3, 7)
+            _, _, shb_held, mall_held = fit_split(f"fold{k}", len(shb), len(mall), TrainConfig.mall_every, TrainConfig.seed)
 
             def count(image, session=session):
                 return float(session.run(None, {"images": letterbox(image, 1024)[0][None]})[0].sum())
