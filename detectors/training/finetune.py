@@ -2,7 +2,7 @@
 
 The network is the shipped one: the cut backbone (:mod:`detectors.training.torch_graph`, the registry's
 graph with trainable initializers) → the head's cells (space-to-depth stride 8 ‖ stride 16 ‖ its 5×5
-mean ‖ stride 32 upsampled) → per-channel standardisation → an ensemble of per-cell and 3×3 spatial
+mean ‖ stride 32 upsampled) → a fixed whitening → an ensemble of per-cell and 3×3 spatial
 MLPs → Softplus, the members' maps averaged. A fit yields the tuned backbone initializers and a
 :class:`DensityHead` that :func:`head_to_onnx` exports unchanged. Runs on CPU (hours) or a GPU (minutes).
 """
@@ -72,7 +72,8 @@ def cells(feat8: torch.Tensor, feat16: torch.Tensor, feat32: torch.Tensor) -> to
 
 
 class DensityNet(nn.Module):
-    """Backbone + standardisation + MLP ensemble; ``forward`` gives (N,1,H/16,W/16) float32 density maps."""
+    """Backbone → cells → a fixed whitening (a start head's PCA, or per-channel standardisation) → MLP ensemble;
+    ``forward`` gives (N,1,H/16,W/16) float32 density maps."""
 
     def __init__(self, backbone: OnnxGraph, mean: torch.Tensor, proj: torch.Tensor, cfg: FinetuneConfig,
                  prior_density: float, start: DensityHead | None = None):
@@ -82,6 +83,8 @@ class DensityNet(nn.Module):
         self.register_buffer("proj", proj.T.reshape(proj.shape[1], proj.shape[0], 1, 1).contiguous())  # (K, D, 1, 1)
         dims = proj.shape[1]
         if start is not None:
+            if not start.stride32:
+                raise ValueError("a start head must read the stride-32 features (trained with stride32=True)")
             self.kernels = [m.kernel for m in start.mlps]
             hidden = start.mlps[0].w1.shape[1]
         else:
