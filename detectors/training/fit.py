@@ -30,7 +30,7 @@ class TrainConfig:
     whitening_cells: int = 200_000
     whitening_images: int = 250
     heads: int = 6  # per-cell MLPs in the ensemble, each with its own initialisation and batch order; maps averaged
-    spatial_heads: int = 2  # MLPs whose output layer is a 3×3 convolution over the hidden cell map (each cell reads its neighbours)
+    spatial_heads: int = 4  # MLPs whose output layer is a 3×3 convolution over the hidden cell map (each cell reads its neighbours)
     stride32: bool = True  # append the stride-32 features (upsampled ×2) to each stride-16 cell
     aug_scales: tuple[float, ...] = (0.625, 0.8)  # also train on every training image scaled by these factors
     blank_frames: int = 8  # flat frames of as many grey levels added to every fit with count 0 (nobody there)
