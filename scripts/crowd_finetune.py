@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.training import data
 from detectors.training.fit import TrainConfig
-from detectors.training.train import mall_blocks, mall_train_frames, shb_folds
+from detectors.training.train import mall_blocks, mall_train_frames, shb_folds, training_indices
 
 log = logging.getLogger("crowd_finetune")
 FOLDS = 5
@@ -71,12 +71,11 @@ def _size(folder: Path) -> float:
 
 def fit_split(name: str, n_shb: int, n_mall: int, mall_every: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(SHB train, Mall train, SHB held out, Mall held out) indices of a fit, as ``train-crowd --cv`` splits."""
+    shb_train, mall_train = training_indices(name, n_shb, n_mall, FOLDS, seed, mall_every)
     if name == "final":
-        return np.arange(n_shb), mall_train_frames(n_mall, None, mall_every), np.array([], int), np.array([], int)
+        return shb_train, mall_train, np.array([], int), np.array([], int)
     k = int(name.removeprefix("fold"))
-    shb_held, mall_held = shb_folds(n_shb, FOLDS, seed)[k], mall_blocks(n_mall, FOLDS)[k]
-    return (np.setdiff1d(np.arange(n_shb), shb_held), mall_train_frames(n_mall, mall_held, mall_every),
-            shb_held, mall_held)
+    return shb_train, mall_train, shb_folds(n_shb, FOLDS, seed)[k], mall_blocks(n_mall, FOLDS)[k]
 
 
 def worker(args) -> None:
@@ -249,21 +248,18 @@ def export(args) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from detectors.density import DELTA_PREFIX
+    from detectors.training.export import add_backbone_delta
 
     fit = load_fits(Path(args.fits), args.config)["final"]
     backbone = onnx.load(str(Path(args.shared) / "models" / BACKBONE_FILE))
     original = {i.name: numpy_helper.to_array(i) for i in backbone.graph.initializer}
     head = onnx.load_from_string(fit["head_onnx"].tobytes())
-    changed = 0
-    for key, tuned in sorted(fit.items()):
-        if key.startswith("backbone/"):
-            name = key.removeprefix("backbone/")
-            head.graph.initializer.append(numpy_helper.from_array((tuned - original[name]).astype(np.float32), DELTA_PREFIX + name))
-            changed += 1
+    delta = {key.removeprefix("backbone/"): tuned - original[key.removeprefix("backbone/")]
+             for key, tuned in fit.items() if key.startswith("backbone/")}
+    add_backbone_delta(head.graph, delta)
     onnx.checker.check_model(head)
     Path(args.out).write_bytes(head.SerializeToString())
-    print(f"{args.out}: head + {changed} backbone deltas, {Path(args.out).stat().st_size} bytes")
+    print(f"{args.out}: head + {len(delta)} backbone deltas, {Path(args.out).stat().st_size} bytes")
 
 
 def main() -> None:

@@ -70,8 +70,7 @@ def head_to_onnx(head: DensityHead, metadata: dict[str, str],
         [helper.make_tensor_value_info(DENSITY_OUTPUT, TensorProto.FLOAT, ["N", 1, "H16", "W16"])],
         inits,
     )
-    for name, delta in sorted((backbone_delta or {}).items()):
-        graph.initializer.append(numpy_helper.from_array(np.asarray(delta, np.float32), DELTA_PREFIX + name))
+    add_backbone_delta(graph, backbone_delta or {})
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="guanjia")
     model.ir_version = 8
     for key, value in metadata.items():
@@ -84,3 +83,11 @@ def _centred(taps: np.ndarray, kernel: int) -> np.ndarray:
     """(hidden, k, k) output taps in the middle of a (hidden, kernel, kernel) kernel, zeros around."""
     pad = (kernel - taps.shape[1]) // 2
     return np.pad(taps, ((0, 0), (pad, pad), (pad, pad)))
+
+
+def add_backbone_delta(graph: onnx.GraphProto, delta: dict[str, np.ndarray]) -> None:  # noqa: F821
+    """Append fine-tuning changes to backbone weights as ``backbone_delta/<name>`` initializers of a head graph."""
+    from onnx import numpy_helper
+
+    for name, change in sorted(delta.items()):
+        graph.initializer.append(numpy_helper.from_array(np.asarray(change, np.float32), DELTA_PREFIX + name))

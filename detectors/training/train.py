@@ -90,6 +90,19 @@ def mall_train_frames(n: int, held_out: np.ndarray | None, every: int = TrainCon
     return frames[(frames < lo) | (frames > hi)]
 
 
+def training_indices(name: str, n_shb: int, n_mall: int, folds: int, seed: int,
+                     mall_every: int = TrainConfig.mall_every) -> tuple[np.ndarray, np.ndarray]:
+    """(SHB, Mall) training indices of a named fit: ``final`` (everything), ``shb_only`` (no Mall frame) or
+    ``fold<k>`` (SHB fold k and Mall block k of ``folds`` held out, with the gap around the block)."""
+    if name == "final":
+        return np.arange(n_shb), mall_train_frames(n_mall, None, mall_every)
+    if name == "shb_only":
+        return np.arange(n_shb), np.array([], int)
+    k = int(name.removeprefix("fold"))
+    held = shb_folds(n_shb, folds, seed)[k]
+    return np.setdiff1d(np.arange(n_shb), held), mall_train_frames(n_mall, mall_blocks(n_mall, folds)[k], mall_every)
+
+
 def training_parts(dev: DevData, shb_index: np.ndarray, mall_index: np.ndarray) -> list[Part]:
     parts = [Part(dev.shb, shb_index, dev.shb_counts[shb_index]),
              Part(dev.shb_flip, shb_index, dev.shb_counts[shb_index])]
@@ -123,13 +136,8 @@ def run_fits(dev: DevData, cfg: TrainConfig, folds: int, final: bool, jobs: int 
         raise ValueError(f"the config trains at {len(cfg.aug_scales)} extra scales but the data holds {len(dev.scaled)}")
     n_shb, n_mall = len(dev.shb_counts), len(dev.mall_counts)
     shb_held, mall_held = shb_folds(n_shb, max(folds, 1), cfg.seed), mall_blocks(n_mall, max(folds, 1))
-    work = []
-    if final:
-        work.append(("final", np.arange(n_shb), mall_train_frames(n_mall, None, cfg.mall_every), cfg))
-    if folds:
-        work.append(("shb_only", np.arange(n_shb), np.array([], int), cfg))
-        work += [(f"fold{k}", np.setdiff1d(np.arange(n_shb), shb_held[k]), mall_train_frames(n_mall, mall_held[k], cfg.mall_every), cfg)
-                 for k in range(folds)]
+    names = (["final"] if final else []) + (["shb_only"] + [f"fold{k}" for k in range(folds)] if folds else [])
+    work = [(name, *training_indices(name, n_shb, n_mall, max(folds, 1), cfg.seed, cfg.mall_every), cfg) for name in names]
     _DEV = dev
     if jobs > 1 and len(work) > 1:
         import multiprocessing

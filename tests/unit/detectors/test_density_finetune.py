@@ -11,11 +11,11 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from detectors.density import cut_backbone, letterbox, merge_backbone_and_head, tuned_initializers  # noqa: E402
-from detectors.training.export import head_to_onnx  # noqa: E402
-from detectors.training.finetune import OUTPUTS, FinetuneConfig, build, predict, train  # noqa: E402
-from detectors.training.head import DensityHead, Mlp, Whitening  # noqa: E402
-from detectors.training.torch_graph import OnnxGraph  # noqa: E402
+from detectors.density import cut_backbone, letterbox, merge_backbone_and_head, tuned_initializers
+from detectors.training.export import head_to_onnx
+from detectors.training.finetune import OUTPUTS, FinetuneConfig, build, predict, train
+from detectors.training.head import DensityHead, Mlp, Whitening
+from detectors.training.torch_graph import OnnxGraph
 
 CPU = torch.device("cpu")
 

@@ -9,7 +9,14 @@ import numpy as np
 from detectors.training.features import FeatureBank
 from detectors.training.fit import TrainConfig
 from detectors.training.report import write_report
-from detectors.training.train import DevData, mall_blocks, mall_train_frames, run_fits, shb_folds
+from detectors.training.train import (
+    DevData,
+    mall_blocks,
+    mall_train_frames,
+    run_fits,
+    shb_folds,
+    training_indices,
+)
 
 PLAIN = {"stride32": False, "aug_scales": (), "heads": 1, "spatial_heads": 0}  # synthetic banks: stride-8/16 features, one scale; one MLP
 
@@ -34,6 +41,11 @@ def test_folds_hold_out_every_image_once_and_keep_a_gap_around_mall_blocks():
     assert train.tolist()[:3] == [0, 3, 6]
     every = mall_train_frames(100, blocks[2], every=1)
     assert set(every.tolist()) == set(range(100)) - set(range(40 - 8, 59 + 8 + 1))
+    shb_train, mall_train = training_indices("fold2", 23, 100, 5, seed=1)
+    assert set(shb_train.tolist()) == set(range(23)) - set(folds[2].tolist())
+    assert mall_train.tolist() == train.tolist()
+    assert [len(a) for a in training_indices("shb_only", 23, 100, 5, seed=1)] == [23, 0]
+    assert training_indices("final", 23, 100, 5, seed=1)[1].tolist() == list(range(0, 100, 3))
 
 
 def test_training_learns_visible_counts_and_exports(tmp_path):
