@@ -177,8 +177,10 @@ class CheckSet:
     names: tuple[str, ...]
 
 
-def load_checks(shared: Path, extractor: FeatureExtractor, furg_every: int = 10) -> CheckSet:
-    """testdata fire photos (except the known early-fire miss f0221) and every ``furg_every``-th FURG house6 frame
+def check_images(shared: Path, furg_every: int = 10) -> tuple[list[np.ndarray], np.ndarray, tuple[str, ...]]:
+    """The does-not-break images (BGR), whether each must score as fire, and their names.
+
+    testdata fire photos (except the known early-fire miss f0221) and every ``furg_every``-th FURG house6 frame
     must score as fire; testdata non-fire and vtest frames must not (docs/accuracy.md, "Does not break")."""
     import av
 
@@ -190,6 +192,12 @@ def load_checks(shared: Path, extractor: FeatureExtractor, furg_every: int = 10)
     images = [*iter_images(testdata, [str(p.relative_to(testdata)) for p in fire + nonfire]), *furg]
     must = np.r_[np.ones(len(fire), bool), np.zeros(len(nonfire), bool), np.ones(len(furg), bool)]
     names = tuple(p.name for p in fire + nonfire) + tuple(f"house6#{i * furg_every}" for i in range(len(furg)))
+    return images, must, names
+
+
+def load_checks(shared: Path, extractor: FeatureExtractor, furg_every: int = 10) -> CheckSet:
+    """The does-not-break images (:func:`check_images`) as pooled features."""
+    images, must, names = check_images(shared, furg_every)
     return CheckSet(extractor.features(images), must, names)
 
 
