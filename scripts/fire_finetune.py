@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.evaluation import binary_scores, load_fire_labels, natural_key
 from detectors.training.data import iter_images
-from detectors.training.fire_head import check_images, stratified_folds
+from detectors.training.fire_head import check_images, fold_masks
 
 log = logging.getLogger("fire_finetune")
 FOLDS, REPEATS, SEED, SIZE = 5, 5, 0, 224
@@ -65,9 +65,13 @@ def pack(args) -> None:
     print(f"packed {len(names)} CAIR images and {len(must)} check images into {out} ({size:.1f} MiB)")
 
 
-def jobs(configs: list[str]) -> list[tuple[str, int, int]]:
-    """(config, repeat, fold) in config-major order; fold -1 is the final fit on every image."""
-    return [(c, r, f) for c in configs for r in range(REPEATS) for f in range(FOLDS)] + [(c, 0, -1) for c in configs]
+def jobs(configs: list[str], inner: bool = False) -> list[tuple[str, int, int, int]]:
+    """(config, repeat, fold, inner fold) in config-major order. Fold -1 is the final fit on every image; inner
+    fold -1 is the outer fit itself, else the inner fit of nested CV that holds out that part of the outer training
+    images (split as train-fire's ``_outer_folds``)."""
+    if inner:
+        return [(c, r, f, k) for c in configs for r in range(REPEATS) for f in range(FOLDS) for k in range(FOLDS)]
+    return [(c, r, f, -1) for c in configs for r in range(REPEATS) for f in range(FOLDS)] + [(c, 0, -1, -1) for c in configs]
 
 
 def worker(args) -> None:
@@ -85,19 +89,21 @@ def worker(args) -> None:
     check_imgs = torch.from_numpy(checks["images"]).to(device)
     model = onnx.load(str(data / MODEL_FILE))
     work = Path(args.work)
-    mine = jobs(args.configs.split(","))[args.index::args.of]
-    for config, repeat, fold in mine:
-        tag = f"{config}_r{repeat}_f{fold}"
+    mine = jobs(args.configs.split(","), args.inner)[args.index::args.of]
+    for config, repeat, fold, inner in mine:
+        tag = f"{config}_r{repeat}_f{fold}" + (f"_i{inner}" if inner >= 0 else "")
         t0 = time.time()
         overrides = dict(CONFIGS[config])
         if args.epochs:
             overrides["epochs"] = args.epochs
-        cfg = FireFinetuneConfig(seed=SEED + 1000 * repeat + fold + 1, **overrides)
-        held = (stratified_folds(labels, FOLDS, SEED + repeat) == fold) if fold >= 0 else np.zeros(len(labels), bool)
-        train_idx = torch.as_tensor(np.flatnonzero(~held), device=device)
-        graph = train(model, images[train_idx], labels[~held].astype(np.float32), cfg, device)
-        result = {"held": np.flatnonzero(held), "held_logits": fire_logits(graph, images[torch.as_tensor(np.flatnonzero(held), device=device)]),
-                  "check_logits": fire_logits(graph, check_imgs)}
+        seed = SEED + 1000 * repeat + (fold + 1 if inner < 0 else 100 * (fold + 1) + inner + 1)
+        cfg = FireFinetuneConfig(seed=seed, **overrides)
+        fit, held = fold_masks(labels, FOLDS, SEED, repeat, fold, inner if inner >= 0 else None)
+        graph = train(model, images[torch.as_tensor(np.flatnonzero(fit), device=device)], labels[fit].astype(np.float32),
+                      cfg, device)
+        result = {"held": np.flatnonzero(held), "held_logits": fire_logits(graph, images[torch.as_tensor(np.flatnonzero(held), device=device)])}
+        if inner < 0:
+            result["check_logits"] = fire_logits(graph, check_imgs)
         if fold < 0:
             result |= {f"init/{k}": v for k, v in graph.initializer_arrays().items()}
         np.savez(work / f"{tag}.npz", **result)
@@ -111,7 +117,7 @@ def run_all(args) -> None:
     work.mkdir(parents=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    extra = ["--epochs", str(args.epochs)] if args.epochs else []
+    extra = (["--epochs", str(args.epochs)] if args.epochs else []) + (["--inner"] if args.inner else [])
     procs = [subprocess.Popen([sys.executable, __file__, "worker", "--data", args.data, "--work", str(work), "--configs",
                                args.configs, "--index", str(i), "--of", str(args.workers), *extra])
              for i in range(args.workers)]
@@ -127,25 +133,32 @@ def run_all(args) -> None:
     bundle, done = {}, []
     for config in configs:
         oof = np.full((REPEATS, n), np.nan)
+        inner_oof = np.full((REPEATS, FOLDS, n), np.nan)
         checks = {}
-        for _, repeat, fold in jobs([config]):
-            path = work / f"{config}_r{repeat}_f{fold}.npz"
+        for _, repeat, fold, inner in jobs([config], args.inner):
+            path = work / (f"{config}_r{repeat}_f{fold}" + (f"_i{inner}" if inner >= 0 else "") + ".npz")
             if not path.exists():
                 continue
             done.append(path.stem)
             part = np.load(path)
-            if fold >= 0:
+            if inner >= 0:
+                inner_oof[repeat, fold, part["held"]] = part["held_logits"]
+            elif fold >= 0:
                 oof[repeat, part["held"]] = part["held_logits"]
                 checks[f"r{repeat}_f{fold}"] = part["check_logits"]
             else:
                 checks["final"] = part["check_logits"]
                 bundle |= {f"{config}/{k}": v for k, v in part.items() if k.startswith("init/")}
+        if args.inner:
+            bundle[f"{config}/inner"] = inner_oof
+            continue
         bundle[f"{config}/oof"] = oof
         for key, value in checks.items():
             bundle[f"{config}/checks/{key}"] = value
     np.savez_compressed(out / "results.npz", **bundle)
     summary = {"configs": {c: CONFIGS[c] for c in configs}, "epochs_override": args.epochs, "workers": args.workers,
-               "exit_codes": codes, "done": len(done), "of": len(jobs(configs)), "seconds": round(time.time() - start, 1)}
+               "exit_codes": codes, "inner": args.inner,
+               "done": len(done), "of": len(jobs(configs, args.inner)), "seconds": round(time.time() - start, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
 
@@ -207,6 +220,57 @@ def evaluate(args) -> None:
     Path(args.report).write_text(json.dumps(report, indent=1))
 
 
+def nested(args) -> None:
+    """Sixth round: the tuned logit blended with OnFire's, (blend, offset) picked under the checks, scored nested."""
+    import onnxruntime as ort
+
+    from detectors.fire_tuned import blend_logits
+    from detectors.training.fire_head import CheckSet, select_blend
+
+    outer, inner_results = np.load(args.results), np.load(args.inner)
+    data = Path(args.data)
+    cair, checks = np.load(data / "cair.npz"), np.load(data / "checks.npz")
+    y = cair["labels"].astype(bool)
+    session = ort.InferenceSession(str(data / MODEL_FILE), providers=["CPUExecutionProvider"])
+    nofire = -onnx_fire_logits(session, cair["images"]).astype(np.float64)
+    check_set = CheckSet(-onnx_fire_logits(session, checks["images"]).astype(np.float64)[:, None],  # last column: OnFire
+                         checks["must"].astype(bool), tuple(checks["names"]))
+    report = {}
+    for config in sorted({k.split("/")[0] for k in inner_results.files}):
+        oof, inner = outer[f"{config}/oof"], inner_results[f"{config}/inner"]
+        p = np.zeros_like(oof)
+        picks = []
+        for r in range(REPEATS):
+            for f in range(FOLDS):
+                train, test = fold_masks(y, FOLDS, SEED, r, f)
+                try:
+                    blend, offset = select_blend(inner[r, f, train], nofire[train], y[train],
+                                                 outer[f"{config}/checks/r{r}_f{f}"], check_set, 0.5)
+                    picks.append((float(blend), float(offset)))
+                except ValueError:  # no setting keeps the checks: OnFire alone, as the scorer would fall back
+                    blend, offset = 0.0, 0.0
+                    picks.append(None)
+                p[r, test] = 1 / (1 + np.exp(-blend_logits(oof[r, test], nofire[test], blend, offset)))
+        runs = [binary_scores(y.tolist(), p[r].tolist(), 0.5) for r in range(REPEATS)]
+        figures = {k: float(np.mean([getattr(s, k) for s in runs])) for k in ("precision", "recall", "f1", "fpr")}
+        try:  # the setting that would ship: picked on every repeat's out-of-fold logits, checks by the final model
+            ship = select_blend(oof.ravel(), np.tile(nofire, REPEATS), np.tile(y, REPEATS), outer[f"{config}/checks/final"],
+                                check_set, 0.5)
+            z = blend_logits(oof, nofire[None, :], *ship)
+            best = [binary_scores(y.tolist(), (1 / (1 + np.exp(-z[r]))).tolist(), 0.5) for r in range(REPEATS)]
+            under_checks = {"blend": ship[0], "offset": ship[1], "f1": float(np.mean([b.f1 for b in best])),
+                            "fpr": float(np.mean([b.fpr for b in best]))}
+        except ValueError:
+            under_checks = None
+        kept = [q for q in picks if q is not None]
+        report[config] = {"nested": figures, "folds_without_a_pick": picks.count(None), "picks": picks,
+                          "pick_on_all_of_cair": under_checks,
+                          "blend_range": [min(b for b, _ in kept), max(b for b, _ in kept)] if kept else None,
+                          "offset_range": [min(o for _, o in kept), max(o for _, o in kept)] if kept else None}
+        print(config, json.dumps({k: v for k, v in report[config].items() if k != "picks"}))
+    Path(args.report).write_text(json.dumps(report, indent=1))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -223,19 +287,26 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--budget-s", type=float, default=480, help="workers still running then are stopped; finished fits return")
     p.add_argument("--epochs", type=int, default=0, help="override every config's epochs (smoke runs only)")
+    p.add_argument("--inner", action="store_true", help="the inner fits of nested CV instead of the outer folds")
     p = sub.add_parser("worker")
     for name in ("--data", "--work", "--configs"):
         p.add_argument(name, required=True)
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--of", type=int, required=True)
     p.add_argument("--epochs", type=int, default=0)
+    p.add_argument("--inner", action="store_true")
     p = sub.add_parser("evaluate")
     p.add_argument("--shared", default=shared_default)
     p.add_argument("--data", default=".firedata")
     p.add_argument("--results", required=True)
     p.add_argument("--report", default="fire_finetune_cv.json")
+    p = sub.add_parser("nested")
+    p.add_argument("--data", default=".firedata")
+    p.add_argument("--results", required=True, help="the outer run's results.npz")
+    p.add_argument("--inner", required=True, help="the --inner run's results.npz")
+    p.add_argument("--report", default="fire_finetune_nested.json")
     args = parser.parse_args()
-    {"pack": pack, "run": run_all, "worker": worker, "evaluate": evaluate}[args.command](args)
+    {"pack": pack, "run": run_all, "worker": worker, "evaluate": evaluate, "nested": nested}[args.command](args)
 
 
 if __name__ == "__main__":

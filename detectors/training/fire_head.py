@@ -265,16 +265,31 @@ def nested_selection(features: np.ndarray, labels: np.ndarray, checks: CheckSet,
     return oof, picks
 
 
+INNER_SEED_OFFSET = 100  # nested CV's inner split of repeat r is seeded seed + 100 + r
+
+
+def fold_masks(labels: np.ndarray, folds: int, seed: int, repeat: int, fold: int,
+               inner: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(training mask, held-out mask) over all items for outer ``fold`` of ``repeat`` (−1: nothing held out), or,
+    with ``inner``, for that inner fold of nested CV's split of the outer training part."""
+    outer = stratified_folds(labels, folds, seed + repeat) == fold if fold >= 0 else np.zeros(len(labels), bool)
+    if inner is None:
+        return ~outer, outer
+    train = np.flatnonzero(~outer)
+    held = np.zeros(len(labels), bool)
+    held[train[stratified_folds(labels[train], folds, seed + INNER_SEED_OFFSET + repeat) == inner]] = True
+    return ~outer & ~held, held
+
+
 def _outer_folds(features: np.ndarray, y: np.ndarray, folds: int, repeats: int, seed: int, l2: float,
                  train_rows: np.ndarray | None):
     """Nested CV's outer loop: (repeat, test mask, train mask, inner out-of-fold logits of the training part,
     head fitted on the training part) per outer fold."""
     rows = features if train_rows is None else train_rows
     for r in range(repeats):
-        assign = stratified_folds(y, folds, seed + r)
         for f in range(folds):
-            test, train = assign == f, assign != f
-            inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + 100 + r, l2=l2,
+            train, test = fold_masks(y, folds, seed, r, f)
+            inner = out_of_fold_logits(features[train], y[train], folds=folds, seed=seed + INNER_SEED_OFFSET + r, l2=l2,
                                        train_rows=rows[..., train, :])
             yield r, test, train, inner, fit_rows(rows, y, train, l2)
 

@@ -287,3 +287,20 @@ def test_nested_fold_without_a_pick_falls_back_to_onfire():
     p, picks = nested_selection(x, y, contradictory, folds=3, repeats=1, seed=0, l2=3.0, threshold=0.5)
     assert picks == [None, None, None]
     np.testing.assert_allclose(p[0], 1 / (1 + np.exp(x[:, -1])))
+
+
+def test_fold_masks_split_outer_folds_and_their_inner_folds_as_nested_cv_does():
+    from detectors.training.fire_head import INNER_SEED_OFFSET, fold_masks
+
+    y = np.r_[np.ones(13, bool), np.zeros(40, bool)]
+    held = [fold_masks(y, 5, seed=2, repeat=1, fold=f)[1] for f in range(5)]
+    assert (np.sum(held, axis=0) == 1).all()  # the outer folds partition the items
+    np.testing.assert_array_equal(held[3], stratified_folds(y, 5, seed=3) == 3)
+    train, test = fold_masks(y, 5, seed=2, repeat=1, fold=3)
+    inner = [fold_masks(y, 5, seed=2, repeat=1, fold=3, inner=k) for k in range(5)]
+    assert all(not (h & test).any() and not (t & test).any() and not (t & h).any() for t, h in inner)
+    np.testing.assert_array_equal(np.sum([h for _, h in inner], axis=0), train)  # inner folds partition the outer training part
+    expected = stratified_folds(y[train], 5, seed=2 + INNER_SEED_OFFSET + 1) == 4
+    np.testing.assert_array_equal(inner[4][1][train], expected)
+    everything, nothing = fold_masks(y, 5, seed=2, repeat=0, fold=-1)
+    assert everything.all() and not nothing.any()
