@@ -40,6 +40,8 @@ CONFIGS = {  # rows declared in docs/accuracy.md (sixth round) before the run
     # added after H1 and H2 had figures, before H3 ran: start from the fold's own G1 head (train-crowd's
     # numpy fit on that fold's training images), fine-tune gently, in fp32 so the head sees its features
     "H3": {"lr_backbone": 5e-5, "lr_head": 3e-4, "warmup_epochs": 1, "precision": "fp32", "start": "g1"},
+    # eighth round: H3 with the head's whitened inputs held near the frozen backbone's
+    "D1": {"lr_backbone": 5e-5, "lr_head": 3e-4, "warmup_epochs": 1, "precision": "fp32", "start": "g1", "distill": 5.0},
 }
 BACKBONE_FILE = "yolox_nano_coco_416.onnx"
 

@@ -9,6 +9,7 @@ MLPs → Softplus, the members' maps averaged. A fit yields the tuned backbone i
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -50,6 +51,7 @@ class FinetuneConfig:
     blank_frames: int = 8
     norm_images: int = 64  # training images whose cells set the per-channel standardisation
     precision: str = "bf16"  # on a GPU: "bf16" autocast, or "fp32" (TF32 off too, so a start head sees the features it was fitted on)
+    distill: float = 0.0  # weight of the mean squared change of the whitened cell features against the frozen backbone's
 
     def __post_init__(self) -> None:
         if self.precision not in ("bf16", "fp32"):
@@ -112,12 +114,18 @@ class DensityNet(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return cells(*self.backbone(images))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.features(images).float()
+    def whitened(self, images: torch.Tensor, backbone: OnnxGraph | None = None) -> torch.Tensor:
+        """The MLPs' input: whitened cell features of ``backbone`` (default: the one being tuned)."""
+        feats = cells(*(backbone or self.backbone)(images)).float()
         with torch.autocast(feats.device.type, enabled=False):  # whitening amplifies low-variance directions: keep fp32
-            z = F.conv2d(feats - self.mean, self.proj)
+            return F.conv2d(feats - self.mean, self.proj)
+
+    def maps(self, z: torch.Tensor) -> torch.Tensor:
         maps = [F.softplus(conv2(F.relu(conv1(z))).float()) for conv1, conv2 in zip(self.first, self.second)]
         return torch.stack(maps).mean(0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.maps(self.whitened(images))
 
     def density_head(self) -> DensityHead:
         """The head as numpy :class:`DensityHead`, for ONNX export."""
@@ -209,7 +217,9 @@ def train(net: DensityNet, scaled: list[ScaledImages], counts: np.ndarray, cfg: 
           epochs: int | None = None, max_steps: int | None = None) -> list[dict]:
     """AdamW, cosine decay; each epoch visits every image once, each batch at one random scale, mirrored at random.
 
-    Returns per-epoch records (train MAE, seconds). ``max_steps`` stops early (for timing probes).
+    With ``cfg.distill``, the loss also holds the whitened cell features near those of the backbone as it is when
+    this call starts (a frozen copy). Returns per-epoch records (train MAE, mean squared feature change when
+    distilling, seconds). ``max_steps`` stops early (for timing probes).
     """
     epochs = cfg.epochs if epochs is None else epochs
     rng = np.random.default_rng(cfg.seed)
@@ -221,11 +231,14 @@ def train(net: DensityNet, scaled: list[ScaledImages], counts: np.ndarray, cfg: 
     warm = cfg.warmup_epochs * per_epoch
     target = torch.as_tensor(counts, dtype=torch.float32, device=device)
     amp = _amp(device, cfg)
+    reference = None
+    if cfg.distill:  # the frozen registry backbone, whose whitened features the tuned one is held near
+        reference = copy.deepcopy(net.backbone).requires_grad_(False)
     history, step, start = [], 0, time.perf_counter()
     net.train()
     for epoch in range(epochs):
         order = rng.permutation(len(counts))
-        abs_err = 0.0
+        abs_err, drift = 0.0, 0.0
         for b in range(per_epoch):
             index = np.sort(order[b * cfg.batch_images:(b + 1) * cfg.batch_images])
             scale = int(rng.integers(len(scaled)))
@@ -236,8 +249,16 @@ def train(net: DensityNet, scaled: list[ScaledImages], counts: np.ndarray, cfg: 
             opt.param_groups[1]["lr"] = cfg.lr_head * cosine
             x = batch_tensor(scaled[scale], index, flips, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                pred = net(x).sum((1, 2, 3))
+                z = net.whitened(x)
+                pred = net.maps(z).sum((1, 2, 3))
+                if reference is not None:
+                    with torch.no_grad():
+                        z0 = net.whitened(x, reference)
             loss = count_loss(pred.float(), target[index], cfg.huber_delta)
+            if reference is not None:
+                change = F.mse_loss(z.float(), z0.float())
+                loss = loss + cfg.distill * change
+                drift += float(change.detach()) / per_epoch
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -245,7 +266,8 @@ def train(net: DensityNet, scaled: list[ScaledImages], counts: np.ndarray, cfg: 
             step += 1
             if max_steps is not None and step >= max_steps:
                 return history
-        history.append({"epoch": epoch + 1, "train_mae": abs_err / len(counts), "seconds": time.perf_counter() - start})
+        history.append({"epoch": epoch + 1, "train_mae": abs_err / len(counts), "seconds": time.perf_counter() - start}
+                       | ({"feature_change": drift} if reference is not None else {}))
         log.info("epoch %d: train MAE %.2f (%.0f s)", epoch + 1, history[-1]["train_mae"], history[-1]["seconds"])
     return history
 

@@ -94,6 +94,23 @@ def test_a_fresh_head_learns_to_tell_an_empty_frame_from_a_busy_one():
     assert pred[:3].min() > 10 and pred[3:].max() < 3
 
 
+@pytest.mark.shared
+def test_distillation_holds_the_whitened_features_nearer_the_frozen_backbones():
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(4)]
+    counts = np.array([3.0, 5.0, 0.0, 7.0])
+    changes = {}
+    for weight in (0.0, 50.0):
+        cfg = FinetuneConfig(long_side=128, batch_images=2, epochs=3, warmup_epochs=0, lr_backbone=1e-3,
+                             precision="fp32", scales=(1.0,), distill=weight)
+        net, scaled = build(_backbone(), images, counts, cfg, CPU, _start_head(np.random.default_rng(1)))
+        frozen = net.whitened(scaled[0].pixels.float()).detach()
+        history = train(net, scaled, counts, cfg, CPU)
+        assert ("feature_change" in history[-1]) == (weight > 0)
+        changes[weight] = float(((net.whitened(scaled[0].pixels.float()).detach() - frozen) ** 2).mean())
+    assert 0 < changes[50.0] < 0.5 * changes[0.0]
+
+
 def test_an_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         FinetuneConfig(precision="fp16")
