@@ -1,8 +1,10 @@
 """Cross-validated fine-tuning of the density network (backbone + head) on a GPU machine, and its evaluation here.
 
-    python scripts/crowd_finetune.py pack --out .devdata          # training images for the GPU machine
+    python scripts/crowd_finetune.py heads --out HEADS             # start heads (train-crowd's fits), for "start" rows
+    python scripts/crowd_finetune.py pack --out .devdata --heads HEADS   # training images for the GPU machine
     python scripts/crowd_finetune.py run --data .devdata --out OUT --configs A,B --budget-s 520
     python scripts/crowd_finetune.py evaluate --fits OUT           # held-out figures through the ONNX graph
+    python scripts/crowd_finetune.py export --fits OUT --config D1 --cv-report finetune_cv.json --out HEAD.onnx
 
 ``run`` starts one process per (config, fit): the five CV folds and the final fit. All processes first time a
 few steps side by side; the driver then fixes one epoch count for all (at most ``--max-epochs``) so the
@@ -44,6 +46,27 @@ CONFIGS = {  # rows declared in docs/accuracy.md (sixth round) before the run
     "D1": {"lr_backbone": 5e-5, "lr_head": 3e-4, "warmup_epochs": 1, "precision": "fp32", "start": "g1", "distill": 5.0},
 }
 BACKBONE_FILE = "yolox_nano_coco_416.onnx"
+LONG_SIDE = 1024  # the served long side, train-crowd's default
+START_HEADS = {"g1": {"heads": 3, "spatial_heads": 1}}  # train-crowd recipes whose fits a row may start from
+
+
+def heads(args) -> None:
+    """Fit the start heads of every fit (five folds, final) with train-crowd's own code, as ``<name>_<fit>.pkl``."""
+    import pickle
+
+    from detectors.density import BACKBONE_MODEL
+    from detectors.registry import ModelRegistry, cache_dir
+    from detectors.training.train import fit_named, load_dev_data
+
+    cfg = TrainConfig(**START_HEADS[args.name])
+    registry = ModelRegistry.load()
+    dev = load_dev_data(Path(args.shared), registry.locate(BACKBONE_MODEL).read_bytes(), LONG_SIDE, cache_dir(),
+                        cfg.stride32, cfg.aug_scales, cfg.blank_frames)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for fit, (head, seconds) in fit_named(dev, cfg, FITS, FOLDS, args.jobs).items():
+        (out / f"{args.name}_{fit}.pkl").write_bytes(pickle.dumps(head))
+        print(f"{args.name}_{fit}: {seconds:.0f} s", flush=True)
 
 
 def pack(args) -> None:
@@ -246,13 +269,17 @@ def evaluate(args) -> None:
 
 
 def export(args) -> None:
-    """The final fit's head with its backbone changes carried as ``backbone_delta/`` initializers (the shipped file)."""
+    """The final fit's head with its backbone changes carried as ``backbone_delta/`` initializers (the shipped file);
+    with ``--cv-report`` (``evaluate``'s output) also the training report and figures beside it."""
+    import hashlib
+
     import onnx
     from onnx import numpy_helper
 
     from detectors.training.export import add_backbone_delta
 
-    fit = load_fits(Path(args.fits), args.config)["final"]
+    fits = load_fits(Path(args.fits), args.config)
+    fit = fits["final"]
     backbone = onnx.load(str(Path(args.shared) / "models" / BACKBONE_FILE))
     original = {i.name: numpy_helper.to_array(i) for i in backbone.graph.initializer}
     head = onnx.load_from_string(fit["head_onnx"].tobytes())
@@ -260,8 +287,94 @@ def export(args) -> None:
              for key, tuned in fit.items() if key.startswith("backbone/")}
     add_backbone_delta(head.graph, delta)
     onnx.checker.check_model(head)
-    Path(args.out).write_bytes(head.SerializeToString())
-    print(f"{args.out}: head + {len(delta)} backbone deltas, {Path(args.out).stat().st_size} bytes")
+    out = Path(args.out)
+    out.write_bytes(head.SerializeToString())
+    print(f"{out}: head + {len(delta)} backbone deltas, {out.stat().st_size} bytes")
+    if not args.cv_report:
+        return
+    cv = json.loads(Path(args.cv_report).read_text())[args.config]
+    meta = {p.key: p.value for p in head.metadata_props}
+    summary = json.loads((Path(args.fits) / "summary.json").read_text())
+    figures = {"config": args.config, "overrides": CONFIGS[args.config], "finetune": json.loads(meta["config"]),
+               "epochs": int(meta["epochs"]), "backbone_sha256": hashlib.sha256(backbone.SerializeToString()).hexdigest(),
+               "head": {"file": out.name, "size": out.stat().st_size, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()},
+               "delta_tensors": len(delta), "delta_relative_norm": _relative_change(delta, original),
+               "history": {name: f.get("history") for name, f in summary["fits"].items()}, "cv": cv}
+    (out.parent / "crowd_density_figures.json").write_text(json.dumps(figures, indent=1))
+    (out.parent / "crowd_density_report.md").write_text(finetune_report(figures))
+    print(f"wrote {out.parent / 'crowd_density_report.md'} and crowd_density_figures.json")
+
+
+def _relative_change(delta: dict[str, np.ndarray], original: dict[str, np.ndarray]) -> dict[str, float]:
+    ratios = [float(np.linalg.norm(d) / max(np.linalg.norm(original[k]), 1e-12)) for k, d in delta.items()]
+    return {"median": float(np.median(ratios)), "max": float(np.max(ratios))}
+
+
+def finetune_report(f: dict) -> str:
+    """Markdown training report of a fine-tuned head: data, seed, epochs, the cross-validated figures."""
+    cfg, cv, start = f["finetune"], f["cv"], CONFIGS[f["config"]].get("start")
+    start_cfg = TrainConfig(**START_HEADS[start]) if start else None
+
+    def row(name: str, e: dict) -> str:
+        return (f"| {name} | {e['images']} | {e['mean_count']:.1f} | **{e['mae']:.2f}** | {e['rmse']:.2f} | {e['bias']:+.2f} | "
+                f"{100 * e['mean_rel_err']:.1f}% |")
+
+    lines = [
+        "# Crowd density head: training report",
+        "",
+        f"Written by `scripts/crowd_finetune.py export --config {f['config']}` (do not edit by hand; rerun to refresh).",
+        "",
+        "## Model",
+        ("- Backbone: `yolox_nano_coco_416` (COCO YOLOX-Nano, resolved through `models/models.yaml` and checked by sha256; "
+        f"not committed), **fine-tuned**: the head file carries the project-trained change of {f['delta_tensors']} of its "
+        "weight tensors as `backbone_delta/<name>` initializers, added to the registry's weights at load time "
+        f"(median change {100 * f['delta_relative_norm']['median']:.2f} % of a tensor's norm, largest "
+        f"{100 * f['delta_relative_norm']['max']:.1f} %)."),
+        ("- Input: long side scaled to 1024 px (top-left letterbox, pad 114, BGR, raw 0–255); features: the cls and reg "
+        "branch tensors that feed YOLOX's stride-8, stride-16 and stride-32 predictions (128 channels each)."),
+        "- Head (stride 16): space-to-depth of the stride-8 features (512) ‖ stride-16 features (128) ‖ their 5×5 mean (128) ‖ "
+        "stride-32 features upsampled ×2 (128) → PCA whitening to 64 → "
+        + (f"{start_cfg.heads + start_cfg.spatial_heads} ReLU MLPs ({start_cfg.hidden} hidden each, maps averaged in the "
+           f"graph), {start_cfg.spatial_heads} of them with a 3×3 convolution over the map of hidden units as output layer"
+           if start_cfg else "the MLP ensemble") + " → softplus = people per cell.",
+        f"- Head file: `{f['head']['file']}`, {f['head']['size']} bytes, sha256 `{f['head']['sha256']}`.",
+        "",
+        "## Data and training",
+        ("- ShanghaiTech Part B train (400 images, 1024×768), mirrored at random; the Mall train clip (800 frames, 640×480 "
+        f"scaled to 1024), one frame in {cfg['mall_every']} used for training; {cfg['blank_frames']} flat frames with count 0."),
+        *([(f"- Start: for each fit, the head `guanjia models train-crowd` fits on the same training images with "
+           f"`--heads {start_cfg.heads} --spatial-heads {start_cfg.spatial_heads}` (frozen backbone, seed {start_cfg.seed}, "
+           f"{start_cfg.epochs} epochs; `scripts/crowd_finetune.py heads`); its whitening stays fixed.")] if start_cfg else []),
+        f"- Fine-tuning (`detectors/training/finetune.py`, torch, {cfg['precision']}): backbone and MLPs end to end on the "
+        f"count loss, Huber (δ = {cfg['huber_delta']}) of (map sum − count)/√(count+1); AdamW, backbone lr "
+        f"{cfg['lr_backbone']} (frozen for {cfg['warmup_epochs']} epoch, then ramped), head lr {cfg['lr_head']}, cosine "
+        f"decay, {cfg['batch_images']} images per step at long side "
+        f"{' / '.join(str(round(cfg['long_side'] * s)) for s in cfg['scales'])}, **{f['epochs']} epochs** (fixed by the "
+        f"run's timing probe), seed {cfg['seed']}"
+        + (f"; the loss adds {cfg['distill']} × the mean squared change of the whitened cell features against the frozen "
+           "backbone's" if cfg.get("distill") else "") + ".",
+        "- Run on a GPU machine (one NVIDIA H200), the five folds and the final fit side by side.",
+        "",
+        "## Cross-validated figures (5 folds)",
+        "",
+        (f"Fold k holds out ShanghaiTech-B fold k (seeded permutation, seed {TrainConfig.seed}) and Mall frames block k "
+        "(consecutive time blocks; 8 frames either side kept out of training), as `train-crowd --cv 5`. Each fold's "
+        "merged ONNX graph scores its held-out original files here (`scripts/crowd_finetune.py evaluate`)."),
+        "",
+        "| held-out set | images | mean count | MAE | RMSE | bias | mean rel. error |",
+        "|---|---|---|---|---|---|---|",
+        row("ShanghaiTech-B train, 5-fold CV", cv["shb"]),
+        row("Mall train clip, 5 time blocks", cv["mall"]),
+        "",
+        "| fold | SHB MAE | Mall MAE |",
+        "|---|---|---|",
+        *[f"| {x['fold']} | {x['shb']['mae']:.2f} | {x['mall']['mae']:.2f} |" for x in cv["folds"]],
+        "",
+        ("Reproduce (GPU): `scripts/crowd_finetune.py heads`, `pack`, `run --configs "
+        f"{f['config']}`, `evaluate`, `export` (see docs/accuracy.md, eighth round)."),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -297,8 +410,14 @@ def main() -> None:
     p.add_argument("--fits", required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--cv-report", help="evaluate's report: also write the training report and figures beside --out")
+    p = sub.add_parser("heads")
+    p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--name", default="g1", choices=sorted(START_HEADS))
+    p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    {"pack": pack, "run": run_all, "fit": worker, "evaluate": evaluate, "export": export}[args.command](args)
+    {"pack": pack, "run": run_all, "fit": worker, "evaluate": evaluate, "export": export, "heads": heads}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -125,28 +125,34 @@ def _fit(job: tuple[str, np.ndarray, np.ndarray, TrainConfig]):
     return name, head, time.perf_counter() - start
 
 
-def run_fits(dev: DevData, cfg: TrainConfig, folds: int, final: bool, jobs: int = 1) -> tuple[dict | None, object, float]:
-    """Cross-validation (when ``folds``) and the final head (when ``final``), ``jobs`` fits at a time.
-
-    Fold k holds out SHB fold k and Mall time block k; one more fit on SHB only is scored on the whole
-    Mall clip. Returns (figures or None, final head or None, seconds of the final fit).
-    """
+def fit_named(dev: DevData, cfg: TrainConfig, names: list[str], folds: int, jobs: int = 1) -> dict[str, tuple[object, float]]:
+    """The heads of the named fits (``final``, ``shb_only``, ``fold<k>`` of ``folds``), ``jobs`` at a time:
+    {name: (head, seconds)}."""
     global _DEV
-    if len(dev.scaled) != len(cfg.aug_scales):
-        raise ValueError(f"the config trains at {len(cfg.aug_scales)} extra scales but the data holds {len(dev.scaled)}")
     n_shb, n_mall = len(dev.shb_counts), len(dev.mall_counts)
-    shb_held, mall_held = shb_folds(n_shb, max(folds, 1), cfg.seed), mall_blocks(n_mall, max(folds, 1))
-    names = (["final"] if final else []) + (["shb_only"] + [f"fold{k}" for k in range(folds)] if folds else [])
-    work = [(name, *training_indices(name, n_shb, n_mall, max(folds, 1), cfg.seed, cfg.mall_every), cfg) for name in names]
+    work = [(name, *training_indices(name, n_shb, n_mall, folds, cfg.seed, cfg.mall_every), cfg) for name in names]
     _DEV = dev
     if jobs > 1 and len(work) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("fork")) as pool:
-            fitted = {name: (head, secs) for name, head, secs in pool.map(_fit, work)}
-    else:
-        fitted = {name: (head, secs) for name, head, secs in map(_fit, work)}
+            return {name: (head, secs) for name, head, secs in pool.map(_fit, work)}
+    return {name: (head, secs) for name, head, secs in map(_fit, work)}
+
+
+def run_fits(dev: DevData, cfg: TrainConfig, folds: int, final: bool, jobs: int = 1) -> tuple[dict | None, object, float]:
+    """Cross-validation (when ``folds``) and the final head (when ``final``), ``jobs`` fits at a time.
+
+    Fold k holds out SHB fold k and Mall time block k; one more fit on SHB only is scored on the whole
+    Mall clip. Returns (figures or None, final head or None, seconds of the final fit).
+    """
+    if len(dev.scaled) != len(cfg.aug_scales):
+        raise ValueError(f"the config trains at {len(cfg.aug_scales)} extra scales but the data holds {len(dev.scaled)}")
+    n_shb, n_mall = len(dev.shb_counts), len(dev.mall_counts)
+    shb_held, mall_held = shb_folds(n_shb, max(folds, 1), cfg.seed), mall_blocks(n_mall, max(folds, 1))
+    names = (["final"] if final else []) + (["shb_only"] + [f"fold{k}" for k in range(folds)] if folds else [])
+    fitted = fit_named(dev, cfg, names, max(folds, 1), jobs)
     cv = None
     if folds:
         shb_pred, mall_pred = np.zeros(n_shb), np.zeros(n_mall)

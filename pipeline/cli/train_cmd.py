@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
               help="Folder with data/crowd (default: GUANJIA_SHARED_DIR or ../shared).")
 @click.option("--cv", "folds", type=int, default=5, show_default=True, help="Cross-validation folds (0: skip, train the final head only).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=REPO_ROOT / "models" / "trained",
-              show_default=True, help="Where the head ONNX, figures JSON and report are written.")
+              show_default=True, help="Where the head ONNX, figures JSON and report are written (the default replaces the "
+                                      "shipped head, which is fine-tuned on a GPU: docs/crowd_density.md).")
 @click.option("--epochs", type=int, default=None, help="Override the training epochs.")
 @click.option("--seed", type=int, default=None, help="Override the seed (folds, initialisation, batches).")
 @click.option("--long-side", type=int, default=1024, show_default=True, help="Images are scaled to this long side.")
@@ -39,6 +40,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, components, loss, huber_delta, heads, spatial_heads,
                 aug_scales, mall_every, jobs, no_final, as_json) -> None:
     """Extract frozen YOLOX-Nano features once (cached in .cache/), report k-fold figures, train and export the head.
+
+    This is the frozen-backbone head, trained on this CPU. The shipped head starts from such fits and is then
+    fine-tuned with the backbone on a GPU (scripts/crowd_finetune.py; docs/crowd_density.md).
 
     \b
     Example:
