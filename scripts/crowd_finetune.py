@@ -36,7 +36,7 @@ from detectors.training.train import mall_blocks, mall_train_frames, shb_folds, 
 log = logging.getLogger("crowd_finetune")
 FOLDS = 5
 FITS = [f"fold{k}" for k in range(FOLDS)] + ["final"]
-CONFIGS = {  # rows declared in docs/accuracy.md (sixth round) before the run
+CONFIGS = {  # rows declared in docs/accuracy.md (sixth and eighth rounds) before their runs
     "H1": {},
     "H2": {"lr_backbone": 5e-4},
     # added after H1 and H2 had figures, before H3 ran: start from the fold's own G1 head (train-crowd's

@@ -232,7 +232,7 @@ def train(net: DensityNet, scaled: list[ScaledImages], counts: np.ndarray, cfg: 
     target = torch.as_tensor(counts, dtype=torch.float32, device=device)
     amp = _amp(device, cfg)
     reference = None
-    if cfg.distill:  # the frozen registry backbone, whose whitened features the tuned one is held near
+    if cfg.distill:  # a frozen copy of the backbone as this call starts: the tuned one is held near its whitened features
         reference = copy.deepcopy(net.backbone).requires_grad_(False)
     history, step, start = [], 0, time.perf_counter()
     net.train()
