@@ -377,12 +377,15 @@ def finetune_report(f: dict) -> str:
     return "\n".join(lines)
 
 
+SHARED_HELP = "models and data (default: the project's shared_dir, GUANJIA_SHARED_DIR or ../shared)"
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
-    p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--out", default=".devdata")
     p.add_argument("--mall-every", type=int, default=3)
     p.add_argument("--heads", help="folder of <name>_<fit>.pkl start heads")
@@ -401,22 +404,26 @@ def main() -> None:
         p.add_argument(name, required=True)
     p.add_argument("--smoke", action="store_true")
     p = sub.add_parser("evaluate")
-    p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--fits", required=True)
     p.add_argument("--configs", default="H1")
     p.add_argument("--report", default="finetune_cv.json")
     p = sub.add_parser("export")
-    p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--fits", required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--cv-report", help="evaluate's report: also write the training report and figures beside --out")
     p = sub.add_parser("heads")
-    p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--name", default="g1", choices=sorted(START_HEADS))
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
+    if getattr(args, "shared", "") is None:  # resolved only for the commands that take it: the device's workers never load the settings
+        from pipeline.settings import Settings
+
+        args.shared = Settings().shared_dir
     {"pack": pack, "run": run_all, "fit": worker, "evaluate": evaluate, "export": export, "heads": heads}[args.command](args)
 
 

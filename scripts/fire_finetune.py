@@ -271,13 +271,15 @@ def nested(args) -> None:
     Path(args.report).write_text(json.dumps(report, indent=1))
 
 
+SHARED_HELP = "models and data (default: the project's shared_dir, GUANJIA_SHARED_DIR or ../shared)"
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    shared_default = str(Path(__file__).resolve().parents[2] / "shared")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
-    p.add_argument("--shared", default=shared_default)
+    p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--out", default=".firedata")
     p = sub.add_parser("run")
     p.add_argument("--data", default=".firedata")
@@ -296,7 +298,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=0)
     p.add_argument("--inner", action="store_true")
     p = sub.add_parser("evaluate")
-    p.add_argument("--shared", default=shared_default)
+    p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--data", default=".firedata")
     p.add_argument("--results", required=True)
     p.add_argument("--report", default="fire_finetune_cv.json")
@@ -306,6 +308,10 @@ def main() -> None:
     p.add_argument("--inner", required=True, help="the --inner run's results.npz")
     p.add_argument("--report", default="fire_finetune_nested.json")
     args = parser.parse_args()
+    if getattr(args, "shared", "") is None:  # resolved only for the commands that take it: the device's workers never load the settings
+        from pipeline.settings import Settings
+
+        args.shared = Settings().shared_dir
     {"pack": pack, "run": run_all, "worker": worker, "evaluate": evaluate, "nested": nested}[args.command](args)
 
 
