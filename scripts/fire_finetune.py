@@ -163,13 +163,15 @@ def run_all(args) -> None:
     print(json.dumps(summary), flush=True)
 
 
-def onnx_fire_logits(session, stack: np.ndarray) -> np.ndarray:
-    """Fire logits of resized uint8 BGR images through an onnxruntime session of the OnFire graph."""
-    from detectors.fire_tuned import LOGIT_OUTPUT
-    from detectors.training.fire_finetune import MEAN_RGB, STD_RGB
+def onnx_fire_logits(session, images) -> np.ndarray:
+    """Fire logits of BGR images through an onnxruntime session of the OnFire graph, preprocessed as the scorer does
+    (the registry's input spec: stretch to 224×224, RGB, ImageNet mean and std)."""
+    from detectors.fire_tuned import BACKBONE_MODEL, LOGIT_OUTPUT
+    from detectors.preprocess import to_tensor
+    from detectors.registry import ModelRegistry
 
-    x = (stack[..., ::-1].astype(np.float32) / 255.0 - np.array(MEAN_RGB, np.float32)) / np.array(STD_RGB, np.float32)
-    return -session.run([LOGIT_OUTPUT], {"input": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0][:, 0]
+    x, _ = to_tensor(list(images), ModelRegistry.load().spec(BACKBONE_MODEL).input)
+    return -session.run([LOGIT_OUTPUT], {"input": x})[0][:, 0]
 
 
 def evaluate(args) -> None:
@@ -204,7 +206,7 @@ def evaluate(args) -> None:
             tuned = tuned_initializers(onnx.load(str(data / MODEL_FILE)), init)
             session = ort.InferenceSession(tuned.SerializeToString(), providers=["CPUExecutionProvider"])
             originals, _, names = check_images(shared)
-            ort_checks = onnx_fire_logits(session, resized(originals))
+            ort_checks = onnx_fire_logits(session, originals)
             row["final_ort_vs_device_max_abs"] = float(np.abs(ort_checks - results[f"{config}/checks/final"]).max())
             failed = [(names[i], round(float(1 / (1 + np.exp(-ort_checks[i]))), 3)) for i in np.flatnonzero((ort_checks >= 0) != must)]
             row["final_checks_failed"] = failed
