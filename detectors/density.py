@@ -176,7 +176,8 @@ def apply_backbone_delta(backbone: onnx.ModelProto, head: onnx.ModelProto) -> tu
     missing = sorted(set(deltas) - set(original))
     if missing:
         raise ValueError(f"the density head tunes backbone weights the backbone does not have: {missing[:3]}")
-    tuned = {name: numpy_helper.to_array(original[name]).astype(np.float32) + delta for name, delta in deltas.items()}
+    tuned = {name: numpy_helper.to_array(original[name]).astype(np.float32) + delta.astype(np.float32)
+             for name, delta in deltas.items()}
     return tuned_initializers(backbone, tuned), head
 
 

@@ -220,14 +220,31 @@ def load_fits(folder: Path, config: str) -> dict[str, dict[str, np.ndarray]]:
     return fits
 
 
-def merged_model(backbone_bytes: bytes, fit: dict[str, np.ndarray]):
+def head_with_delta(backbone, fit: dict[str, np.ndarray], delta_dtype: str = "float32"):
+    """A fit's exported head carrying its backbone changes (tuned − registry weights, stored as ``delta_dtype``)
+    as ``backbone_delta/`` initializers: the file ``export`` writes and the loader applies."""
+    import onnx
+    from onnx import numpy_helper
+
+    from detectors.training.export import add_backbone_delta
+
+    original = {i.name: numpy_helper.to_array(i) for i in backbone.graph.initializer}
+    head = onnx.load_from_string(fit["head_onnx"].tobytes())
+    delta = {key.removeprefix("backbone/"): tuned - original[key.removeprefix("backbone/")]
+             for key, tuned in fit.items() if key.startswith("backbone/")}
+    add_backbone_delta(head.graph, delta, np.dtype(delta_dtype))
+    onnx.checker.check_model(head)
+    return head, delta, original
+
+
+def merged_model(backbone_bytes: bytes, fit: dict[str, np.ndarray], delta_dtype: str = "float32"):
+    """The graph the product would serve for this fit: registry backbone + its head file, through the loader's path."""
     import onnx
 
-    from detectors.density import merge_backbone_and_head, tuned_initializers
+    from detectors.density import merge_backbone_and_head
 
-    tuned = tuned_initializers(onnx.load_from_string(backbone_bytes),
-                               {k.removeprefix("backbone/"): v for k, v in fit.items() if k.startswith("backbone/")})
-    return merge_backbone_and_head(tuned, onnx.load_from_string(fit["head_onnx"].tobytes()))
+    backbone = onnx.load_from_string(backbone_bytes)
+    return merge_backbone_and_head(backbone, head_with_delta(backbone, fit, delta_dtype)[0])
 
 
 def evaluate(args) -> None:
@@ -250,7 +267,7 @@ def evaluate(args) -> None:
         shb_pred, mall_pred = np.zeros(len(shb)), np.zeros(len(mall))
         per_fold = []
         for k in range(FOLDS):
-            session = ort_session(merged_model(backbone_bytes, fits[f"fold{k}"]).SerializeToString())
+            session = ort_session(merged_model(backbone_bytes, fits[f"fold{k}"], args.delta_dtype).SerializeToString())
             _, _, shb_held, mall_held = fit_split(f"fold{k}", len(shb), len(mall), TrainConfig.mall_every, TrainConfig.seed)
 
             def count(image, session=session):
@@ -274,29 +291,20 @@ def export(args) -> None:
     import hashlib
 
     import onnx
-    from onnx import numpy_helper
-
-    from detectors.training.export import add_backbone_delta
 
     fits = load_fits(Path(args.fits), args.config)
-    fit = fits["final"]
     backbone = onnx.load(str(Path(args.shared) / "models" / BACKBONE_FILE))
-    original = {i.name: numpy_helper.to_array(i) for i in backbone.graph.initializer}
-    head = onnx.load_from_string(fit["head_onnx"].tobytes())
-    delta = {key.removeprefix("backbone/"): tuned - original[key.removeprefix("backbone/")]
-             for key, tuned in fit.items() if key.startswith("backbone/")}
-    add_backbone_delta(head.graph, delta)
-    onnx.checker.check_model(head)
+    head, delta, original = head_with_delta(backbone, fits["final"], args.delta_dtype)
     out = Path(args.out)
     out.write_bytes(head.SerializeToString())
-    print(f"{out}: head + {len(delta)} backbone deltas, {out.stat().st_size} bytes")
+    print(f"{out}: head + {len(delta)} backbone deltas ({args.delta_dtype}), {out.stat().st_size} bytes")
     if not args.cv_report:
         return
     cv = json.loads(Path(args.cv_report).read_text())[args.config]
     meta = {p.key: p.value for p in head.metadata_props}
     summary = json.loads((Path(args.fits) / "summary.json").read_text())
     figures = {"config": args.config, "overrides": CONFIGS[args.config], "finetune": json.loads(meta["config"]),
-               "epochs": int(meta["epochs"]), "backbone_sha256": hashlib.sha256(backbone.SerializeToString()).hexdigest(),
+               "epochs": int(meta["epochs"]), "delta_dtype": args.delta_dtype, "backbone_sha256": hashlib.sha256(backbone.SerializeToString()).hexdigest(),
                "head": {"file": out.name, "size": out.stat().st_size, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()},
                "delta_tensors": len(delta), "delta_relative_norm": _relative_change(delta, original),
                "history": {name: f.get("history") for name, f in summary["fits"].items()}, "cv": cv}
@@ -327,7 +335,8 @@ def finetune_report(f: dict) -> str:
         "## Model",
         ("- Backbone: `yolox_nano_coco_416` (COCO YOLOX-Nano, resolved through `models/models.yaml` and checked by sha256; "
         f"not committed), **fine-tuned**: the head file carries the project-trained change of {f['delta_tensors']} of its "
-        "weight tensors as `backbone_delta/<name>` initializers, added to the registry's weights at load time "
+        f"weight tensors as `backbone_delta/<name>` initializers ({f.get('delta_dtype', 'float32')}), added to the "
+        "registry's float32 weights at load time "
         f"(median change {100 * f['delta_relative_norm']['median']:.2f} % of a tensor's norm, largest "
         f"{100 * f['delta_relative_norm']['max']:.1f} %)."),
         ("- Input: long side scaled to 1024 px (top-left letterbox, pad 114, BGR, raw 0–255); features: the cls and reg "
@@ -378,6 +387,8 @@ def finetune_report(f: dict) -> str:
 
 
 SHARED_HELP = "models and data (default: the project's shared_dir, GUANJIA_SHARED_DIR or ../shared)"
+DELTA_DTYPES = ("float32", "float16")
+DELTA_HELP = "how the backbone changes are stored in the head file (the served graph is float32 either way)"
 
 
 def main() -> None:
@@ -408,12 +419,14 @@ def main() -> None:
     p.add_argument("--fits", required=True)
     p.add_argument("--configs", default="H1")
     p.add_argument("--report", default="finetune_cv.json")
+    p.add_argument("--delta-dtype", default="float32", choices=DELTA_DTYPES, help=DELTA_HELP)
     p = sub.add_parser("export")
     p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--fits", required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--cv-report", help="evaluate's report: also write the training report and figures beside --out")
+    p.add_argument("--delta-dtype", default="float32", choices=DELTA_DTYPES, help=DELTA_HELP)
     p = sub.add_parser("heads")
     p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--name", default="g1", choices=sorted(START_HEADS))

@@ -85,9 +85,11 @@ def _centred(taps: np.ndarray, kernel: int) -> np.ndarray:
     return np.pad(taps, ((0, 0), (pad, pad), (pad, pad)))
 
 
-def add_backbone_delta(graph: onnx.GraphProto, delta: dict[str, np.ndarray]) -> None:  # noqa: F821
-    """Append fine-tuning changes to backbone weights as ``backbone_delta/<name>`` initializers of a head graph."""
+def add_backbone_delta(graph: onnx.GraphProto, delta: dict[str, np.ndarray],  # noqa: F821
+                       dtype: type[np.floating] | np.dtype = np.float32) -> None:
+    """Append fine-tuning changes to backbone weights as ``backbone_delta/<name>`` initializers of a head graph,
+    stored as ``dtype`` (float16 halves the file; the loader adds them to the float32 weights)."""
     from onnx import numpy_helper
 
     for name, change in sorted(delta.items()):
-        graph.initializer.append(numpy_helper.from_array(np.asarray(change, np.float32), DELTA_PREFIX + name))
+        graph.initializer.append(numpy_helper.from_array(np.asarray(change, dtype), DELTA_PREFIX + name))

@@ -256,3 +256,33 @@ def test_a_head_carrying_backbone_deltas_runs_on_the_tuned_backbone_and_names_we
     assert np.abs(carried - run(merge_backbone_and_head(backbone, head_to_onnx(head, {})))).max() > 1e-4
     with pytest.raises(ValueError, match="no_such_weight"):
         merge_backbone_and_head(backbone, head_to_onnx(head, {}, backbone_delta={"no_such_weight": np.zeros(3)}))
+
+
+@pytest.mark.shared
+def test_backbone_deltas_stored_in_float16_halve_the_head_and_serve_a_float32_graph_tuned_by_the_rounded_change():
+    import onnx
+
+    from detectors.density import cut_backbone, merge_backbone_and_head, tuned_initializers
+    from detectors.training.export import add_backbone_delta
+
+    backbone = onnx.load(shared_path("models", "yolox_nano_coco_416.onnx"))
+    rng = np.random.default_rng(11)
+    head = _random_head(rng, stride32=True)
+    cut = cut_backbone(backbone, ["feat8", "feat16", "feat32"])
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in cut.graph.initializer if i.dims and len(i.dims) == 4}
+    delta = {name: rng.normal(0, 1e-3, w.shape).astype(np.float32) for name, w in list(weights.items())[:20]}
+    bare, full, half = head_to_onnx(head, {}), head_to_onnx(head, {}), head_to_onnx(head, {})
+    add_backbone_delta(full.graph, delta)
+    add_backbone_delta(half.graph, delta, np.float16)
+    size = {name: len(m.SerializeToString()) for name, m in (("bare", bare), ("full", full), ("half", half))}
+    assert size["half"] - size["bare"] < 0.55 * (size["full"] - size["bare"])
+
+    merged = merge_backbone_and_head(backbone, half)
+    assert {i.data_type for i in merged.graph.initializer if i.name in delta} == {onnx.TensorProto.FLOAT}
+    rounded = tuned_initializers(backbone, {n: weights[n] + d.astype(np.float16).astype(np.float32) for n, d in delta.items()})
+    image = rng.integers(0, 255, (3, 128, 160)).astype(np.float32)[None]
+
+    def run(model):
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": image})[0]
+
+    np.testing.assert_allclose(run(merged), run(merge_backbone_and_head(rounded, head_to_onnx(head, {}))), rtol=1e-5, atol=1e-6)
