@@ -3,7 +3,7 @@
     python scripts/crowd_finetune.py heads --out HEADS             # start heads (train-crowd's fits), for "start" rows
     python scripts/crowd_finetune.py pack --out .devdata --heads HEADS   # training images for the GPU machine
     python scripts/crowd_finetune.py run --data .devdata --out OUT --configs A,B --budget-s 520
-    python scripts/crowd_finetune.py evaluate --fits OUT           # held-out figures through the ONNX graph
+    python scripts/crowd_finetune.py evaluate --fits OUT           # held-out figures through the head file export writes
     python scripts/crowd_finetune.py export --fits OUT --config D1 --cv-report finetune_cv.json --out HEAD.onnx
 
 ``run`` starts one process per (config, fit): the five CV folds and the final fit. All processes first time a
@@ -388,7 +388,8 @@ def finetune_report(f: dict) -> str:
 
 SHARED_HELP = "models and data (default: the project's shared_dir, GUANJIA_SHARED_DIR or ../shared)"
 DELTA_DTYPES = ("float32", "float16")
-DELTA_HELP = "how the backbone changes are stored in the head file (the served graph is float32 either way)"
+DELTA_HELP = ("how the backbone changes are stored in the head file (the served graph is float32 either way; "
+              "float16, the shipped form, halves the file)")
 
 
 def main() -> None:
@@ -419,14 +420,14 @@ def main() -> None:
     p.add_argument("--fits", required=True)
     p.add_argument("--configs", default="H1")
     p.add_argument("--report", default="finetune_cv.json")
-    p.add_argument("--delta-dtype", default="float32", choices=DELTA_DTYPES, help=DELTA_HELP)
+    p.add_argument("--delta-dtype", default="float16", choices=DELTA_DTYPES, help=DELTA_HELP)
     p = sub.add_parser("export")
     p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--fits", required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--cv-report", help="evaluate's report: also write the training report and figures beside --out")
-    p.add_argument("--delta-dtype", default="float32", choices=DELTA_DTYPES, help=DELTA_HELP)
+    p.add_argument("--delta-dtype", default="float16", choices=DELTA_DTYPES, help=DELTA_HELP)
     p = sub.add_parser("heads")
     p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--name", default="g1", choices=sorted(START_HEADS))
