@@ -233,23 +233,33 @@ def test_tuned_initializers_replace_weights_by_name_and_refuse_what_does_not_fit
         tuned_initializers(backbone, {first.name: original.ravel()[:1]})
 
 
-@pytest.mark.shared
-def test_a_head_carrying_backbone_deltas_runs_on_the_tuned_backbone_and_names_weights_it_lacks():
+def _backbone_head_and_weights(seed: int):
+    """The registry backbone, a random head, the 4-d weights of the cut backbone, the rng, and a runner on one image."""
     import onnx
 
-    from detectors.density import cut_backbone, merge_backbone_and_head, tuned_initializers
+    from detectors.density import cut_backbone
 
     backbone = onnx.load(shared_path("models", "yolox_nano_coco_416.onnx"))
-    rng = np.random.default_rng(9)
+    rng = np.random.default_rng(seed)
     head = _random_head(rng, stride32=True)
     cut = cut_backbone(backbone, ["feat8", "feat16", "feat32"])
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in cut.graph.initializer if i.dims and len(i.dims) == 4}
-    delta = {name: rng.normal(0, 0.05, w.shape).astype(np.float32) for name, w in list(weights.items())[:5]}
-    tuned = tuned_initializers(backbone, {name: weights[name] + d for name, d in delta.items()})
     image = rng.integers(0, 255, (3, 128, 160)).astype(np.float32)[None]
 
     def run(model):
         return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": image})[0]
+
+    return backbone, head, weights, rng, run
+
+
+@pytest.mark.shared
+def test_a_head_carrying_backbone_deltas_runs_on_the_tuned_backbone_and_names_weights_it_lacks():
+
+    from detectors.density import merge_backbone_and_head, tuned_initializers
+
+    backbone, head, weights, rng, run = _backbone_head_and_weights(9)
+    delta = {name: rng.normal(0, 0.05, w.shape).astype(np.float32) for name, w in list(weights.items())[:5]}
+    tuned = tuned_initializers(backbone, {name: weights[name] + d for name, d in delta.items()})
 
     carried = run(merge_backbone_and_head(backbone, head_to_onnx(head, {}, backbone_delta=delta)))
     np.testing.assert_allclose(carried, run(merge_backbone_and_head(tuned, head_to_onnx(head, {}))), rtol=1e-5, atol=1e-6)
@@ -262,14 +272,10 @@ def test_a_head_carrying_backbone_deltas_runs_on_the_tuned_backbone_and_names_we
 def test_backbone_deltas_stored_in_float16_halve_the_head_and_serve_a_float32_graph_tuned_by_the_rounded_change():
     import onnx
 
-    from detectors.density import cut_backbone, merge_backbone_and_head, tuned_initializers
+    from detectors.density import merge_backbone_and_head, tuned_initializers
     from detectors.training.export import add_backbone_delta
 
-    backbone = onnx.load(shared_path("models", "yolox_nano_coco_416.onnx"))
-    rng = np.random.default_rng(11)
-    head = _random_head(rng, stride32=True)
-    cut = cut_backbone(backbone, ["feat8", "feat16", "feat32"])
-    weights = {i.name: onnx.numpy_helper.to_array(i) for i in cut.graph.initializer if i.dims and len(i.dims) == 4}
+    backbone, head, weights, rng, run = _backbone_head_and_weights(11)
     delta = {name: rng.normal(0, 1e-3, w.shape).astype(np.float32) for name, w in list(weights.items())[:20]}
     bare, full, half = head_to_onnx(head, {}), head_to_onnx(head, {}), head_to_onnx(head, {})
     add_backbone_delta(full.graph, delta)
@@ -280,9 +286,4 @@ def test_backbone_deltas_stored_in_float16_halve_the_head_and_serve_a_float32_gr
     merged = merge_backbone_and_head(backbone, half)
     assert {i.data_type for i in merged.graph.initializer if i.name in delta} == {onnx.TensorProto.FLOAT}
     rounded = tuned_initializers(backbone, {n: weights[n] + d.astype(np.float16).astype(np.float32) for n, d in delta.items()})
-    image = rng.integers(0, 255, (3, 128, 160)).astype(np.float32)[None]
-
-    def run(model):
-        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": image})[0]
-
     np.testing.assert_allclose(run(merged), run(merge_backbone_and_head(rounded, head_to_onnx(head, {}))), rtol=1e-5, atol=1e-6)
