@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ingest.settings import StrictModel
 
 Point = tuple[float, float]
+TileCount = Annotated[int, Field(ge=1, le=16)]
 
 
 class DetectorName(str, Enum):
@@ -65,7 +66,7 @@ class CrowdSettings(StrictModel):
     estimator: Literal["boxes", "density", "auto"] = Field("boxes", description="Count by person boxes, by a density map, or choose by scene density.")
     score_threshold: float = Field(0.5, ge=0, le=1, description="Minimum person score (obj × cls).")
     nms_iou: float = Field(0.45, gt=0, le=1, description="IoU above which overlapping boxes are merged.")
-    tiles: tuple[int, int] = Field((1, 1), description="Overlapping tiles (cols, rows) for wide views; boxes merged by NMS.")
+    tiles: tuple[TileCount, TileCount] = Field((1, 1), description="Overlapping tiles (cols, rows), each 1–16, for wide views; boxes merged by NMS.")
     tile_overlap: float = Field(0.2, ge=0, lt=1, description="Fraction by which neighbouring tiles overlap.")
     auto_density_above: int = Field(20, ge=1, description="estimator=auto: use the density map when boxes count more people than this.")
     top_k_boxes: int = Field(50, ge=0, le=1000, description="Boxes kept in the detection record.")
@@ -79,6 +80,13 @@ class FireSettings(StrictModel):
     threshold: float = Field(0.5, ge=0, le=1, description="P(fire) at or above which a frame counts as fire.")
     confirm_k: int = Field(3, ge=1, description="Frames at or above threshold needed ...")
     confirm_n: int = Field(5, ge=1, description="... within the last this many analysed frames.")
+
+    @model_validator(mode="after")
+    def _confirmable(self) -> FireSettings:
+        if self.confirm_k > self.confirm_n:
+            raise ValueError(f"confirm_k ({self.confirm_k}) must not exceed confirm_n ({self.confirm_n}): "
+                             "fire could never be confirmed")
+        return self
 
 
 class RuntimeSettings(StrictModel):

@@ -261,3 +261,27 @@ def test_yaml_anchors_under_x_keys_and_merge_keys(write):
     )
     [zone] = load_config([path]).camera("c1").zones
     assert (zone.name, zone.crowd_threshold, len(zone.polygon)) == ("gate", 4, 3)
+
+
+def test_settings_a_detector_could_not_run_with_are_rejected_where_written(write):
+    path = write(
+        "city.yaml",
+        """
+        defaults:
+          fire: {confirm_n: 5}
+        groups:
+          - id: g
+            crowd: {tiles: [0, 2]}
+            cameras:
+              - id: c1
+                url: rtsp://10.0.0.1/s
+                grid: G1
+                fire: {confirm_k: 6}
+        """,
+    )
+    issues = issues_of(path)
+    tiles = only(issues, "groups[0].crowd.tiles[0]")
+    assert tiles.line == 5 and "greater than or equal to 1" in tiles.message
+    fire = only(issues, "groups[0].cameras[0].fire")
+    assert fire.line == 10 and "confirm_k (6) must not exceed confirm_n (5)" in fire.message
+    assert len(issues) == 2
