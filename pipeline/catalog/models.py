@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ingest.settings import StrictModel
 from pipeline.records import Level, Severity
 
+# The rule outputs the engine looks up (CatalogIndex.for_trigger); the catalog must bind each to exactly one item.
 Trigger = Literal[
     "crowding",
     "fire.video",
@@ -64,40 +66,69 @@ class Catalog(StrictModel):
     categories: list[Category] = Field(..., min_length=1)
 
     @model_validator(mode="after")
-    def _codes_nest_and_unique(self) -> Catalog:
-        seen: set[str] = set()
-        triggers: dict[str, str] = {}
-        for cat in self.categories:
-            for sub in cat.subcategories:
-                _child_of(sub.code, cat.code)
-                for matter in sub.matters:
-                    _child_of(matter.code, sub.code)
-                    for item in matter.items:
-                        _child_of(item.code, matter.code)
-                        if item.trigger and item.trigger in triggers:
-                            raise ValueError(f"trigger {item.trigger!r} is on both {triggers[item.trigger]} and {item.code}")
-                        if item.trigger:
-                            triggers[item.trigger] = item.code
-            for code in _codes(cat):
-                if code in seen:
-                    raise ValueError(f"duplicate code {code}")
-                seen.add(code)
+    def _codes_nest_and_triggers_complete(self) -> Catalog:
+        errors = _catalog_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
 
-def _child_of(code: str, parent: str) -> None:
-    if not code.startswith(parent + "."):
-        raise ValueError(f"code {code} does not extend its parent's code {parent}")
+# Where a catalog problem is, relative to ``catalog:`` (e.g. ``("categories", 0, "subcategories", 1, "code")``).
+Loc = tuple[str | int, ...]
 
 
-def _codes(cat: Category) -> list[str]:
-    out = [cat.code]
-    for sub in cat.subcategories:
-        out.append(sub.code)
-        for matter in sub.matters:
-            out.append(matter.code)
-            out.extend(item.code for item in matter.items)
-    return out
+def _catalog_errors(catalog: Catalog) -> list[InitErrorDetails]:
+    """Every cross-item problem, each at the key it is about.
+
+    They are raised as one ValidationError whose locations pydantic appends to ``catalog``'s own, so
+    ``guanjia config validate`` reports the line of the offending item, not the top of the catalog.
+    """
+    errors: list[InitErrorDetails] = []
+    codes: dict[str, Loc] = {}  # code -> where it was first written
+    triggers: dict[str, tuple[str, Loc]] = {}  # trigger -> (item code, where)
+
+    def error(loc: Loc, value: object, message: str) -> None:
+        errors.append(InitErrorDetails(type=PydanticCustomError("catalog", "{message}", {"message": message}),
+                                       loc=loc, input=value))
+
+    def code(node: _Named, loc: Loc, parent: str | None) -> None:
+        if parent is not None and not node.code.startswith(parent + "."):
+            error((*loc, "code"), node.code, f"code {node.code} does not extend its parent's code {parent}")
+        if node.code in codes:
+            error((*loc, "code"), node.code, f"duplicate code {node.code} (first at {_key_path(codes[node.code])})")
+        else:
+            codes[node.code] = (*loc, "code")
+
+    for c, cat in enumerate(catalog.categories):
+        cat_loc: Loc = ("categories", c)
+        code(cat, cat_loc, None)
+        for s, sub in enumerate(cat.subcategories):
+            sub_loc: Loc = (*cat_loc, "subcategories", s)
+            code(sub, sub_loc, cat.code)
+            for m, matter in enumerate(sub.matters):
+                matter_loc: Loc = (*sub_loc, "matters", m)
+                code(matter, matter_loc, sub.code)
+                for i, item in enumerate(matter.items):
+                    item_loc: Loc = (*matter_loc, "items", i)
+                    code(item, item_loc, matter.code)
+                    if item.trigger is None:
+                        continue
+                    if item.trigger in triggers:
+                        first_code, first_loc = triggers[item.trigger]
+                        error((*item_loc, "trigger"), item.trigger,
+                              f"trigger {item.trigger!r} is already on item {first_code} (at {_key_path(first_loc)}); "
+                              "each trigger belongs to one item")
+                    else:
+                        triggers[item.trigger] = (item.code, (*item_loc, "trigger"))
+    for trigger in get_args(Trigger):
+        if trigger not in triggers:
+            error((), sorted(triggers), f"no catalog item has trigger {trigger!r}; every trigger the rules raise needs one")
+    return errors
+
+
+def _key_path(loc: Loc) -> str:
+    """``("categories", 0, "code")`` → ``catalog.categories[0].code`` (the path as error lines print it)."""
+    return "catalog" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
 class LevelUnit(StrictModel):
