@@ -160,11 +160,15 @@ class CameraReader:
         self._freed()  # the open's probe decoder
         log.info("camera %s: streaming %s", self.src.camera_id, self.src.display_url)
 
+    def _redacted(self, exc: BaseException | str) -> str:
+        """The error text with this camera's URL shown redacted, and any other URL's credentials removed."""
+        return redact_text(str(exc).replace(self.src.url, self.src.display_url))
+
     def _fail(self, exc: BaseException | str, now: float, error_class: str | None = None) -> None:
         """Record an error and go to backoff (live) or error (file)."""
         self._release()
         self.last_error_class = error_class or type(exc).__name__
-        self.last_error = redact_text(str(exc))[:300]
+        self.last_error = self._redacted(exc)[:300]
         if not self.src.live:
             log.warning("camera %s: %s: %s", self.src.camera_id, self.last_error_class, self.last_error)
             self._set_state(CameraState.error)
@@ -370,7 +374,7 @@ class CameraReader:
         now = time.monotonic()
         if now - self._last_decode_error > ERROR_BURST_S:
             log.warning("camera %s: decode error %s: %s (errors in this burst are counted, not logged)",
-                        self.src.camera_id, type(exc).__name__, redact_text(str(exc))[:200])
+                        self.src.camera_id, type(exc).__name__, self._redacted(exc)[:200])
         self._last_decode_error = now
 
     # ---- health --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ class CameraSource:
     """One camera for the ingest pool; independent of the pipeline's config types."""
 
     camera_id: str
-    url: str
+    url: str = field(repr=False)
     source: SourceSettings = field(default_factory=SourceSettings)
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     analysis_interval_s: float = 2.0

@@ -7,7 +7,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#]*)@")
+# Cameras accept unencoded '@' and '/' in passwords, so user info runs to the LAST '@' of the URL: a path
+# or query that holds an '@' is redacted too, which errs on the safe side.
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>\S*)@")
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|key|secret|auth)=)[^&#]*")
 
 
@@ -34,7 +36,7 @@ def file_path(url: str) -> Path:
     return Path(urlsplit(url).path if url.startswith("file://") else url)
 
 
-_USERINFO_ANYWHERE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]*@")
+_USERINFO_ANYWHERE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?:[^\s@'\"]*@)+")
 
 
 def redact_text(text: str) -> str:

@@ -83,3 +83,11 @@ def test_camera_source_rejects_bad_urls_and_redacts():
     assert cam.live and cam.display_url == "rtsp://***@10.0.0.1/ch1"
     assert not CameraSource("f", "/videos/a.mp4").live
     assert redact_text("failed: 'rtsp://admin:pw@10.0.0.1/ch1' (x)") == "failed: 'rtsp://***@10.0.0.1/ch1' (x)"
+
+
+@pytest.mark.parametrize("password", ["p@ss", "p@s/s", "p/ss", "@@", "a@b@c"])
+def test_passwords_with_at_signs_and_slashes_are_redacted_whole(password):
+    url = f"rtsp://admin:{password}@10.0.0.1/ch1"
+    assert CameraSource("c", url).display_url == "rtsp://***@10.0.0.1/ch1"
+    text = f"Error opening '{url}': 401 Unauthorized; retry rtsp://u:{password}@h2/s2 later"
+    assert redact_text(text) == "Error opening 'rtsp://***@10.0.0.1/ch1': 401 Unauthorized; retry rtsp://***@h2/s2 later"
