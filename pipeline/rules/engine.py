@@ -339,14 +339,17 @@ class RuleEngine:
         state["grid_id"] = health.grid_id
         ev = state.get("event")
         if health.state == "streaming":
-            state["offline_since"] = None
+            state["offline_since"], state["streaming_at"] = None, health.time
             if ev:
                 state["event"] = None
                 return state, [_revise(ev, action=EventAction.closed, status="closed", updated_at=health.time,
                                        ended_at=health.time, duration_s=max(health.time - ev["started_at"], 0.0))]
             return state, []
         if state.get("offline_since") is None:
-            state["offline_since"] = health.last_frame_time if health.last_frame_time is not None else health.time
+            # Ingest reports streaming before the first frame, so after a reconnect last_frame_time can be
+            # older than the previous outage's end: the new outage must not reuse its start (and event id).
+            since = health.last_frame_time if health.last_frame_time is not None else health.time
+            state["offline_since"] = max(since, state.get("streaming_at", since))
         state["reason"] = health.reason
         return self.check_offline(state, health.time)
 

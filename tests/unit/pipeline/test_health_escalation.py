@@ -72,3 +72,22 @@ def test_lifecycle_revisions_continue_after_escalation():
     r.tick(ev.routing.deadline_at)
     closed = r.feed(det(2000, 0))[0]
     assert closed.action is EventAction.closed and closed.revision == 2 and closed.routing.level.value == "village"
+
+
+def test_second_outage_before_any_new_frame_is_a_new_event():
+    def run():
+        r = runner(camera(offline_minutes=5))
+        out = []
+        for t, state in [(0, "streaming"), (60, "backoff"), (400, "backoff"), (500, "streaming"), (510, "backoff"),
+                         (800, "backoff"), (900, "streaming")]:
+            out += r.feed(CameraHealth(camera_id="cam1", time=T0 + t, state=state, last_frame_time=T0 + 50))
+        return out
+
+    out = run()
+    assert [(e.action, e.started_at) for e in out] == [
+        (EventAction.opened, T0 + 50), (EventAction.closed, T0 + 50),
+        (EventAction.opened, T0 + 500), (EventAction.closed, T0 + 500),  # reconnected at 500 without a frame
+    ]
+    assert out[2].event_id != out[0].event_id and out[3].event_id == out[2].event_id
+    assert [e.event_id for e in run()] == [e.event_id for e in out]  # a replay gives the same ids
+
