@@ -31,11 +31,12 @@ from pipeline.records import (
     EventAction,
     FireSignal,
     GovernanceEvent,
+    Level,
     Routing,
     SensorReading,
     Severity,
 )
-from pipeline.routing import Place, escalate, route
+from pipeline.routing import LEVELS, Place, escalate, route
 from pipeline.rules import crowding, fire
 from pipeline.rules.settings import RuleSettings
 
@@ -390,11 +391,17 @@ class RuleEngine:
             changes["revision"] = prev["revision"] + 1
             if draft.catalog_code == prev["catalog_code"]:
                 changes["routing"] = prev["routing"]
+            else:  # a new item (fusion) is routed anew, but never below where escalation already took it
+                changes["routing"] = _no_lower(fields["routing"], prev["routing"])
+                state.pop("exhausted", None)  # the next due tick decides again for this routing
             changes["acknowledged_by"] = prev["acknowledged_by"]
+            changes["severity"] = max_severity(draft.severity, prev["severity"])
         pending = state.pop("pending_ack", None)
         if pending and changes.get("acknowledged_by", draft.acknowledged_by) is None:
             changes["acknowledged_by"] = pending
         fields.update(changes)
+        if "severity" in changes:
+            fields["severity"] = changes["severity"].value
         state["event"] = fields
         if "routing" in changes:
             changes["routing"] = Routing.model_validate(changes["routing"])  # the model holds a Routing, the state its dump
@@ -435,6 +442,13 @@ class RuleEngine:
                         severity=Severity(ev["severity"]).raised())
         state["event"] = _dump(event)
         return state, [event]
+
+
+def _no_lower(new: dict, current: dict) -> dict:
+    """``new`` routing (a dump), or ``current`` with the new department when it is higher; never fewer escalations."""
+    if LEVELS.index(Level(current["level"])) > LEVELS.index(Level(new["level"])):
+        new = {**current, "department": new["department"]}
+    return {**new, "escalations": max(new["escalations"], current["escalations"])}
 
 
 def max_severity(a: Severity | str, b: Severity | str) -> Severity:

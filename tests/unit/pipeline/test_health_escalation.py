@@ -91,3 +91,41 @@ def test_second_outage_before_any_new_frame_is_a_new_event():
     assert out[2].event_id != out[0].event_id and out[3].event_id == out[2].event_id
     assert [e.event_id for e in run()] == [e.event_id for e in out]  # a replay gives the same ids
 
+
+def test_peak_update_after_escalation_keeps_severity_and_routing():
+    r = runner(camera(threshold=10, dwell=0))
+    ev = r.feed(det(0, 12))[0]
+    assert ev.severity.value == "medium"
+    up = r.tick(ev.routing.deadline_at)[0]
+    assert up.severity.value == "high" and up.routing.escalations == 1
+    updated = r.feed(det(1, 15))  # peak grew by update_ratio, still under 2 × threshold
+    assert [(e.action, e.severity.value, e.routing.level.value, e.routing.escalations) for e in updated] == [
+        (EventAction.updated, "high", "village", 1)]
+
+
+def test_fusion_after_escalation_to_city_stays_at_city():
+    from .test_fire_fusion import reading
+
+    r = runner(camera(k=1, n=1))
+    ev = r.feed(det(0, fire=0.9))[0]
+    now, levels = ev.routing.deadline_at, []
+    for _ in range(4):
+        levels += [e.routing.level.value for e in r.tick(now)]
+        now += 3600
+    assert levels == ["village", "town", "city"]
+    fused = r.feed(reading(now - T0))
+    assert [(e.fused, e.routing.level.value, e.routing.escalations, e.routing.department) for e in fused] == [
+        (True, "city", 3, "消防救援大队")]
+    assert r.tick(now + 10**4) == []
+
+
+def test_fusion_after_one_escalation_goes_to_town_and_keeps_the_count():
+    from .test_fire_fusion import reading
+
+    r = runner(camera(k=1, n=1))
+    ev = r.feed(det(0, fire=0.9))[0]
+    r.tick(ev.routing.deadline_at)
+    fused = r.feed(reading(ev.routing.deadline_at - T0 + 1))
+    assert [(e.routing.level.value, e.routing.escalations) for e in fused] == [("town", 1)]
+    assert [e.routing.level.value for e in r.tick(fused[0].routing.deadline_at)] == ["city"]
+
