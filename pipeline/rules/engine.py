@@ -397,6 +397,7 @@ class RuleEngine:
             changes["acknowledged_by"] = prev["acknowledged_by"]
             changes["severity"] = max_severity(draft.severity, prev["severity"])
         pending = state.pop("pending_ack", None)
+        state.pop("pending_ack_at", None)
         if pending and changes.get("acknowledged_by", draft.acknowledged_by) is None:
             changes["acknowledged_by"] = pending
         fields.update(changes)
@@ -408,10 +409,10 @@ class RuleEngine:
         return state, [draft.model_copy(update=changes)]
 
     def on_ack(self, state: dict, ack: Ack) -> tuple[dict, list[GovernanceEvent]]:
-        """Acknowledge once; an ack before the event arrives is kept until it does."""
+        """Acknowledge once; an ack before the event arrives is kept until it does (or CLOSED_RETENTION_S)."""
         ev = state.get("event")
         if ev is None:
-            state["pending_ack"] = ack.by
+            state["pending_ack"], state["pending_ack_at"] = ack.by, ack.time
             return state, []
         if ev["acknowledged_by"] is not None or ev["status"] == "closed":
             return state, []
@@ -425,11 +426,20 @@ class RuleEngine:
         return bool(ev and ev["status"] == "open" and ev["acknowledged_by"] is None and not state.get("exhausted")
                     and now >= ev["routing"]["deadline_at"])
 
+    def expired(self, state: dict, now: float) -> bool:
+        """True when the desk can forget this entry: a closed event, or an ack whose event never came,
+        older than CLOSED_RETENTION_S (an ack after its event was forgotten is one of the latter)."""
+        ev = state.get("event")
+        if ev is None:
+            # an entry without pending_ack_at was written before its time was kept: its age is unknown
+            return now - state.get("pending_ack_at", float("-inf")) > CLOSED_RETENTION_S
+        return ev["status"] == "closed" and now - (ev["ended_at"] or now) > CLOSED_RETENTION_S
+
     def on_tick(self, state: dict, now: float) -> tuple[dict | None, list[GovernanceEvent]]:
         """Escalate an unacknowledged event past its deadline; returns None state when it can be forgotten."""
-        ev = state.get("event")
-        if ev and ev["status"] == "closed" and now - (ev["ended_at"] or now) > CLOSED_RETENTION_S:
+        if self.expired(state, now):
             return None, []
+        ev = state.get("event")
         if not self.due(state, now):
             return state, []
         item = self.catalog.items.get(ev["catalog_code"])

@@ -129,3 +129,26 @@ def test_fusion_after_one_escalation_goes_to_town_and_keeps_the_count():
     assert [(e.routing.level.value, e.routing.escalations) for e in fused] == [("town", 1)]
     assert [e.routing.level.value for e in r.tick(fused[0].routing.deadline_at)] == ["city"]
 
+
+def test_ack_for_an_unknown_event_is_forgotten_after_the_retention():
+    from pipeline.rules.engine import CLOSED_RETENTION_S
+
+    r = runner(camera())
+    r.feed(Ack(event_id="no-such-event", by="grid", time=T0))
+    r.tick(T0 + CLOSED_RETENTION_S)
+    assert "no-such-event" in r.desk
+    r.tick(T0 + CLOSED_RETENTION_S + 1)
+    assert r.desk == {}
+
+
+def test_ack_after_a_closed_event_was_forgotten_is_forgotten_too():
+    from pipeline.rules.engine import CLOSED_RETENTION_S
+
+    r = runner(camera(threshold=1, clear=0.5, dwell=0, clear_s=0))
+    ev = r.feed(det(0, 5))[0]
+    r.feed(Ack(event_id=ev.event_id, by="grid", time=T0 + 1))
+    r.feed(det(2, 0))
+    r.tick(T0 + 2 + CLOSED_RETENTION_S + 1)
+    assert r.desk == {}
+    r.feed(Ack(event_id=ev.event_id, by="grid", time=T0 + 2 + CLOSED_RETENTION_S + 2))
+    assert r.tick(T0 + 2 * CLOSED_RETENTION_S + 10) == [] and r.desk == {}
