@@ -13,9 +13,15 @@ import numpy as np
 from detectors.base import CrowdEstimate, CrowdEstimator, FireScorer
 from detectors.batching import MicroBatcher
 from detectors.fire import FireConfirmer
-from detectors.plugins import CROWD_ESTIMATORS, available, build_crowd_estimator, build_fire_scorer
+from detectors.plugins import (
+    CROWD_ESTIMATORS,
+    PluginError,
+    available,
+    build_crowd_estimator,
+    build_fire_scorer,
+)
 from detectors.records import Box, Detection, FireResult
-from detectors.registry import ModelRegistry
+from detectors.registry import ModelError, ModelRegistry
 from detectors.runtime import Runtime
 from detectors.settings import CrowdSettings, DetectorName, FireSettings, Point, Zone
 from detectors.zones import ZoneCounter
@@ -58,14 +64,20 @@ class DetectorEngine:
             self.configure(camera)
 
     def configure(self, camera: CameraDetectors) -> None:
-        """Add or replace a camera; its estimators are built (and models verified) now, not on the first frame."""
+        """Add or replace a camera; its estimators are built (and models verified) now, not on the first frame.
+
+        Raises :class:`ModelError` or :class:`PluginError` naming the camera; the engine is then unchanged.
+        """
         if camera.crowd.estimator == "auto" and not self._has_density:
             log.warning("camera %s: crowd estimator auto needs the density plugin, which is not installed; "
                         "counting by boxes only", camera.camera_id)
-        for name in self._crowd_names(camera.crowd) if DetectorName.crowd in camera.detectors else []:
-            self._crowd_estimator(name, camera.crowd)
-        if DetectorName.fire in camera.detectors:
-            self._fire_scorer(camera.fire)
+        try:
+            for name in self._crowd_names(camera.crowd) if DetectorName.crowd in camera.detectors else []:
+                self._crowd_estimator(name, camera.crowd)
+            if DetectorName.fire in camera.detectors:
+                self._fire_scorer(camera.fire)
+        except (ModelError, PluginError) as exc:
+            raise type(exc)(f"camera {camera.camera_id}: {exc}") from exc
         self._cameras[camera.camera_id] = _CameraState(camera, ZoneCounter(camera.zones, camera.ignore), FireConfirmer(camera.fire))
 
     def remove(self, camera_id: str) -> None:

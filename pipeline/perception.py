@@ -18,8 +18,9 @@ from typing import Self
 from zoneinfo import ZoneInfo
 
 from detectors.engine import CameraDetectors, DetectorEngine
+from detectors.plugins import PluginError
 from detectors.records import Detection
-from detectors.registry import ModelRegistry
+from detectors.registry import ModelError, ModelRegistry
 from detectors.runtime import Runtime
 from detectors.settings import RuntimeSettings
 from ingest.frame import Frame
@@ -202,6 +203,9 @@ class Perception:
                 if kind == "add" and item.enabled:
                     try:
                         self.engine.configure(camera_detectors(item))
+                    except (ModelError, PluginError) as exc:  # their message names the camera
+                        log.error("%s; not pulled", exc)
+                        continue
                     except ValueError as exc:
                         log.error("camera %s: %s; not pulled", camera_id, exc)
                         continue

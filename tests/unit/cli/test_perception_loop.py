@@ -43,3 +43,18 @@ def test_only_enabled_cameras_inside_their_schedule_are_pulled_and_every_frame_i
 def test_a_config_without_enabled_cameras_is_refused():
     with pytest.raises(ValueError, match="no enabled cameras"):
         Perception([camera("x", "/x.mp4", enabled=False)])
+
+
+def test_a_camera_assigned_with_an_unknown_model_is_skipped_with_its_name_and_the_others_still_run(clip, caplog):
+    path = str(clip(seconds=2, gop=25))
+    typo = CameraSettings(detectors=["crowd"], crowd={"model": "yolox_nano_coco_41"}, analysis_interval_s=1.0,
+                          decode_mode="interval")
+    perception = Perception([], allow_empty=True, backpressure=True)
+    seen: list[str] = []
+    with perception:
+        perception.add_camera(ResolvedCamera(id="bad-model", url=path, group_id="g", grid="G1", settings=typo))
+        perception.add_camera(camera("good", path))
+        perception.run(lambda det, frame: seen.append(det.camera_id), threading.Event(), until_done=True, max_seconds=60)
+    assert sorted(perception.cameras) == ["good"] and seen == ["good", "good"]
+    assert any("camera bad-model: " in r.message and "yolox_nano_coco_41" in r.message and "not pulled" in r.message
+               for r in caplog.records)
