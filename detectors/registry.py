@@ -117,8 +117,12 @@ class ModelRegistry:
 
     @classmethod
     def load(cls, registry_file: Path | str | None = None, models_dir: Path | str | None = None,
-             search_dirs: list[Path] | None = None) -> ModelRegistry:
-        """Read the registry (``GUANJIA_MODELS_REGISTRY`` or ``<repo>/models/models.yaml``)."""
+             search_dirs: list[Path] | None = None, *, trust_verified: bool = True) -> ModelRegistry:
+        """Read the registry (``GUANJIA_MODELS_REGISTRY`` or ``<repo>/models/models.yaml``).
+
+        ``trust_verified``: skip hashing a file whose size, mtime, ctime and inode match its last good
+        check (``.cache/models/.verified.json``); False hashes every file located.
+        """
         path = Path(registry_file or os.environ.get("GUANJIA_MODELS_REGISTRY") or REGISTRY_FILE)
         try:
             raw = yaml.safe_load(path.read_text())
@@ -133,7 +137,7 @@ class ModelRegistry:
                 key = ".".join(str(p) for p in first["loc"])
                 raise ModelError(f"{path}: models[{i}].{key}: {first['msg']}") from None
         dirs = search_dirs if search_dirs is not None else default_dirs(models_dir)
-        return cls(specs, dirs, verify_cache=cache_dir() / "models" / ".verified.json")
+        return cls(specs, dirs, verify_cache=cache_dir() / "models" / ".verified.json" if trust_verified else None)
 
     @property
     def names(self) -> list[str]:
@@ -179,12 +183,14 @@ class ModelRegistry:
             return f"size {stat.st_size} != {spec.size}"
         key = str(path.resolve())
         cache = self._read_cache()
-        if cache.get(key) == [stat.st_size, stat.st_mtime_ns, spec.sha256]:
+        # ctime and inode cannot be set back by a copy or `touch`, unlike mtime
+        seen = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, spec.sha256]
+        if cache.get(key) == seen:
             return None
         actual = sha256_file(path)
         if actual != spec.sha256:
             return f"sha256 {actual[:12]}… differs"
-        cache[key] = [stat.st_size, stat.st_mtime_ns, spec.sha256]
+        cache[key] = seen
         self._write_cache(cache)
         return None
 

@@ -26,11 +26,11 @@ def _extra() -> dict[str, str]:
     return {n: t for n, t in EXTRA_COMMANDS.items() if importlib.util.find_spec(t.split(":")[0]) is not None}
 
 
-def _registry(models_dir: Path | None):
+def _registry(models_dir: Path | None, *, trust_verified: bool = True):
     from detectors.registry import ModelError, ModelRegistry
 
     try:
-        return ModelRegistry.load(models_dir=models_dir)
+        return ModelRegistry.load(models_dir=models_dir, trust_verified=trust_verified)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -81,7 +81,7 @@ def list_(models_dir: Path | None, as_json: bool) -> None:
 @models_dir_option
 @click.argument("names", nargs=-1)
 def verify(models_dir: Path | None, names: tuple[str, ...]) -> None:
-    """Check size and sha256 of each model file; exit 1 if one is missing or corrupt.
+    """Hash each model file and check its size and sha256; exit 1 if one is missing or corrupt.
 
     \b
     Example:
@@ -89,7 +89,7 @@ def verify(models_dir: Path | None, names: tuple[str, ...]) -> None:
     """
     from detectors.registry import ModelError
 
-    registry = _registry(models_dir)
+    registry = _registry(models_dir, trust_verified=False)
     failed = 0
     for name in names or registry.names:
         try:
@@ -123,6 +123,11 @@ def fetch(dest: Path | None, timeout: float, models_dir: Path | None, names: tup
     for name in names or registry.names:
         try:
             spec = registry.spec(name)
+        except ModelError as exc:
+            failed += 1
+            click.echo(f"FAILED   {exc}", err=True)
+            continue
+        try:
             click.echo(f"present  {name:28} {registry.locate(name)}")
             continue
         except ModelError:

@@ -74,6 +74,56 @@ def test_verification_cache_notices_a_rewritten_file(tmp_path):
         registry_in(copy.parent, cache=cache).locate(FIRE)
 
 
+def test_verification_cache_notices_a_rewrite_that_kept_the_old_mtime(tmp_path):
+    good = shared_path("models", f"{FIRE}.onnx")
+    copy = tmp_path / "m" / good.name
+    copy.parent.mkdir()
+    shutil.copy(good, copy)
+    cache = tmp_path / "verified.json"
+    assert registry_in(copy.parent, cache=cache).locate(FIRE) == copy
+    before = copy.stat()
+    data = bytearray(copy.read_bytes())
+    data[5000] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size and mtime as the cached check
+    with pytest.raises(ModelError, match="differs"):
+        registry_in(copy.parent, cache=cache).locate(FIRE)
+
+
+def test_models_verify_hashes_files_the_cache_would_trust(tmp_path, monkeypatch):
+    import json
+
+    from pipeline.cli import cli
+
+    good = shared_path("models", f"{FIRE}.onnx")
+    models = tmp_path / "m"
+    models.mkdir()
+    data = bytearray(good.read_bytes())
+    data[5000] ^= 0xFF
+    (models / good.name).write_bytes(bytes(data))
+    st = (models / good.name).stat()
+    spec = ModelRegistry.load().spec(FIRE)
+    cache = tmp_path / "cache" / "models" / ".verified.json"
+    cache.parent.mkdir(parents=True)
+    forged = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, spec.sha256]
+    cache.write_text(json.dumps({str((models / good.name).resolve()): forged}))
+    monkeypatch.setenv("GUANJIA_SHARED_DIR", str(tmp_path / "noshared"))
+    monkeypatch.setenv("GUANJIA_CACHE_DIR", str(tmp_path / "cache"))
+    assert ModelRegistry.load(models_dir=models).locate(FIRE) == models / good.name  # the loader trusts the entry
+    result = CliRunner().invoke(cli, ["models", "verify", "--models-dir", str(models), FIRE])
+    assert result.exit_code == 1 and "differs" in result.output
+
+
+def test_models_fetch_reports_an_unknown_name_and_goes_on(tmp_path, monkeypatch):
+    from pipeline.cli import cli
+
+    monkeypatch.setenv("GUANJIA_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, ["models", "fetch", FIRE, "no_such_model"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"present  {FIRE}" in result.output
+    assert "FAILED   unknown model 'no_such_model'" in result.output and "Traceback" not in result.output
+
+
 def test_models_verify_cli_fails_with_the_message(tmp_path, monkeypatch):
     from pipeline.cli import cli
 
