@@ -16,9 +16,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @click.option("--shared-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with data/crowd (default: GUANJIA_SHARED_DIR or ../shared).")
 @click.option("--cv", "folds", type=int, default=5, show_default=True, help="Cross-validation folds (0: skip, train the final head only).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=REPO_ROOT / "models" / "trained",
-              show_default=True, help="Where the head ONNX, figures JSON and report are written (the default replaces the "
-                                      "shipped head, which is fine-tuned on a GPU: docs/crowd_density.md).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the head ONNX, figures JSON and report are written (default: GUANJIA_CACHE_DIR/trained, i.e. "
+                   ".cache/trained; the shipped head in models/trained is fine-tuned on a GPU, docs/crowd_density.md).")
 @click.option("--epochs", type=int, default=None, help="Override the training epochs.")
 @click.option("--seed", type=int, default=None, help="Override the seed (folds, initialisation, batches).")
 @click.option("--long-side", type=int, default=1024, show_default=True, help="Images are scaled to this long side.")
@@ -87,6 +87,7 @@ def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, compone
     if cv:
         result["cv"] = cv
     if head is not None:
+        out = out or cache_dir() / "trained"
         out.mkdir(parents=True, exist_ok=True)
         meta = {"backbone": BACKBONE_MODEL, "stride": 16, "long_side": long_side, "seed": cfg.seed, "epochs": cfg.epochs,
                 "trained_on": "ShanghaiTech-B train (+mirrors), Mall train clip", "licence": "Apache-2.0 (project-trained head)"}
@@ -109,8 +110,8 @@ def train_crowd(shared_dir, folds, out, epochs, seed, long_side, hidden, compone
                    f"SHB-only model on Mall MAE {cv['shb_only_on_mall']['mae']:.2f}")
     if "head" in result:
         h = result["head"]
-        click.echo(f"head written: {h['file']} ({h['size']} bytes, sha256 {h['sha256']}); "
-                   "update sha256/size of crowd_density in models/models.yaml if it changed")
+        click.echo(f"head written: {h['file']} ({h['size']} bytes, sha256 {h['sha256']}); to serve it instead of the shipped "
+                   "head, copy it to models/trained/ and set sha256/size of crowd_density in models/models.yaml")
 
 
 def _summary(cv: dict | None) -> dict | None:

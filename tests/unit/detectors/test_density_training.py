@@ -223,3 +223,10 @@ def test_train_crowd_cli_parses_its_recipe_overrides():
     for bad in ("1.5", "0", "half"):
         with pytest.raises(click.BadParameter):
             _scales(bad)
+
+
+def test_train_crowd_never_writes_over_the_shipped_head_unless_told():
+    from pipeline.cli.train_cmd import train_crowd
+
+    out = next(p for p in train_crowd.params if p.name == "out")
+    assert out.default is None and ".cache/trained" in out.help
