@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from detectors.base import CrowdEstimate
@@ -36,14 +35,24 @@ def polygon_mask(polygons: Sequence[Sequence[Point]], height: int, width: int) -
 
 
 def cell_weights(mask: np.ndarray, stride: float, map_shape: tuple[int, int]) -> np.ndarray:
-    """Fraction of each density-map cell (``stride`` frame pixels square) covered by a frame-sized mask."""
+    """Fraction of each density-map cell's frame pixels covered by a frame-sized mask.
+
+    A cell is ``stride`` frame pixels square and holds the pixels whose centres fall in it; a cell the
+    frame's edge cuts is weighed by the part inside the frame (the rest is padding, with nobody in it),
+    and a cell wholly beyond the frame weighs 0.
+    """
     mh, mw = map_shape
     h, w = mask.shape
-    cw, ch = max(1, round(w / stride)), max(1, round(h / stride))
-    small = cv2.resize(mask.astype(np.float32), (cw, ch), interpolation=cv2.INTER_AREA)
-    out = np.zeros(map_shape, dtype=np.float32)
-    out[: min(ch, mh), : min(cw, mw)] = small[:mh, :mw]
-    return out
+
+    def binning(n: int, cells: int) -> np.ndarray:
+        """(cells, n) one-hot: which cell each pixel row or column belongs to (none beyond the map)."""
+        index = ((np.arange(n) + 0.5) // stride).astype(np.int64)
+        return (index[None, :] == np.arange(cells)[:, None]).astype(np.float32)
+
+    rows, cols = binning(h, mh), binning(w, mw)
+    covered = rows @ mask.astype(np.float32) @ cols.T
+    pixels = rows.sum(axis=1)[:, None] * cols.sum(axis=1)[None, :]
+    return np.divide(covered, pixels, out=np.zeros(map_shape, np.float32), where=pixels > 0)
 
 
 class ZoneCounter:

@@ -77,3 +77,15 @@ def test_cell_weights_are_fractional_on_polygon_edges():
     w = cell_weights(mask, 10, (2, 2))
     assert w[:, 0] == pytest.approx([0.5, 0.5])
     assert w[:, 1] == pytest.approx([0.0, 0.0])
+
+
+def test_density_in_a_map_row_the_frame_edge_cuts_is_counted_whole():
+    # 704x576 served at a long side of 1024: 11 frame pixels per cell, 576 / 11 = 52.4 rows -> a 53rd, partial row
+    density = np.zeros((53, 64), np.float32)
+    density[52, :] = 1.0 / 64
+    bottom = Zone(name="bottom", polygon=[(0, 0.5), (1, 0.5), (1, 1), (0, 1)])
+    est = CrowdEstimate(boxes=np.zeros((0, 5), np.float32), density=density, density_stride=11)
+    got = by_zone(ZoneCounter([bottom]).count(est, 576, 704)[0])
+    assert got["*"][0] == pytest.approx(1.0) and got["bottom"][0] == pytest.approx(1.0)
+    w = cell_weights(np.ones((576, 704), bool), 11, (54, 64))
+    assert w[52] == pytest.approx(np.ones(64)) and not w[53].any()  # partial row whole, a row beyond the frame 0
