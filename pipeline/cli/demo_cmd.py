@@ -203,7 +203,7 @@ def demo(configs: tuple[Path, ...], out_dir: Path | None, catalog: Path | None, 
 
     out = out_dir or get_settings().out_dir
     (out / "evidence").mkdir(parents=True, exist_ok=True)
-    runner = EmbeddedRunner(cameras, index, evidence=FolderStore(out))
+    runner = EmbeddedRunner(cameras, index, defaults=city.rules, evidence=FolderStore(out))  # defaults.rules: sensor and fusion rules
     view = DemoView(cameras)
     console = _console(stderr=True)
     live_state = page_url = stop_page = None

@@ -58,7 +58,7 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
     mode.loop.use(loop_name)  # before any loop exists
     settings = get_settings()
     try:
-        cameras = load_config(list(configs)).cameras if configs else []
+        city = load_config(list(configs)) if configs else None
         index = load_catalog(catalog or DEFAULT_CATALOG)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
@@ -67,7 +67,9 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
 
     from pipeline.cli.kafka_errors import kafka_unreachable
 
-    app = create_app(settings, RuleEngine(cameras, index), app_id=app_id,
+    cameras = city.cameras if city else []
+    engine = RuleEngine(cameras, index, city.rules if city else None)  # defaults.rules: sensor and fusion rules
+    app = create_app(settings, engine, app_id=app_id,
                      batch=DEFAULT_BATCH if batch is None else batch, tick_s=tick_s)
     changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
     try:

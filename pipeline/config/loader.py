@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.config.errors import ConfigError, ConfigIssue, format_key_path, read_error
 from pipeline.config.inventory import GroupContext, read_inventory
-from pipeline.config.merge import Chain, Layer, split_settings
+from pipeline.config.merge import Chain, Layer, deep_merge, split_settings
 from pipeline.config.models import (
     SETTINGS_KEYS,
     CameraConfig,
@@ -21,10 +21,15 @@ from pipeline.config.models import (
     ConfigFile,
     GroupConfig,
     ResolvedCamera,
+    RuleSettings,
     resolve_file_url,
 )
 from pipeline.config.validation import validate_value
 from pipeline.config.yamlpos import KeyPath, YamlDoc, load_yaml
+
+# Rule keys read city-wide from defaults: fire fusion and sensor alarms are per grid cell and per
+# sensor, so a group's or a camera's value cannot apply to them (update_ratio still does to crowding).
+CITY_RULE_KEYS = ("sensors", "fusion_window_s", "update_ratio")
 
 
 def load_config(paths: Iterable[Path | str]) -> CityConfig:
@@ -34,9 +39,10 @@ def load_config(paths: Iterable[Path | str]) -> CityConfig:
     """
     loader = _CityLoader()
     loader.load([Path(p) for p in paths])
+    rules = loader.city_rules()
     if loader.issues:
         raise ConfigError(loader.issues)
-    return CityConfig(groups=loader.groups, cameras=loader.cameras, source_files=loader.files)
+    return CityConfig(groups=loader.groups, cameras=loader.cameras, source_files=loader.files, rules=rules)
 
 
 def _key(path: Path) -> Path:
@@ -59,6 +65,8 @@ class _CityLoader:
         self.camera_ids: dict[str, tuple[str, int]] = {}  # id -> (file, line) where first defined
         self.base = Chain()
         self.base_settings = CameraSettings()
+        self.root_chains: list[Chain] = []  # each file given (not through an include): its defaults
+        self.default_chains: list[Chain] = []  # each file with defaults: its own over its includers'
 
     # -- files ---------------------------------------------------------------------------------------
 
@@ -108,6 +116,9 @@ class _CityLoader:
             if isinstance(defaults, dict) and defaults:
                 chain = chain.then(Layer(doc, ("defaults",), defaults))
                 settings = chain.validate(self.issues)
+                self.default_chains.append(chain)
+            if not stack:
+                self.root_chains.append(chain)
             for i, inc in _items(data.get("include"), str):
                 self.load_include(doc, path, i, inc, chain, settings, (*stack, _key(path)))
             for i, group in _items(data.get("groups"), dict):
@@ -126,6 +137,36 @@ class _CityLoader:
             doc.issues.append(doc.issue(("include", i), f"{inc!r} is already included (at {self.loaded[_key(target)]})"))
         else:
             self.load_file(target, _join(doc.file, inc), chain, settings, stack, where)
+
+    def city_rules(self) -> RuleSettings | None:
+        """The rules of :data:`CITY_RULE_KEYS` from every file's defaults (a disagreement is an issue
+        naming both places), over the first given file's defaults for the other keys.
+
+        Mappings merge key by key over the built-in values, so ``sensors.thresholds: {gas: 10}``
+        keeps the built-in thresholds of the other kinds.
+        """
+        first: dict[KeyPath, tuple[Any, Chain]] = {}
+        city: dict = {}
+        for chain in self.default_chains:
+            rules = chain.merged.get("rules")
+            if not isinstance(rules, dict):
+                continue
+            written = {key: rules[key] for key in CITY_RULE_KEYS if key in rules}
+            for loc, value in _leaves(written, ("rules",)):
+                seen, where = first.setdefault(loc, (value, chain))
+                if where is not chain and seen != value:
+                    file, line, col, key_path = chain._locate(loc, False)
+                    other = where._locate(loc, False)
+                    self.issues.append(ConfigIssue(
+                        file, line, col, key_path,
+                        f"{value!r} differs from {seen!r} at {other[0]}:{other[1]} ({other[3]}): sensor and fire-fusion "
+                        "rules apply city-wide, so every file's defaults must agree; set it once, in the outermost file"))
+            city = deep_merge(city, written)
+        base = self.root_chains[0].merged.get("rules") if self.root_chains else None
+        merged = deep_merge(deep_merge(RuleSettings().model_dump(), base if isinstance(base, dict) else {}), city)
+        if self.issues:
+            return None  # the settings were reported where they were written
+        return RuleSettings.model_validate(merged)
 
     # -- groups and cameras --------------------------------------------------------------------------
 
@@ -199,6 +240,15 @@ class _CityLoader:
             return False
         seen[ident] = (doc.file, doc.locate(path)[0])
         return True
+
+
+def _leaves(value: Any, prefix: KeyPath) -> Iterable[tuple[KeyPath, Any]]:
+    """``(key path, value)`` of every non-mapping value under ``value``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, (*prefix, key))
+    else:
+        yield prefix, value
 
 
 def _opt_str(value: Any) -> str | None:

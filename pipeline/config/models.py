@@ -173,6 +173,12 @@ class CityConfig(StrictModel):
     groups: list[GroupConfig] = Field(default_factory=list, description="Groups as written (inline cameras only; inventory rows are in ``cameras``).")
     cameras: list[ResolvedCamera] = Field(default_factory=list, description="Every camera, resolved.")
     source_files: list[str] = Field(default_factory=list, description="YAML and CSV files read, in order.")
+    rules: RuleSettings = Field(
+        default_factory=RuleSettings,
+        description="City-wide rules from the files' defaults.rules: sensors, fusion_window_s and update_ratio for "
+                    "fire fusion and sensor alarms (per grid cell and sensor, not per camera; every file must agree), "
+                    "the rest for cameras the configuration does not list (the first file given).",
+    )
     _by_id: dict[str, ResolvedCamera] | None = PrivateAttr(None)
 
     def camera(self, camera_id: str) -> ResolvedCamera:
