@@ -76,19 +76,33 @@ def sweep(labels: Sequence[bool], scores: Sequence[float], thresholds: Sequence[
     return [binary_scores(labels, scores, t) for t in thresholds]
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+
+
 def load_counts(path: Path) -> dict[str, float]:
     """Ground-truth counts: ``{"image.jpg": n}`` or ``{"counts_by_frame_index": {"0": n, ...}}``."""
-    data = json.loads(Path(path).read_text())
+    data = _read_json(path)
     if isinstance(data, dict) and "counts_by_frame_index" in data:
         data = data["counts_by_frame_index"]
     if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path}: expected an object of name -> count")
-    return {str(k): float(v) for k, v in data.items()}
+        raise ValueError(f"{path}: expected a non-empty object of name -> count")
+    counts = {}
+    for name, count in data.items():
+        if isinstance(count, bool) or not isinstance(count, int | float) or count < 0:
+            raise ValueError(f"{path}: {name}: count {count!r} is not a number >= 0")
+        counts[str(name)] = float(count)
+    return counts
 
 
 def load_fire_labels(path: Path) -> dict[str, bool]:
     """Fire labels: ``{"image.jpg": "fire" | "no_fire"}``."""
-    data = json.loads(Path(path).read_text())
+    data = _read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a non-empty object of name -> \"fire\" | \"no_fire\"")
     out = {}
     for name, label in data.items():
         if str(label).lower() not in FIRE_LABELS:

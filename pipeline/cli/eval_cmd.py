@@ -49,6 +49,19 @@ def _load(kind: str, build):
         raise click.ClickException(f"{kind}: {exc}") from None
 
 
+def _checked(build):
+    """``build()``, with a bad ground-truth file or setting turned into a one-line error that names it."""
+    from pydantic import ValidationError
+
+    try:
+        return build()
+    except ValidationError as exc:
+        raise click.ClickException("; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                                             for e in exc.errors())) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _runtime(max_batch: int, rect_letterbox: bool = True):
     from detectors.runtime import Runtime
     from detectors.settings import RuntimeSettings
@@ -63,10 +76,10 @@ def _runtime(max_batch: int, rect_letterbox: bool = True):
               help='JSON {"name": count} or {"counts_by_frame_index": {"0": count}}.')
 @click.option("--estimator", type=click.Choice(sorted(CROWD_ESTIMATORS)), default="boxes", show_default=True)
 @click.option("--model", default=None, help="Registry model (default: the CrowdSettings default).")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Person score threshold (boxes).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Person score threshold (boxes).")
 @click.option("--tiles", default="1x1", callback=_tiles, show_default=True, help="Overlapping tiles COLSxROWS merged by NMS.")
-@click.option("--limit", type=int, default=None, help="Evaluate only N labelled items, spread evenly over the set (quick runs).")
-@click.option("--batch", "max_batch", type=int, default=8, show_default=True, help="Images per model call.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only N labelled items, spread evenly over the set (quick runs).")
+@click.option("--batch", "max_batch", type=click.IntRange(min=1), default=8, show_default=True, help="Images per model call.")
 @click.option("--square", is_flag=True, help="Letterbox into the model's full square input (runtime rect_letterbox: false).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write per-item name,truth,predicted,error.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -84,9 +97,9 @@ def crowd(images, video, gt_path, estimator, model, threshold, tiles, limit, max
 
     if bool(images) == bool(video):
         raise click.UsageError("give exactly one of --images or --video")
-    gt = load_counts(gt_path)
+    gt = _checked(lambda: load_counts(gt_path))
     names = spread(sorted(gt, key=natural_key), limit)
-    settings = CrowdSettings(score_threshold=threshold, tiles=tiles, **({"model": model} if model else {}))
+    settings = _checked(lambda: CrowdSettings(score_threshold=threshold, tiles=tiles, **({"model": model} if model else {})))
     runtime = _runtime(max_batch, rect_letterbox=not square)
     est = _load("crowd estimator", lambda: build_crowd_estimator(estimator, ModelRegistry.load(), settings, runtime))
     items = _image_batches(images, names, max_batch) if images else _video_batches(video, names, max_batch)
@@ -121,14 +134,14 @@ def crowd(images, video, gt_path, estimator, model, threshold, tiles, limit, max
               help='JSON {"name": "fire" | "no_fire"} (with --images).')
 @click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A video whose frames all have --label.")
 @click.option("--label", type=click.Choice(["fire", "no_fire"]), help="Label of every frame of --video.")
-@click.option("--every", type=int, default=1, show_default=True, help="Video: score every Nth frame (the analysed frames).")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Video: score every Nth frame (the analysed frames).")
 @click.option("--scorer", type=click.Choice(sorted(FIRE_SCORERS)), default="classifier", show_default=True)
 @click.option("--model", default=None, help="Registry model (default: the FireSettings default).")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="P(fire) at or above which an image counts as fire.")
-@click.option("--confirm-k", type=int, default=3, show_default=True, help="Video: frames at or above threshold that confirm ...")
-@click.option("--confirm-n", type=int, default=5, show_default=True, help="... within the last this many analysed frames.")
-@click.option("--limit", type=int, default=None, help="Evaluate only N labelled images, spread evenly over the set.")
-@click.option("--batch", "max_batch", type=int, default=8, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="P(fire) at or above which an image counts as fire.")
+@click.option("--confirm-k", type=click.IntRange(min=1), default=3, show_default=True, help="Video: frames at or above threshold that confirm ...")
+@click.option("--confirm-n", type=click.IntRange(min=1), default=5, show_default=True, help="... within the last this many analysed frames.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only N labelled images, spread evenly over the set.")
+@click.option("--batch", "max_batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write per-image name,label,score.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fire(images, labels, video, label, every, scorer, model, threshold, confirm_k, confirm_n, limit, max_batch,
@@ -156,10 +169,10 @@ def fire(images, labels, video, label, every, scorer, model, threshold, confirm_
     else:
         if not (images and labels):
             raise click.UsageError("give --images with --labels, or --video with --label")
-        truth = load_fire_labels(labels)
+        truth = _checked(lambda: load_fire_labels(labels))
         items = _image_batches(images, spread(sorted(truth, key=natural_key), limit), max_batch)
-    settings = FireSettings(scorer=scorer, threshold=threshold, confirm_k=confirm_k, confirm_n=confirm_n,
-                            **({"model": model} if model else {}))
+    settings = _checked(lambda: FireSettings(scorer=scorer, threshold=threshold, confirm_k=confirm_k, confirm_n=confirm_n,
+                                             **({"model": model} if model else {})))
     runtime = _runtime(max_batch)
     sc = _load("fire scorer", lambda: build_fire_scorer(scorer, ModelRegistry.load(), settings, runtime))
     used, scores = [], []

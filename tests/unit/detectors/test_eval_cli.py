@@ -56,8 +56,8 @@ def test_eval_fire_video_adds_confirmation():
     data = json.loads(run("fire", "--video", str(clip), "--label", "fire", "--every", "60", "--json"))
     assert data["n"] == 15 and data["positives"] == 15  # 899 frames, every 60th
     assert data["confirm"] == "3 of 5"
-    assert data["first_confirmed_frame"] is None or data["first_confirmed_frame"] >= 120  # needs 3 analysed frames
-    assert data["confirmed_frames"] <= 15 - 2  # the first k-1 analysed frames cannot confirm
+    assert data["first_confirmed_frame"] == 120  # fire in every frame: confirmed at the 3rd analysed frame (0, 60, 120)
+    assert data["confirmed_frames"] == 15 - 2  # every analysed frame from then on; the first k-1 cannot confirm
 
 
 def test_eval_fire_video_needs_a_label(tmp_path):
@@ -65,3 +65,31 @@ def test_eval_fire_video_needs_a_label(tmp_path):
     clip.write_bytes(b"")
     result = CliRunner().invoke(cli, ["eval", "fire", "--video", str(clip)])
     assert result.exit_code != 0 and "--video needs --label" in result.output
+
+
+def bad_input(*args):
+    result = CliRunner().invoke(cli, ["eval", *args])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.exception  # not a traceback
+    return result.output
+
+
+def test_bad_ground_truth_and_settings_get_one_line_errors_that_name_them(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    gt = tmp_path / "gt.json"
+    gt.write_text("{}")
+    assert f"{gt}: expected a non-empty object" in bad_input("crowd", "--images", str(images), "--gt", str(gt))
+    gt.write_text('{"a.jpg": 3,\n "b.jpg": }')
+    assert f"{gt}:2:" in bad_input("crowd", "--images", str(images), "--gt", str(gt))
+    gt.write_text('{"a.jpg": "many"}')
+    assert "a.jpg: count 'many' is not a number" in bad_input("crowd", "--images", str(images), "--gt", str(gt))
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"a.jpg": "smoke"}')
+    out = bad_input("fire", "--images", str(images), "--labels", str(labels))
+    assert f"{labels}: a.jpg: label 'smoke'" in out
+    gt.write_text('{"a.jpg": 3}')
+    assert "--batch" in bad_input("crowd", "--images", str(images), "--gt", str(gt), "--batch", "0")
+    assert "--threshold" in bad_input("crowd", "--images", str(images), "--gt", str(gt), "--threshold", "1.5")
+    labels.write_text('{"a.jpg": "fire"}')
+    out = bad_input("fire", "--images", str(images), "--labels", str(labels), "--confirm-k", "6")
+    assert "confirm_k (6) must not exceed confirm_n (5)" in out
