@@ -184,11 +184,12 @@ def plot_bars(values: dict[str, float], title: str, xlabel: str, path: Path) -> 
               help="Markdown file whose bench-all section is rewritten.")
 @click.option("--img-dir", type=click.Path(file_okay=False, path_type=Path), default=IMG_DIR, show_default=True,
               help="Folder for bench-throughput.png and bench-latency.png.")
-@click.option("--write/--no-write", default=True, show_default=True, help="Update the doc and plots.")
+@click.option("--write/--no-write", default=None,
+              help="Update the doc and plots (default: yes, except with --only, whose few rows would replace the whole table).")
 @click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Do not run anything: redraw the doc section and plots from an earlier `bench all --json` output.")
 def bench_all(as_json: bool, quick: bool, only: str | None, timeout_s: float, doc: Path, img_dir: Path,
-              write: bool, from_json: Path | None) -> None:
+              write: bool | None, from_json: Path | None) -> None:
     """Run every registered benchmark (config, ingest, detect, events, page, …) with --json and write the summary table
     into docs/benchmarks.md between the bench-all markers, plus throughput/latency plots in docs/img/.
     A benchmark that fails is reported, not fatal (exit 1 if any failed).
@@ -201,6 +202,7 @@ def bench_all(as_json: bool, quick: bool, only: str | None, timeout_s: float, do
     """
     from pipeline.cli.bench_cmd import BENCHES
 
+    write = not only if write is None else write
     names = [n for n in BENCHES if n != "all"]
     if only:
         wanted = [n.strip() for n in only.split(",") if n.strip()]

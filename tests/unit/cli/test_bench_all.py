@@ -67,8 +67,12 @@ def test_plot_is_a_png(tmp_path):
 def test_real_run_writes_doc_and_reports_a_timeout_without_stopping(tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text(DOC, encoding="utf-8")
+    partial = CliRunner().invoke(cli, ["bench", "all", "--quick", "--only", "page", "--doc", str(doc),
+                                       "--img-dir", str(tmp_path / "img")])
+    assert partial.exit_code == 0, partial.output
+    assert doc.read_text(encoding="utf-8") == DOC  # a partial run leaves the full table alone unless told to --write
     result = CliRunner().invoke(cli, ["bench", "all", "--quick", "--only", "page", "--json", "--doc", str(doc),
-                                      "--img-dir", str(tmp_path / "img")])
+                                      "--img-dir", str(tmp_path / "img"), "--write"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["page"]["ok"] and out["page"]["figures"]["cameras"] == 200
