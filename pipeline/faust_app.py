@@ -4,7 +4,7 @@ Flow (every arrow a Kafka topic, keys chosen so each state lives in one partitio
 
     detections (camera) ──▶ [cameras table] ──▶ fire signals ─▶ grid-signals (grid) ──▶ [grids table] ─┐
     sensor-readings (sensor) ─────────── re-keyed by grid ──▶ grid-signals ─────────────────────────────┤
-    camera-health (camera) ──▶ [health table] ──────────────────────────────────────────────────────────┤
+    camera-health (camera) + silence sweeps ──▶ [health table] ─────────────────────────────────────────┤
                                                                                         event-changes (event id)
     event-acks (event id) + deadline ticks ─────────────────────────────────────▶ [desk table] ──▶ governance-events
 
@@ -13,6 +13,10 @@ until Kafka has them, and only then updates the touched states in its table. Cha
 the table changelog once per key before each offset commit. A crash therefore can only replay
 inputs (ids are deterministic and the desk drops drafts it has seen), never lose an output or a
 committed input's state. Malformed messages go to the dead-letter topic.
+
+Two timers run on every worker, each over the table partitions it holds: ``deadlines`` asks the desk
+to escalate overdue events, and ``silent_cameras`` opens a camera-offline event for a camera whose
+reports stopped (``RuleEngine.check_offline``, as the embedded runner's ``tick``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 1000  # messages each agent takes per batch (``guanjia worker events --batch``)
 COMMIT_BY_INTERVAL_ONLY = 1 << 62  # broker_commit_every: never reached
 SETTLE_EVERY = 4096  # outputs in flight before delivered ones are dropped from the list (and failures raised)
+OFFLINE_EVERY_S = 5.0  # seconds between sweeps of the health states for silent cameras
+OFFLINE_CHUNK = 5000  # health states checked per hold of the batch lock (≈ 1.5 µs each)
 
 
 class KeyPartitioner:
@@ -209,9 +215,12 @@ class EventsApp(faust.App):
 
 
 def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = None, batch: int = DEFAULT_BATCH,
-               within_s: float = 0.05, tick_s: float = 1.0, clock: Callable[[], float] = time.time,
-               datadir: str | None = None) -> faust.App:
-    """Build the app; ``app_id`` (consumer group and changelog names) defaults to ``<prefix>-events``."""
+               within_s: float = 0.05, tick_s: float = 1.0, offline_every_s: float = OFFLINE_EVERY_S,
+               clock: Callable[[], float] = time.time, datadir: str | None = None) -> faust.App:
+    """Build the app; ``app_id`` (consumer group and changelog names) defaults to ``<prefix>-events``.
+
+    ``tick_s``: seconds between deadline checks; ``offline_every_s``: between silent-camera sweeps.
+    """
     names = topic_names(settings)
     app = EventsApp(
         app_id or f"{settings.topic_prefix}-events",
@@ -304,6 +313,8 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
                     marks[key] = partition
                     if tbl is desk:
                         _index_deadline(key, state)
+                    elif tbl is health:
+                        health_partitions[key] = partition
 
     def _drop_delivered() -> None:
         """Forget delivered outputs; a failed one raises, so the agent stops before any later commit."""
@@ -424,6 +435,54 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
                 await changes_t.send(key=key.encode(), value=DeskTick(event_id=key, now=now).to_json())
         except NotReady:  # starting or shutting down: the next tick asks again
             return
+
+    # camera id → its camera-health partition, for states this worker wrote; states read back from the
+    # changelog have theirs in the memory store (test_faust_parts checks Faust still keeps it)
+    health_partitions: dict[str, int] = {}
+    health_topic = health_t.get_topic_name()
+
+    @app.timer(interval=offline_every_s)
+    async def silent_cameras() -> None:
+        """Open camera-offline events for cameras silent (no report at all) for their offline_minutes.
+
+        The check is the engine's, as in the embedded runner's ``tick``. Only states of the
+        camera-health partitions this worker holds are checked: a timer runs on every worker, and a
+        state left behind by a partition that moved away is stale. Like a batch, each chunk changes
+        states and sends their drafts under ``batch_lock`` and marks them for the next checkpoint.
+        """
+        now = clock()
+        recovered = getattr(health.data, "_key_partition", {})
+        keys = list(health.data.keys())
+        for start in range(0, len(keys), OFFLINE_CHUNK):
+            async with batch_lock:
+                if app.rebalancing:  # partitions moving, tables recovering: the next sweep checks
+                    return
+                owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == health_topic}
+                if not owned:
+                    return
+                send, marks = app.producer.send, dirty[health.name]
+                for key in keys[start:start + OFFLINE_CHUNK]:
+                    partition = health_partitions.get(key, recovered.get(key))
+                    state = health.data.get(key)
+                    if partition not in owned or state is None:
+                        continue
+                    try:
+                        state, drafts = engine.check_offline(dict(state), now)  # a copy: stored once sent
+                    except Exception:
+                        log.exception("offline check of camera %s failed", key)
+                        continue
+                    if not drafts:
+                        continue
+                    try:
+                        for t, k, v in drafts_out(drafts):
+                            in_flight.append(await send(t.get_topic_name(), k.encode(), v, None, None, None))
+                    except NotReady:  # shutting down: the state is unchanged, so a restart checks again
+                        return
+                    health.data[key] = state
+                    marks[key] = partition
+                if len(in_flight) >= SETTLE_EVERY:
+                    _drop_delivered()
+            await asyncio.sleep(0)  # let the agents run between chunks
 
     return app
 

@@ -1,4 +1,5 @@
-"""The Faust events worker against the real Kafka: routed events, dead letters, fusion, escalation, acks."""
+"""The Faust events worker against the real Kafka: routed events, dead letters, fusion, escalation, acks,
+configured sensor thresholds and silent cameras."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from click.testing import CliRunner
 
 from detectors.records import Detection, FireResult, ZoneCount
 from pipeline.catalog import DEFAULT_CATALOG
-from pipeline.records import SensorReading
+from pipeline.faust_app import OFFLINE_EVERY_S
+from pipeline.records import CameraHealth, SensorReading
 from pipeline.schemas import schema_for
 from pipeline.settings import Settings
 
@@ -21,7 +23,9 @@ from .events_support import Worker, create_topics, produce, read_until, unique_p
 pytestmark = pytest.mark.integration
 
 RULES = {"crowding": {"threshold": 5, "clear_threshold": 2, "dwell_s": 0, "clear_s": 0},
-         "fire": {"threshold": 0.5, "k": 1, "n": 1, "clear_s": 0}}
+         "fire": {"threshold": 0.5, "k": 1, "n": 1, "clear_s": 0},
+         "sensors": {"thresholds": {"gas": 10}}}  # the built-in 25 would not alarm at 20
+OFFLINE_S = 3.0  # offline_minutes of the cameras c3 and c4 (the health partitions 1 and 0 of 2)
 ZONE = [{"name": "gate", "polygon": [[0, 0], [1, 0], [1, 1]]}]
 
 
@@ -31,7 +35,9 @@ def hub(kafka_bootstrap, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("events")
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=unique_prefix("hub"), topic_partitions=2)
     cameras = [{"id": "c1", "url": "rtsp://127.0.0.1:1/a", "grid": "G1", "zones": ZONE},
-               {"id": "c2", "url": "rtsp://127.0.0.1:1/b", "grid": "G2", "village": "V2", "zones": ZONE}]
+               {"id": "c2", "url": "rtsp://127.0.0.1:1/b", "grid": "G2", "village": "V2", "zones": ZONE},
+               *({"id": cam, "url": f"rtsp://127.0.0.1:1/{cam}", "grid": "G7", "rules": {"offline_minutes": OFFLINE_S / 60}}
+                 for cam in ("c3", "c4"))]
     config = write_config(tmp / "cams.yaml", cameras, RULES)
     catalog = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
     gas = catalog["catalog"]["categories"][1]["subcategories"][0]["matters"][0]["items"][0]
@@ -133,3 +139,43 @@ def test_unacknowledged_event_escalates_and_acknowledged_one_does_not(hub):
     time.sleep(2)  # past the deadline: an acknowledged event must not escalate
     later = events_of(settings, lambda m: m["sensor_ids"] == ["gas-2"], lambda e: False, timeout_s=2)
     assert "escalated" not in [e["action"] for e in later]
+
+
+def health(cam: str, t: float, state: str) -> tuple[str, bytes]:
+    return cam, CameraHealth(camera_id=cam, time=t, state=state, grid_id="G7").to_json()
+
+
+def test_configured_sensor_threshold_opens_an_alarm(hub):
+    settings, _ = hub
+    t0 = time.time()
+    produce(settings, "sensor-readings", [reading("gas-9", "gas", t0, 20, False, "G5")])
+    evs = events_of(settings, lambda m: m["sensor_ids"] == ["gas-9"], lambda e: len(e) >= 1)
+    assert [(e["rule"], e["action"], e["value"]) for e in evs] == [("sensor_alarm", "opened", 20)]
+
+
+def test_silent_cameras_get_camera_offline_events(hub):
+    """Each camera reports once, then nothing (its ingest worker died): the worker's timer opens the fault."""
+    settings, worker = hub
+    t0 = time.time()
+    produce(settings, "camera-health", [health("c3", t0, "streaming"), health("c4", t0 + 0.5, "streaming")])
+    deadline = OFFLINE_S + OFFLINE_EVERY_S + 20
+    evs = events_of(settings, lambda m: m["rule"] == "camera_offline" and m["camera_id"] in ("c3", "c4"),
+                    lambda e: len(e) >= 2, timeout_s=deadline)
+    assert sorted((e["camera_id"], e["action"]) for e in evs) == [("c3", "opened"), ("c4", "opened")], evs
+    opened = {e["camera_id"]: e for e in evs}
+    assert opened["c3"]["started_at"] == pytest.approx(t0, abs=1e-3)  # silent since its last report
+    assert opened["c4"]["started_at"] == pytest.approx(t0 + 0.5, abs=1e-3)
+    assert all(e["catalog_code"] == "03.01.01.01" and e["grid_id"] == "G7" for e in evs)
+    assert time.time() - t0 >= OFFLINE_S
+    back = time.time()
+    produce(settings, "camera-health", [health("c3", back, "streaming")])  # c3 reports once more, then is silent again
+    closed = events_of(settings, lambda m: m["event_id"] == opened["c3"]["event_id"], lambda e: len(e) >= 2, timeout_s=30)
+    assert [e["action"] for e in closed] == ["opened", "closed"]
+    later = events_of(settings, lambda m: m["rule"] == "camera_offline" and m["action"] == "opened",
+                      lambda e: len(e) >= 3, timeout_s=deadline)
+    assert sorted(e["camera_id"] for e in later) == ["c3", "c3", "c4"], later  # c4's silence: still one event
+    second = next(e for e in later if e["camera_id"] == "c3" and e["event_id"] != opened["c3"]["event_id"])
+    assert second["started_at"] == pytest.approx(back, abs=1e-3)  # a new event: silent since it came back
+    for ev in evs:
+        jsonschema.validate(ev, schema_for("governance-event"))
+    assert worker.alive()

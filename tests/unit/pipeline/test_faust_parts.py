@@ -25,3 +25,18 @@ def test_conductor_check_passes_on_this_faust_and_names_what_an_upgrade_lost():
 
     with pytest.raises(ImportError, match="private _tp_to_callback_lock, which"):
         check_conductor(Renamed)
+
+
+def test_memory_store_remembers_the_partition_of_each_key_read_back_from_a_changelog():
+    """The silent-camera sweep reads ``_key_partition`` to check only the recovered states of its own partitions."""
+    from types import SimpleNamespace
+
+    import faust
+
+    app = faust.App("parts-test", store="memory://", autodiscover=False)
+    table = app.Table("health", default=None)
+    events = [SimpleNamespace(key=key, value={"max_t": 1.0}, message=SimpleNamespace(partition=p, value=b"{}"))
+              for key, p in (("c1", 0), ("c2", 3))]
+    table.data.apply_changelog_batch(events, to_key=lambda k: k, to_value=lambda v: v)
+    assert dict(table.data.items()) == {"c1": {"max_t": 1.0}, "c2": {"max_t": 1.0}}
+    assert table.data._key_partition == {"c1": 0, "c2": 3}
