@@ -40,7 +40,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from detectors.records import Detection
 from pipeline.codec import DecodeError, DetectionView, dead_letter, decode, decode_detection
 from pipeline.records import Ack, CameraHealth, DeskTick, FireSignal, GovernanceEvent, SensorReading
-from pipeline.rules.engine import CLOSED_RETENTION_S, RuleEngine
+from pipeline.rules.engine import RuleEngine
 from pipeline.security import faust_security_settings
 from pipeline.settings import Settings
 from pipeline.topics import topic_names
@@ -427,9 +427,8 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
             open_deadlines.clear()
             for key, state in list(desk.data.items()):
                 _index_deadline(key, state)
-                ev = (state or {}).get("event")
-                if ev and ev["status"] == "closed" and now - (ev["ended_at"] or now) > CLOSED_RETENTION_S:
-                    open_deadlines[key] = now  # the desk's tick forgets it
+                if state and engine.expired(state, now):
+                    open_deadlines[key] = now  # the desk's tick forgets it (a closed event, or an ack that never met its event)
         try:
             for key in [k for k, deadline in open_deadlines.items() if deadline <= now]:
                 await changes_t.send(key=key.encode(), value=DeskTick(event_id=key, now=now).to_json())
