@@ -131,7 +131,8 @@ def _runner(config: Path):
     from pipeline.config import load_config
     from pipeline.embedded import EmbeddedRunner
 
-    return EmbeddedRunner(load_config([config]).cameras, load_catalog())
+    city = load_config([config])
+    return EmbeddedRunner(city.cameras, load_catalog(), defaults=city.rules)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -351,7 +352,8 @@ def _bench(base: Settings, cores: CorePlan, total: int, cameras: int, partitions
     from pipeline.config import load_config
     from pipeline.rules.engine import RuleEngine
 
-    engine = RuleEngine(load_config([config]).cameras, load_catalog())  # fresh state for the raw run
+    city = load_config([config])
+    engine = RuleEngine(city.cameras, load_catalog(), city.rules)  # fresh state for the raw run
     raw_engine, raw_engine_cpu = asyncio.run(_raw_loop(rs, rs.topic("detections"), rs.topic("governance-events"), total, engine))
     say(f"raw engine loop: {raw_engine:,.0f} detections/s")
 

@@ -35,7 +35,8 @@ def main() -> None:
     from pipeline.rules.engine import RuleEngine
 
     config = write_config(Path(tempfile.mkdtemp(prefix="guanjia-engine-cost-")) / "cameras.yaml", args.cameras)
-    engine = RuleEngine(load_config([config]).cameras, load_catalog())
+    city = load_config([config])
+    engine = RuleEngine(city.cameras, load_catalog(), city.rules)
     messages = [d.to_json() for d in backlog(args.cameras, args.steps, time.time() - 7200)]
 
     def one_pass() -> int:
