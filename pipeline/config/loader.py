@@ -30,6 +30,7 @@ from pipeline.config.yamlpos import KeyPath, YamlDoc, load_yaml
 # Rule keys read city-wide from defaults: fire fusion and sensor alarms are per grid cell and per
 # sensor, so a group's or a camera's value cannot apply to them (update_ratio still does to crowding).
 CITY_RULE_KEYS = ("sensors", "fusion_window_s", "update_ratio")
+DEFAULTS_ONLY_RULE_KEYS = ("sensors", "fusion_window_s")
 
 
 def load_config(paths: Iterable[Path | str]) -> CityConfig:
@@ -178,6 +179,7 @@ class _CityLoader:
         if group and unique:
             self.groups.append(group)
         if over:
+            _reject_city_rules(doc, prefix, over)
             chain = chain.then(Layer(doc, prefix, over))
             settings = chain.validate(self.issues)
         # an invalid group still gets its cameras and inventory checked, so every error shows at once
@@ -204,6 +206,7 @@ class _CityLoader:
 
     def load_camera(self, doc, base_dir, prefix, raw, chain: Chain, group: GroupContext) -> CameraConfig | None:
         own, over = split_settings(raw)
+        _reject_city_rules(doc, prefix, over)
         cam = validate_value(doc, CameraConfig, own, prefix, extra_keys=_with_settings_keys)
         unique = self.check_unique(self.camera_ids, own.get("id"), doc, prefix, "camera")
         settings = chain.then(Layer(doc, prefix, over)).validate(self.issues) if over else group.settings
@@ -240,6 +243,16 @@ class _CityLoader:
             return False
         seen[ident] = (doc.file, doc.locate(path)[0])
         return True
+
+
+def _reject_city_rules(doc: YamlDoc, prefix: KeyPath, over: dict) -> None:
+    """A group or camera that sets a city-wide rule gets an error where it wrote it (the engine would ignore it)."""
+    rules = over.get("rules")
+    for key in DEFAULTS_ONLY_RULE_KEYS if isinstance(rules, dict) else ():
+        if key in rules:
+            doc.issues.append(doc.issue((*prefix, "rules", key), f"rules.{key} applies city-wide (sensor alarms and fire "
+                                        "fusion are per sensor and grid cell, not per camera); set it under defaults.rules",
+                                        key=True))
 
 
 def _leaves(value: Any, prefix: KeyPath) -> Iterable[tuple[KeyPath, Any]]:

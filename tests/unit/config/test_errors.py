@@ -285,3 +285,27 @@ def test_settings_a_detector_could_not_run_with_are_rejected_where_written(write
     fire = only(issues, "groups[0].cameras[0].fire")
     assert fire.line == 10 and "confirm_k (6) must not exceed confirm_n (5)" in fire.message
     assert len(issues) == 2
+
+
+def test_city_wide_rules_set_on_a_group_or_camera_are_rejected_where_written(write):
+    path = write(
+        "city.yaml",
+        """
+        defaults:
+          rules: {sensors: {thresholds: {gas: 10}}}
+        groups:
+          - id: g
+            rules: {fusion_window_s: 60, update_ratio: 1.5}
+            cameras:
+              - id: c1
+                url: rtsp://10.0.0.1/s
+                grid: G1
+                rules:
+                  sensors: {confidence: 0.5}
+        """,
+    )
+    issues = issues_of(path)
+    group = only(issues, "groups[0].rules.fusion_window_s")
+    assert group.line == 5 and "applies city-wide" in group.message and "defaults.rules" in group.message
+    assert only(issues, "groups[0].cameras[0].rules.sensors").line == 11
+    assert len(issues) == 2  # update_ratio is a per-camera crowding setting too: allowed
