@@ -47,7 +47,7 @@ class CameraReader:
                  wake: threading.Event, rng: random.Random | None = None,
                  freed: Callable[[], object] = lambda: None):
         self.src = src
-        self._board = board
+        self._board = board  # puts only land while this reader owns the camera's slot (board.claim)
         self._opener = opener
         self._wake = wake
         self._freed = freed  # told when a decoder or stream was freed (the pool then trims malloc)
@@ -360,12 +360,12 @@ class CameraReader:
         if self._backpressure:
             self._held.append(out)
             self._hand_out_held()
-        elif self._board.put(out):
+        elif self._board.put(out, self):
             self.dropped += 1
 
     def _hand_out_held(self) -> bool:
         """Backpressure: put held frames on the board while the camera's slot is free; True when none is left."""
-        while self._held and self._board.offer(self._held[0]):
+        while self._held and self._board.offer(self._held[0], self):
             self._held.popleft()
         return not self._held
 

@@ -93,7 +93,7 @@ class _ReaderThread(threading.Thread):
             self.readers = [*self.readers, reader]
         self.wake.set()
 
-    def remove(self, camera_id: str) -> CameraReader | None:
+    def remove(self, camera_id: str) -> list[CameraReader]:
         with self._lock:
             found = [r for r in self.readers if r.src.camera_id == camera_id]
             self.readers = [r for r in self.readers if r.src.camera_id != camera_id]
@@ -101,7 +101,7 @@ class _ReaderThread(threading.Thread):
         for r in found:
             r.closed = True
         self.wake.set()
-        return found[0] if found else None
+        return found
 
     def _close_retired(self) -> None:
         with self._lock:
@@ -237,8 +237,10 @@ class IngestPool:
     # ---- cameras -------------------------------------------------------------------------
     def _assign(self, src: CameraSource) -> None:
         thread = min(self._threads, key=lambda t: len(t.readers))
-        thread.add(CameraReader(src, self.board, self._opener, thread.wake, random.Random(self._rng.random()),
-                                freed=self._memory_freed))
+        reader = CameraReader(src, self.board, self._opener, thread.wake, random.Random(self._rng.random()),
+                              freed=self._memory_freed)
+        self.board.claim(src.camera_id, reader)  # a frame of an earlier reader of this id is dropped
+        thread.add(reader)
 
     def add_camera(self, src: CameraSource) -> None:
         """Start pulling one more camera (e.g. after a Kafka partition assignment)."""
@@ -250,12 +252,13 @@ class IngestPool:
                 self._assign(src)
 
     def remove_camera(self, camera_id: str) -> None:
-        """Stop pulling a camera; its stream is closed by its reader thread."""
+        """Stop pulling a camera; its stream is closed by its reader thread. Once this returns, no
+        frame of the camera is handed out, not even one its reader was still converting."""
         with self._lock:
             self._sources = [s for s in self._sources if s.camera_id != camera_id]
             for t in self._threads:
-                t.remove(camera_id)
-            self.board.discard(camera_id)
+                for reader in t.remove(camera_id):
+                    self.board.release(camera_id, reader)
 
     @property
     def cameras(self) -> list[CameraSource]:
