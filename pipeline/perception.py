@@ -141,6 +141,7 @@ class Perception:
         self._pulled: set[str] = set()
         self._lock = threading.Lock()
         self._changes: list[tuple[str, ResolvedCamera | str]] = []
+        self._last_words: list[CameraHealth] = []  # "stopped" reports of cameras no longer pulled, sent once
         self.analysed = 0
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -172,8 +173,7 @@ class Perception:
                 self._pulled.add(cam.id)
             elif not active and cam.id in self._pulled:
                 log.info("camera %s: outside its schedule %s–%s, not pulled", cam.id, cam.schedule.start, cam.schedule.end)
-                self.pool.remove_camera(cam.id)
-                self._pulled.discard(cam.id)
+                self._unpull(cam.id, "outside its schedule")
 
     # ---- cameras assigned while running (guanjia worker ingest --assign kafka) ---------------
     def add_camera(self, cam: ResolvedCamera) -> None:
@@ -185,9 +185,16 @@ class Perception:
         """Stop pulling a camera now (any thread); the detectors forget it at the next step."""
         with self._lock:
             if camera_id in self._pulled:
-                self.pool.remove_camera(camera_id)
-                self._pulled.discard(camera_id)
+                self._unpull(camera_id, "removed")
             self._changes.append(("remove", camera_id))
+
+    def _unpull(self, camera_id: str, reason: str) -> None:
+        """Stop pulling (under the lock) and leave a "stopped" report, so the events worker expects no more."""
+        self.pool.remove_camera(camera_id)
+        self._pulled.discard(camera_id)
+        cam = self.cameras.get(camera_id)
+        self._last_words.append(CameraHealth(camera_id=camera_id, time=time.time(), state="stopped", reason=reason,
+                                             grid_id=cam.grid if cam else None))
 
     def _apply_changes(self) -> bool:
         """Apply queued add/remove calls on the loop's thread (the engine is not shared); True if any."""
@@ -196,8 +203,7 @@ class Perception:
             for kind, item in changes:
                 camera_id = item if isinstance(item, str) else item.id
                 if camera_id in self._pulled:
-                    self.pool.remove_camera(camera_id)
-                    self._pulled.discard(camera_id)
+                    self._unpull(camera_id, "removed" if kind == "remove" else "restarted with new settings")
                 self.cameras.pop(camera_id, None)
                 self.engine.remove(camera_id)
                 if kind == "add" and item.enabled:
@@ -250,9 +256,16 @@ class Perception:
         return self.pool.health()
 
     def health_records(self, snapshots: Sequence[IngestHealth] | None = None) -> list[CameraHealth]:
-        """Health of the pulled cameras as ``guanjia.camera-health.v1`` records."""
+        """Health of the pulled cameras as ``guanjia.camera-health.v1`` records, after a "stopped" record
+        (sent once) for each camera no longer pulled since the last call."""
         snaps = self.pool.health() if snapshots is None else snapshots
-        return [health_record(h, self.cameras[h.camera_id].grid if h.camera_id in self.cameras else None) for h in snaps]
+        with self._lock:
+            last_words, self._last_words = self._last_words, []
+            pulled = set(self._pulled)
+        # a removed camera's reader may still be closing: its snapshot must not follow its "stopped"
+        return ([r for r in last_words if r.camera_id not in pulled]
+                + [health_record(h, self.cameras[h.camera_id].grid if h.camera_id in self.cameras else None)
+                   for h in snaps if h.camera_id in pulled])
 
     def _observe(self, detections: Sequence[Detection]) -> None:
         if not detections:

@@ -338,7 +338,11 @@ class RuleEngine:
         state["max_t"] = health.time
         state["camera_id"] = health.camera_id
         state["grid_id"] = health.grid_id
+        state["stopped"] = health.state == "stopped"
         ev = state.get("event")
+        if health.state == "stopped":  # not pulled on purpose (removed, outside its schedule, file ended): no fault
+            state["offline_since"] = None
+            return state, []
         if health.state == "streaming":
             state["offline_since"], state["streaming_at"] = None, health.time
             if ev:
@@ -355,8 +359,9 @@ class RuleEngine:
         return self.check_offline(state, health.time)
 
     def check_offline(self, state: dict, now: float) -> tuple[dict, list[GovernanceEvent]]:
-        """Open the fault event when the camera has been offline (or silent) for offline_minutes by ``now``."""
-        if state.get("event") or state.get("camera_id") is None:
+        """Open the fault event when the camera has been offline (or silent) for offline_minutes by ``now``;
+        a camera whose last report said it was stopped on purpose is not expected to report."""
+        if state.get("event") or state.get("camera_id") is None or state.get("stopped"):
             return state, []
         camera_id = state["camera_id"]
         limit = self.rules_for(camera_id).offline_minutes * 60.0

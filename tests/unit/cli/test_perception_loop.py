@@ -58,3 +58,21 @@ def test_a_camera_assigned_with_an_unknown_model_is_skipped_with_its_name_and_th
     assert sorted(perception.cameras) == ["good"] and seen == ["good", "good"]
     assert any("camera bad-model: " in r.message and "yolox_nano_coco_41" in r.message and "not pulled" in r.message
                for r in caplog.records)
+
+
+def test_a_camera_no_longer_pulled_leaves_one_stopped_report_with_the_reason(clip):
+    path = str(clip(seconds=30, gop=25))
+    hour = time.gmtime().tm_hour
+    this_hour = Schedule(start=f"{hour:02d}:00", end=f"{(hour + 1) % 24:02d}:00", timezone="UTC")
+    perception = Perception([camera("kept", path), camera("gone", path), camera("night", path, schedule=this_hour)],
+                            backpressure=True)
+    with perception:
+        perception.remove_camera("gone")
+        perception.step(lambda det, frame: None, timeout=0.1)
+        perception.sync_schedule(time.time() + 2 * 3600)  # two hours on: "night" is outside its window
+        first = {r.camera_id: r for r in perception.health_records()}
+        again = {r.camera_id: r for r in perception.health_records()}
+    assert (first["gone"].state, first["gone"].reason, first["gone"].grid_id) == ("stopped", "removed", "G-gone")
+    assert (first["night"].state, first["night"].reason) == ("stopped", "outside its schedule")
+    assert first["kept"].state != "stopped" and sorted(first) == ["gone", "kept", "night"]
+    assert sorted(again) == ["kept"]  # said once

@@ -29,6 +29,15 @@ def test_silent_camera_detected_by_tick():
     assert r.tick(T0 + 400) == []  # once
 
 
+def test_a_camera_stopped_on_purpose_is_not_a_fault_until_it_reports_trouble_again():
+    r = runner(camera(offline_minutes=5))
+    r.feed(health(0, "streaming"))
+    assert r.feed(health(10, "stopped")) == []  # removed, outside its schedule, or its file ended
+    assert r.tick(T0 + 10**5) == []  # silent after a stop: expected
+    assert r.feed(health(10**5, "backoff")) == []  # pulled again, and failing
+    assert [e.rule for e in r.tick(T0 + 10**5 + 300)] == ["camera_offline"]
+
+
 def test_escalation_walks_up_levels_until_acknowledged():
     r = runner(camera(threshold=1, dwell=0))
     ev = r.feed(det(0, 5))[0]
