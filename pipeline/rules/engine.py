@@ -254,12 +254,14 @@ class RuleEngine:
             trigger = "fire.fused" if fused else ("fire.video" if video_on else "fire.sensor")
             started = min(s["t_on"] for s in on.values())
             confidence = 1 - (1 - p_video) * (1 - p_sensor) if fused else (p_video if video_on else p_sensor)
+            # a fused event names the sources it fused, also one that went quiet inside the window
+            named = {k for k, s in sources.items() if s["on"] or (fused and s["t_off"] is not None and s["t_off"] >= t - window)}
             draft = self._draft(
                 rule="fire", trigger=trigger, subject=f"grid:{place.grid}", started_at=started, t=t, place=place,
                 value=p_video, peak=p_video, confidence=confidence, fused=fused, lat=lat, lon=lon,
-                camera_id=next((k.split(":", 1)[1] for k in on if k.startswith("camera:")), None),
-                sensor_ids=sorted(k.split(":", 1)[1] for k in on if k.startswith("sensor:")),
-                sources=sorted(on), evidence_key=state.get("evidence_key"),
+                camera_id=next((k.split(":", 1)[1] for k in sorted(named) if k.startswith("camera:")), None),
+                sensor_ids=sorted(k.split(":", 1)[1] for k in named if k.startswith("sensor:")),
+                sources=sorted(named), evidence_key=state.get("evidence_key"),
             )
             state["event"] = _dump(draft)
             return [draft]
@@ -268,7 +270,8 @@ class RuleEngine:
                             duration_s=max(t - ev["started_at"], 0.0))
             state["event"] = None
             state["sources"] = {k: s for k, s in sources.items() if s["t_off"] is not None and s["t_off"] >= t - window}
-            state.pop("evidence_key", None)
+            if not any(s["kind"] == "video" for s in state["sources"].values()):
+                state.pop("evidence_key", None)  # kept while the video that took it can still fuse
             return [draft]
         all_sources = sorted(set(ev["sources"]) | set(on))
         sensor_ids = sorted({*ev["sensor_ids"], *(k.split(":", 1)[1] for k in on if k.startswith("sensor:"))})

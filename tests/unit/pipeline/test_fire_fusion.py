@@ -49,10 +49,15 @@ def test_video_then_sensor_within_window_fuses_and_outside_does_not():
 
     r2 = runner(camera(k=1, n=1, fire_clear_s=0))
     opened = r2.feed(det(0, fire=0.9))
-    r2.feed(det(1, fire=0.0))  # closes the video-only event
+    assert [e.action for e in r2.feed(det(1, fire=0.0))] == [EventAction.closed]  # the video-only event
+    after = r2.feed(reading(60))  # inside the window after the video ended: a new, fused event naming both
+    assert [(e.action, e.fused, e.catalog_code) for e in after] == [(EventAction.opened, True, "01.01.01.02")]
+    assert after[0].event_id != opened[0].event_id and after[0].sources == ["camera:cam1", "sensor:s1"]
+    assert after[0].camera_id == "cam1" and after[0].evidence_key == opened[0].evidence_key is not None
+
     r3 = runner(camera(k=1, n=1, fire_clear_s=0))
-    r3.feed(det(0, fire=0.9))
-    fused = r3.feed(reading(60))
+    opened = r3.feed(det(0, fire=0.9))
+    fused = r3.feed(reading(60))  # video still on: the open event becomes the fused one
     assert fused[0].fused and fused[0].event_id == opened[0].event_id
 
 
