@@ -1,8 +1,9 @@
 """One camera's reader: the connect → stream → backoff state machine, sampling and decoding.
 
 A :class:`CameraReader` never owns a thread. A pool thread calls :meth:`CameraReader.service`
-in turn for each of its cameras; opening (which can take seconds) runs on a small shared
-executor, so a dead camera never holds up the live ones.
+in turn for each of its cameras; opening (which can take seconds) and closing after an error run
+on the pool's :class:`~ingest.lanes.Lanes`, and a camera that has failed without ever streaming
+retries on a lane of its own, so a dead camera never holds up the live ones.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 
 import av
 from av.video.reformatter import VideoReformatter
@@ -22,9 +23,10 @@ from ingest.backoff import Backoff
 from ingest.board import FrameBoard
 from ingest.frame import Frame
 from ingest.health import CameraHealth, CameraState
+from ingest.lanes import Lanes
 from ingest.sampler import Sampler, StreamClock
 from ingest.settings import DecodeMode
-from ingest.source import CameraSource, open_input
+from ingest.source import CameraSource
 from ingest.urls import redact_text
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,12 @@ BACKPRESSURE_POLL_S = 0.005
 class CameraReader:
     """Pulls one camera, samples it and puts emitted frames on the shared :class:`FrameBoard`."""
 
-    def __init__(self, src: CameraSource, board: FrameBoard, opener: Executor,
+    def __init__(self, src: CameraSource, board: FrameBoard, lanes: Lanes,
                  wake: threading.Event, rng: random.Random | None = None,
                  freed: Callable[[], object] = lambda: None):
         self.src = src
         self._board = board  # puts only land while this reader owns the camera's slot (board.claim)
-        self._opener = opener
+        self._lanes = lanes
         self._wake = wake
         self._freed = freed  # told when a decoder or stream was freed (the pool then trims malloc)
         self._backoff = Backoff(src.reconnect.backoff_base_s, src.reconnect.backoff_cap_s, rng)
@@ -69,6 +71,8 @@ class CameraReader:
         self.last_error_class: str | None = None
         self.last_error: str | None = None
         self._future: Future | None = None
+        self._has_streamed = False  # connected at least once in this pool
+        self._open_failed = False  # the last open failed (with _has_streamed: retries on the retry lane)
         self._container = None
         self._packets = None
         self._codec = None
@@ -123,7 +127,8 @@ class CameraReader:
 
     def _start_connect(self) -> None:
         self._set_state(CameraState.connecting)
-        self._future = self._opener.submit(open_input, self.src)
+        failing = self._open_failed and not self._has_streamed
+        self._future = self._lanes.open_input(self.src, failing)
         self._future.add_done_callback(lambda _f: self._wake.set())
 
     def _adopt(self, future: Future, now: float) -> None:
@@ -131,6 +136,7 @@ class CameraReader:
         try:
             container = future.result()
         except Exception as exc:  # noqa: BLE001 - any open failure is a camera-level error
+            self._open_failed = True
             self._fail(exc, now)
             return
         try:
@@ -142,9 +148,12 @@ class CameraReader:
             if self._sampler.mode is DecodeMode.keyframes:
                 codec.skip_frame = "NONKEY"
         except Exception as exc:  # noqa: BLE001
-            self._opener.submit(self._close_container, container)
+            self._lanes.run_local(self._close_container, container)
+            self._open_failed = True
             self._fail(exc, now)
             return
+        self._open_failed = False
+        self._has_streamed = True
         self._container = container
         self._codec = codec
         self._time_base = float(stream.time_base or 0)
@@ -186,18 +195,20 @@ class CameraReader:
         self._codec = None
         self._pending = None
         if container is not None:
-            self._opener.submit(self._close_container, container)
+            self._lanes.run_local(self._close_container, container)
 
     def _close_container(self, container) -> None:
         container.close()
         self._freed()
 
     def close(self) -> None:
-        """Stop pulling: close the stream (and one still being opened) and mark ``stopped``."""
+        """Stop pulling: close the stream here (the caller is the reader's thread, which no longer
+        reads it), cancel an open that is still queued, close the result of one that is running
+        once it is done, and mark ``stopped``."""
         self.closed = True
-        if self._future is not None:
-            self._future.add_done_callback(_close_result)
-            self._future = None
+        future, self._future = self._future, None
+        if future is not None and not future.cancel():
+            future.add_done_callback(_close_result)
         container, self._container = self._container, None
         self._packets = None
         self._codec = None

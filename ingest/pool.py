@@ -4,8 +4,9 @@ Why not one thread per camera: every packet wakes its thread, and with dozens of
 two cores the GIL hand-offs and context switches cost more than demuxing itself (see
 docs/benchmarks.md). Here each thread reads its cameras in turn, draining what is buffered and
 moving on after the first read that had to wait for the network, so a thread wakes about once
-per camera per turn instead of once per packet. Opening and closing streams run on a small
-executor so that a camera that is slow to connect never holds up the others.
+per camera per turn instead of once per packet. Opening streams, closing them after errors and
+trimming malloc run on separate lanes of worker threads (:mod:`ingest.lanes`), so that a camera
+that is slow to connect never holds up the others, nor closes, trims or ``stop()``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Self
 
@@ -26,6 +26,7 @@ from ingest.board import FrameBoard
 from ingest.camera import CameraReader
 from ingest.frame import Frame
 from ingest.health import CameraHealth
+from ingest.lanes import Lanes
 from ingest.source import CameraSource
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,9 @@ class IngestPool:
     ``on_health`` (e.g. ``HealthPublisher(redis_client).publish``) is called with all cameras'
     :class:`CameraHealth` every ``health_interval_s`` from a background thread. After a decoder or
     stream is freed, the pool returns freed heap pages to the kernel (:func:`trim_malloc`, on its
-    opener threads), at most every ``trim_interval_s`` (None: never).
+    local lane), at most every ``trim_interval_s`` (None: never). ``open_workers`` threads open
+    streams, and as many retry cameras that have failed without ever streaming (see
+    :mod:`ingest.lanes`).
     """
 
     def __init__(self, cameras: Iterable[CameraSource] = (), *, threads: int | None = None,
@@ -180,7 +183,7 @@ class IngestPool:
         self._rng = random.Random(seed)
         self._stopping = threading.Event()
         self._threads: list[_ReaderThread] = []
-        self._opener: ThreadPoolExecutor | None = None
+        self._lanes: Lanes | None = None
         self._health_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._running = False
@@ -195,7 +198,7 @@ class IngestPool:
                 tune_malloc()
             self._stopping.clear()
             self.board.reopen()
-            self._opener = ThreadPoolExecutor(self._open_workers, thread_name_prefix="ingest-open")
+            self._lanes = Lanes(self._open_workers)
             self._threads = [_ReaderThread(i, self) for i in range(self._n_threads)]
             self._running = True
             for src in self._sources:
@@ -208,8 +211,9 @@ class IngestPool:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop reading, close every stream and wait for the threads (a blocked read ends
-        within its read timeout)."""
+        """Stop reading, close every stream and wait for the threads, at most ``timeout`` seconds
+        (a blocked read ends within its read timeout). Queued opens are dropped; an open still
+        running then ends within its open timeout on its own thread and closes what it opened."""
         with self._lock:
             if not self._running:
                 return
@@ -222,7 +226,7 @@ class IngestPool:
                 t.join(max(0.0, deadline - time.monotonic()))
             if self._health_thread is not None:
                 self._health_thread.join(max(0.0, deadline - time.monotonic()))
-            self._opener.shutdown(wait=True)
+            self._lanes.shutdown(deadline)
             self._running = False
             self._threads = []
             if self._trim_interval_s:
@@ -237,7 +241,7 @@ class IngestPool:
     # ---- cameras -------------------------------------------------------------------------
     def _assign(self, src: CameraSource) -> None:
         thread = min(self._threads, key=lambda t: len(t.readers))
-        reader = CameraReader(src, self.board, self._opener, thread.wake, random.Random(self._rng.random()),
+        reader = CameraReader(src, self.board, self._lanes, thread.wake, random.Random(self._rng.random()),
                               freed=self._memory_freed)
         self.board.claim(src.camera_id, reader)  # a frame of an earlier reader of this id is dropped
         thread.add(reader)
@@ -252,8 +256,9 @@ class IngestPool:
                 self._assign(src)
 
     def remove_camera(self, camera_id: str) -> None:
-        """Stop pulling a camera; its stream is closed by its reader thread. Once this returns, no
-        frame of the camera is handed out, not even one its reader was still converting."""
+        """Stop pulling a camera; its stream is closed by its reader thread (a queued open is
+        cancelled). Once this returns, no frame of the camera is handed out, not even one its
+        reader was still converting."""
         with self._lock:
             self._sources = [s for s in self._sources if s.camera_id != camera_id]
             for t in self._threads:
@@ -286,16 +291,17 @@ class IngestPool:
         """Called by the first reader thread on every turn; returns when it is next due (≤ 1 s).
 
         Trims TRIM_DELAY_S after something was freed (consumers have dropped the frames by then)
-        and at most every ``trim_interval_s``, on the opener executor: a trim walks every arena, and
-        on this thread it would hold up its cameras' reads. Never on a timer alone: a trim also
-        returns the pages that active cameras' next frames reuse, which then cost page faults again."""
+        and at most every ``trim_interval_s``, on the local lane (never behind a slow open): a trim
+        walks every arena, and on this thread it would hold up its cameras' reads. Never on a timer
+        alone: a trim also returns the pages that active cameras' next frames reuse, which then cost
+        page faults again."""
         if self._trim_wanted and self._trim_at is None and self._trim_interval_s:
             self._trim_wanted = False
             self._trim_at = max(now + TRIM_DELAY_S, self._last_trim + self._trim_interval_s)
         if self._trim_at is not None and now >= self._trim_at:
             try:
-                self._opener.submit(trim_malloc)
-            except RuntimeError:  # the executor was shut down: stop() trims once itself
+                self._lanes.local.submit(trim_malloc)
+            except RuntimeError:  # the lanes were shut down: stop() trims once itself
                 pass
             self._last_trim, self._trim_at = now, None
         return now + 1.0 if self._trim_at is None else min(now + 1.0, self._trim_at)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -13,6 +12,7 @@ from av.video.reformatter import VideoReformatter
 
 from ingest import camera as camera_module
 from ingest import pool as pool_module
+from ingest.lanes import Lanes
 from ingest.pool import IngestPool, trim_malloc, tune_malloc
 from ingest.settings import SourceSettings
 from ingest.source import CameraSource
@@ -49,7 +49,7 @@ def _trimmed_at(pool: IngestPool, trims: list, start: float, end: float, free_ev
             pool._memory_freed()
         before = len(trims)
         pool._housekeep(now)
-        pool._opener.submit(lambda: None).result()  # one worker: a trim submitted before has run
+        pool._lanes.local.submit(lambda: None).result()  # one worker: a trim submitted before has run
         if len(trims) > before:
             out.append(now)
     return out
@@ -57,11 +57,11 @@ def _trimmed_at(pool: IngestPool, trims: list, start: float, end: float, free_ev
 
 @pytest.mark.parametrize("interval", [5.0, None])
 def test_trims_follow_frees_at_most_every_interval_never_on_a_timer(monkeypatch, interval):
-    """TRIM_DELAY_S (1 s) after a free, then at least trim_interval_s apart, on an opener thread."""
+    """TRIM_DELAY_S (1 s) after a free, then at least trim_interval_s apart, on the local lane."""
     trims: list[str] = []
     monkeypatch.setattr(pool_module, "trim_malloc", lambda: trims.append(threading.current_thread().name) or True)
     pool = IngestPool(trim_interval_s=interval)
-    pool._opener = ThreadPoolExecutor(1, thread_name_prefix="ingest-open")
+    pool._lanes = Lanes(1)
     try:
         assert _trimmed_at(pool, trims, 0.0, 30.0) == []  # nothing freed: no trim however long
         if interval is None:
@@ -73,9 +73,9 @@ def test_trims_follow_frees_at_most_every_interval_never_on_a_timer(monkeypatch,
         pool._memory_freed()  # freed again just after a trim: waits for the interval
         assert _trimmed_at(pool, trims, 31.25, 40.0) == [36.0]
         assert _trimmed_at(pool, trims, 40.0, 52.0, free_every_turn=True) == [41.0, 46.0, 51.0]
-        assert set(trims) == {"ingest-open_0"}  # never on the reader thread that housekeeps
+        assert set(trims) == {"ingest-local_0"}  # never on the reader thread that housekeeps, nor behind opens
     finally:
-        pool._opener.shutdown()
+        pool._lanes.shutdown(time.monotonic() + 5)
 
 
 def _released(path: str, release: bool) -> CameraSource:
@@ -83,7 +83,7 @@ def _released(path: str, release: bool) -> CameraSource:
     return CameraSource("c", path, source=files, analysis_interval_s=0.5, release_decoder=release)
 
 
-def test_pool_trims_on_its_opener_threads_after_released_decoders(clip, monkeypatch):
+def test_pool_trims_on_its_local_lane_after_released_decoders(clip, monkeypatch):
     trims: list[str] = []
     monkeypatch.setattr(pool_module, "trim_malloc", lambda: trims.append(threading.current_thread().name) or True)
     monkeypatch.setattr(pool_module, "TRIM_DELAY_S", 0.0)
@@ -95,7 +95,7 @@ def test_pool_trims_on_its_opener_threads_after_released_decoders(clip, monkeypa
         while not trims and time.monotonic() < deadline:
             time.sleep(0.05)
         running = list(trims)
-    assert running and all(name.startswith("ingest-open") for name in running), running
+    assert running and all(name.startswith("ingest-local") for name in running), running
     assert trims[-1] == threading.current_thread().name  # and once more by stop() itself
     trims.clear()
     with IngestPool([_released(path, True)], threads=1, trim_interval_s=None) as pool:
