@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import av
@@ -82,9 +83,19 @@ def open_input(src: CameraSource, pyav_read_timeout: bool = False) -> av.contain
     """
     target = str(file_path(src.url)) if src.scheme == "file" else src.url
     read_timeout = src.source.read_timeout_s if pyav_read_timeout or src.scheme == "file" else None
-    return av.open(
-        target,
-        mode="r",
-        options=av_options(src),
-        timeout=(src.source.open_timeout_s, read_timeout),
-    )
+    started = time.monotonic()
+    try:
+        return av.open(
+            target,
+            mode="r",
+            options=av_options(src),
+            timeout=(src.source.open_timeout_s, read_timeout),
+        )
+    except av.error.FFmpegError as exc:
+        # FFmpeg reports a server that never answers as invalid data or an I/O error; the socket
+        # timeout (the read timeout) also bounds the open, so either limit can be the one that hit
+        waited = time.monotonic() - started
+        limit = min(src.source.open_timeout_s, src.source.read_timeout_s)
+        if src.live and waited >= 0.9 * limit:
+            raise TimeoutError(f"no answer within {waited:.1f} s ({type(exc).__name__}: {exc})") from exc
+        raise

@@ -111,8 +111,10 @@ def test_unreachable_port_backs_off_without_hanging():
         assert time.monotonic() - started < 3.0
 
 
-def test_silent_server_times_out_and_backs_off():
-    """A server that accepts and never answers: open gives up after open_timeout_s."""
+@pytest.mark.parametrize(("open_s", "read_s"), [(1.0, 4.0), (4.0, 1.0)])
+def test_silent_server_times_out_and_backs_off(open_s, read_s):
+    """A server that accepts and never answers: the open gives up after the shorter of the open timeout
+    and the socket (read) timeout, and says it timed out."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -131,13 +133,15 @@ def test_silent_server_times_out_and_backs_off():
     thread.start()
     port = listener.getsockname()[1]
     cam = CameraSource("cam-h", f"rtsp://127.0.0.1:{port}/live", reconnect=FAST,
-                       source=SourceSettings(open_timeout_s=1.0, read_timeout_s=1.0))
+                       source=SourceSettings(open_timeout_s=open_s, read_timeout_s=read_s))
     try:
         with IngestPool([cam], threads=1) as pool:
+            started = time.monotonic()
             health = wait_for(lambda: next((h for h in pool.health() if h.reconnects >= 1), None), 6.0)
             assert health is not None, "open never timed out"
+            assert 0.9 <= time.monotonic() - started < 3.5  # about 1 s: neither the 4 s limit nor forever
             assert health.state in (CameraState.backoff, CameraState.connecting)
-            assert health.last_error_class is not None
+            assert health.last_error_class == "TimeoutError" and "no answer within" in health.last_error
     finally:
         stop.set()
         thread.join()
