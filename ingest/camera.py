@@ -81,7 +81,7 @@ class CameraReader:
         self._last_packet = 0.0
         self._pending = None
         self._pace_offset: float | None = None
-        self._framed_this_session = False
+        self._proven_this_session = False  # a keyframe arrived: the camera works (backoff reset)
         self._last_decode_error = float("-inf")
         self._fallback_logged = False
         self._win = (time.monotonic(), 0, 0)
@@ -164,7 +164,7 @@ class CameraReader:
         self._pending = None
         self._pace_offset = None
         self._last_packet = now
-        self._framed_this_session = False
+        self._proven_this_session = False
         self._set_state(CameraState.streaming)
         self._freed()  # the open's probe decoder
         log.info("camera %s: streaming %s", self.src.camera_id, self.src.display_url)
@@ -312,6 +312,10 @@ class CameraReader:
         self._last_packet = time.monotonic()
         self.last_frame_time = wall
         self.frames_in += 1
+        if packet.is_keyframe and not self._proven_this_session:
+            # not on the first emitted frame: with a long analysis interval a session may emit none
+            self._proven_this_session = True
+            self._backoff.reset()
         pts = packet.pts if packet.pts is not None else packet.dts
         pts_s = pts * self._time_base if pts is not None else None
         t = self._clock.capture_time(pts_s, wall)
@@ -365,9 +369,6 @@ class CameraReader:
                     image=image, pts=pts_s, keyframe=bool(frame.key_frame))
         self.seq += 1
         self.frames_analysed += 1
-        if not self._framed_this_session:
-            self._framed_this_session = True
-            self._backoff.reset()
         if self._backpressure:
             self._held.append(out)
             self._hand_out_held()

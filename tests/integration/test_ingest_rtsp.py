@@ -79,6 +79,21 @@ def test_killed_server_backs_off_and_resumes_within_cap_plus_2s(clip, rtsp_rig):
         assert frames[0].seq > 0  # numbering continues across the reconnect
 
 
+def test_a_sparsely_analysed_camera_that_comes_back_starts_its_backoff_over(clip, rtsp_rig):
+    """Backoff resets on the first keyframe of a session, not on the first analysed frame: with an
+    hour between analysed frames a camera that drops now and then would otherwise wait at the cap."""
+    rig = rtsp_rig(clip(seconds=10, gop=12), n=1)
+    cam = CameraSource("cam-s", rig.urls[0], reconnect=FAST, analysis_interval_s=3600)
+    with IngestPool([cam], threads=1, seed=1) as pool:
+        assert pool.take(timeout=15)  # the one analysed frame of the hour
+        reader = next(r for thread in pool._threads for r in thread.readers if r.src.camera_id == "cam-s")
+        rig.kill_server()
+        assert wait_for(lambda: reader._backoff.attempt >= 3, 10.0), "no failed reconnects while the server was down"
+        rig.start_server()
+        assert wait_for(lambda: state_of(pool, "cam-s") is CameraState.streaming and reader.frames_in > 30, 15.0)
+        assert reader._backoff.attempt == 0  # streaming again, though no frame was analysed in this session
+
+
 def test_hung_server_mid_stream_times_out_and_recovers(clip, rtsp_rig):
     rig = rtsp_rig(clip(seconds=10, gop=12), n=1)
     cam = CameraSource("cam-hung", rig.urls[0], reconnect=FAST, analysis_interval_s=0.5,
