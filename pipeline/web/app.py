@@ -7,13 +7,14 @@ and, when a Prometheus registry is given, ``/metrics``. Only GET/HEAD are routed
 With a token, every route except ``/healthz`` needs it: an ``Authorization: Bearer`` header, or
 ``/?token=…`` once — the server then sets an HttpOnly, SameSite=Strict cookie derived from the token
 and redirects to ``/`` so the token leaves the address bar; the page's API calls carry the cookie.
+Without a token (loopback only), every route except ``/healthz`` answers 403 unless the ``Host``
+header names a loopback host, so a website the operator visits cannot read the page by DNS rebinding.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from pipeline.web.access import bearer_matches, check_bind, session_value
+from pipeline.web.access import (
+    bearer_matches,
+    check_bind,
+    is_loopback_authority,
+    secret_matches,
+    session_value,
+)
 from pipeline.web.state import LiveState
 
 log = logging.getLogger(__name__)
@@ -110,13 +117,12 @@ class _PathOnlyAccessLogger(AbstractAccessLogger):
 
 
 def _authorised(request: web.Request, token: str) -> bool:
+    # Header values that are not UTF-8 arrive with surrogates: secret_matches counts them as wrong.
     if bearer_matches(request.headers.get("Authorization"), token):
         return True
-    cookie = request.cookies.get(COOKIE)
-    if cookie and hmac.compare_digest(cookie.encode(), session_value(token).encode()):
+    if secret_matches(request.cookies.get(COOKIE), session_value(token)):
         return True
-    given = request.query.get("token")
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+    return secret_matches(request.query.get("token"), token)
 
 
 @web.middleware
@@ -124,8 +130,19 @@ async def _auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     token = request.app.get(TOKEN_KEY)
-    if not token or request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS:
         return await handler(request)
+    if not token:
+        # Loopback-only serving: refuse any other name in Host (DNS rebinding). The raw header, not
+        # request.host, which falls back to this machine's name when the header is missing.
+        if is_loopback_authority(request.headers.get("Host")):
+            return await handler(request)
+        return web.Response(
+            status=403,
+            text="403: without GUANJIA_PAGE_TOKEN this page answers only to localhost or a loopback "
+            "address in the Host header; open it as http://127.0.0.1:<port>/ or set a token\n",
+            headers={"Cache-Control": "no-store"},
+        )
     if not _authorised(request, token):
         return web.Response(
             status=401,

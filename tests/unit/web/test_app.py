@@ -278,3 +278,104 @@ def test_closing_the_page_ends_open_streams() -> None:
                 assert await response.content.read() == b""  # EOF, not a hang
 
     asyncio.run(main())
+
+
+async def raw_get(client: TestClient, head: bytes) -> bytes:
+    """Send one hand-written request (bytes no HTTP client would send) and return its status line."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head + b"Connection: close\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            return (await reader.readline()).rstrip()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "attacker.example",
+        "attacker.example:8088",
+        "localhost.attacker.example",
+        "127.0.0.1.nip.io",
+        "10.0.0.5:8088",
+        "[2001:db8::1]:8088",
+        "",
+    ],
+)
+def test_without_a_token_only_loopback_host_names_are_served(host: str) -> None:
+    # DNS rebinding: a website the operator visits points its own name at 127.0.0.1; the browser
+    # then sends that name in Host. Without a token the Host is the only thing telling them apart.
+    async def test(client: TestClient) -> None:
+        for path in ("/", "/static/app.js", "/api/snapshot", "/api/stream"):
+            response = await client.get(path, headers={"Host": host})
+            assert response.status in (403, 421), (path, host)
+            assert "c1" not in await response.text()
+        assert (await client.get("/healthz", headers={"Host": host})).status == 200
+
+    with_client(live_state(), test)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "LOCALHOST:8088", "127.0.0.1", "127.0.0.1:8088", "127.9.9.9:80", "[::1]", "[::1]:8088"],
+)
+def test_without_a_token_loopback_host_names_are_served(host: str) -> None:
+    async def test(client: TestClient) -> None:
+        response = await client.get("/api/snapshot", headers={"Host": host})
+        assert response.status == 200, host
+        assert (await response.json())["cameras"][0]["id"] == "c1"
+
+    with_client(live_state(), test)
+
+
+def test_with_a_token_any_host_name_is_served() -> None:
+    # Behind a proxy or on a LAN address the name differs; the token already stops a rebinding page.
+    async def test(client: TestClient) -> None:
+        headers = {"Host": "guanjia.example:8088", "Authorization": f"Bearer {TOKEN}"}
+        assert (await client.get("/api/snapshot", headers=headers)).status == 200
+
+    with_client(live_state(), test, token=TOKEN)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Authorization: Bearer \xff\xfe",
+        b"Authorization: \xe9 tok",
+        b"Cookie: guanjia_page=\xff",
+        b"Cookie: guanjia_page=abc\xc3",
+    ],
+)
+def test_undecodable_credentials_are_wrong_not_a_server_error(
+    header: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    async def test(client: TestClient) -> None:
+        status = await raw_get(
+            client, b"GET /api/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n"
+        )
+        assert status == b"HTTP/1.1 401 Unauthorized"
+        status = await raw_get(client, b"GET /?token=%ff%fe HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        assert status == b"HTTP/1.1 401 Unauthorized"
+
+    with_client(live_state(), test, token=TOKEN)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_missing_or_undecodable_host_is_refused_without_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    async def test(client: TestClient) -> None:
+        status = await raw_get(client, b"GET /api/snapshot HTTP/1.1\r\nHost: 127.0.0.1\xff\r\n")
+        assert status in (b"HTTP/1.1 403 Forbidden", b"HTTP/1.1 421 Misdirected Request")
+        status = await raw_get(client, b"GET /api/snapshot HTTP/1.0\r\n")
+        assert status in (b"HTTP/1.0 403 Forbidden", b"HTTP/1.0 421 Misdirected Request")
+
+    with_client(live_state(), test)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
