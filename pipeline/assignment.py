@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from ingest.urls import redact_text
-from pipeline.config.env import MissingVariable, interpolate
+from pipeline.config.env import TemplateError, interpolate
 from pipeline.config.models import ResolvedCamera
 
 log = logging.getLogger(__name__)
@@ -58,28 +58,22 @@ def camera_record(cam: ResolvedCamera) -> bytes:
                       separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _interpolate_all(value: Any, environ: Mapping[str, str] | None) -> Any:
-    if isinstance(value, str):
-        return interpolate(value, environ)
-    if isinstance(value, list):
-        return [_interpolate_all(v, environ) for v in value]
-    if isinstance(value, dict):
-        return {k: _interpolate_all(v, environ) for k, v in value.items()}
-    return value
-
-
 class CameraRecordError(ValueError):
     """A camera record that this worker cannot use (message names the camera and reason, no secrets)."""
 
 
 def parse_camera_record(camera_id: str, value: bytes, environ: Mapping[str, str] | None = None) -> ResolvedCamera:
-    """A published record → :class:`ResolvedCamera`, ``${VAR}`` interpolated from ``environ`` (default: os.environ)."""
+    """A published record → :class:`ResolvedCamera`, its URL's ``${VAR}`` filled from ``environ`` (default:
+    os.environ; never this process's own credentials, :data:`pipeline.config.env.WORKER_SECRETS`)."""
     try:
         data = json.loads(value)
         if data.get("v") != RECORD_VERSION:
             raise CameraRecordError(f"camera {camera_id}: unsupported record version {data.get('v')!r}")
-        cam = ResolvedCamera.model_validate(_interpolate_all(data["camera"], environ))
-    except MissingVariable as exc:
+        camera = dict(data["camera"])
+        if isinstance(camera.get("url"), str):  # the only field published as a template (publish fills the rest)
+            camera["url"] = interpolate(camera["url"], environ)
+        cam = ResolvedCamera.model_validate(camera)
+    except TemplateError as exc:
         raise CameraRecordError(f"camera {camera_id}: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]

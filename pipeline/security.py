@@ -204,8 +204,9 @@ def redis_error(url: str, exc: BaseException, settings: Settings | None = None) 
         return TransportError(f"{where} refused the credentials ({type(exc).__name__}): check the URL's user or "
                               "GUANJIA_REDIS_USERNAME/GUANJIA_REDIS_PASSWORD")
     text = redact_text(str(exc))
-    if settings is not None and settings.redis_password is not None:
-        text = text.replace(settings.redis_password.get_secret_value(), "***")
+    secret = settings.redis_password.get_secret_value() if settings is not None and settings.redis_password else ""
+    if len(secret) >= 4:  # a shorter one would mask letters of the message (and show which ones match)
+        text = text.replace(secret, "***")
     if "ssl" in text.lower() or "certificate" in text.lower():
         return TransportError(f"{where}: TLS handshake failed ({text}); check GUANJIA_REDIS_CA_FILE and rediss://")
     return TransportError(f"cannot reach {where} ({type(exc).__name__}: {text}); start it with "

@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GUANJIA_", extra="ignore")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers (GUANJIA_KAFKA_BOOTSTRAP).")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL, redis:// or rediss:// (GUANJIA_REDIS_URL).")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", repr=False,
+                           description="Redis URL, redis:// or rediss:// (GUANJIA_REDIS_URL).")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How Kafka clients connect (GUANJIA_KAFKA_SECURITY_PROTOCOL); see docs/security.md.")
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline.config.env import MissingVariable, interpolate
+from pipeline.config.env import TemplateError, interpolate
 from pipeline.config.errors import ConfigIssue
 from pipeline.config.models import CameraSettings, ResolvedCamera, ZoneConfig, resolve_file_url
 from pipeline.config.validation import did_you_mean, issues_from_error
@@ -195,8 +195,8 @@ class _Rows:
     def url(self, url: str, line: int) -> str:
         if "$" in url:
             try:
-                url = interpolate(url)
-            except MissingVariable as exc:
+                url = interpolate(url, secret_field=True)
+            except TemplateError as exc:
                 self.error(line, "url", str(exc))
         return resolve_file_url(url, self.base_dir)
 

@@ -141,7 +141,8 @@ class ResolvedCamera(StrictModel):
 
     id: str = Field(..., min_length=1, pattern=ID_PATTERN, description="Unique camera id.")
     name: str | None = Field(None, description="Human-readable name.")
-    url: str = Field(..., description="Secrets already interpolated, relative file paths made absolute: never print it, use redact_url().")
+    url: str = Field(..., repr=False,
+                     description="Secrets already interpolated, relative file paths made absolute: never print it, use redact_url().")
     group_id: str = Field(..., description="Id of the group the camera belongs to.")
     town: str | None = Field(None, description="Town/street (镇街).")
     village: str | None = Field(None, description="Village/community (村居).")

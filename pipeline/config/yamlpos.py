@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config.env import MissingVariable, interpolate
+from pipeline.config.env import TemplateError, interpolate
 from pipeline.config.errors import ConfigIssue, format_key_path, read_error
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -109,8 +109,8 @@ class _Walker:
         value = self.constructor.construct_object(node)
         if node.tag == _STR_TAG and isinstance(value, str):
             try:
-                value = interpolate(value)
-            except MissingVariable as exc:
+                value = interpolate(value, secret_field=bool(path) and path[-1] == "url")
+            except TemplateError as exc:
                 self.doc.issues.append(self.doc.issue(path, str(exc)))
         return value
 

@@ -76,3 +76,25 @@ def test_bad_records_name_the_camera_and_hide_secrets(value: bytes, message: str
     with pytest.raises(CameraRecordError, match=message) as err:
         parse_camera_record("c-1", value, environ={})
     assert "secret" not in str(err.value)
+
+
+def test_records_cannot_read_the_workers_own_credentials_and_only_urls_are_filled() -> None:
+    env = {"GUANJIA_KAFKA_PASSWORD": "kafka-SECRET", "GUANJIA_REDIS_PASSWORD": "redis-SECRET", "CAM_PW": "cam"}
+    url_steals = (b'{"v": 1, "camera": {"id": "c-1", "url": "rtsp://10.0.0.9/live/${GUANJIA_KAFKA_PASSWORD}",'
+                  b' "group_id": "g", "grid": "G"}}')
+    with pytest.raises(CameraRecordError, match="GUANJIA_KAFKA_PASSWORD holds this process's own credentials") as err:
+        parse_camera_record("c-1", url_steals, environ=env)
+    assert "SECRET" not in str(err.value)
+    grid_steals = (b'{"v": 1, "camera": {"id": "c-2", "url": "rtsp://u:${CAM_PW}@10.0.0.9/s",'
+                   b' "group_id": "g", "grid": "${GUANJIA_REDIS_PASSWORD}", "name": "${CAM_PW}"}}')
+    cam = parse_camera_record("c-2", grid_steals, environ=env)
+    assert cam.url == "rtsp://u:cam@10.0.0.9/s" and "SECRET" not in cam.model_dump_json() and cam.name == "${CAM_PW}"
+
+
+def test_a_config_cannot_read_the_workers_own_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUANJIA_METRICS_TOKEN", "token-SECRET")
+    path = tmp_path / "city.yaml"
+    path.write_text('groups:\n  - id: g\n    cameras:\n      - {id: c1, url: "rtsp://h/${GUANJIA_METRICS_TOKEN}", grid: G1}\n')
+    with pytest.raises(ConfigError, match="GUANJIA_METRICS_TOKEN holds this process's own credentials") as err:
+        load_config([path])
+    assert "token-SECRET" not in str(err.value) and ":4:" in str(err.value)

@@ -130,3 +130,36 @@ def test_bad_env_value_is_one_line_naming_the_variable(monkeypatch):
 def test_redacted_settings_hide_passwords():
     shown = Settings(kafka_password=SECRET, redis_password=SECRET, redis_url=f"redis://:{SECRET}@r:6379/0").redacted()
     assert shown["kafka_password"] == shown["redis_password"] == "***" and SECRET not in str(shown)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("rtsp://admin:SE CRET@h/s", "rtsp://***@h/s"),             # a space in the password
+    ("rtsp://h/s?pass=SECRET&ch=1", "rtsp://h/s?pass=***&ch=1"),
+    ("rtsp://h/s?pw=SECRET", "rtsp://h/s?pw=***"),
+    ("https://h/live.m3u8?api_key=SECRET", "https://h/live.m3u8?api_key=***"),
+])
+def test_url_redaction_covers_spaces_and_more_query_names(url, shown):
+    from ingest.urls import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_a_url_with_surrounding_whitespace_is_refused_without_its_password():
+    from ingest.source import CameraSource
+
+    with pytest.raises(ValueError, match="leading or trailing whitespace") as err:
+        CameraSource("c", " rtsp://admin:SECRET@h/s")
+    assert "SECRET" not in str(err.value)
+
+
+def test_a_short_redis_password_does_not_garble_the_error():
+    error = redis_error("redis://127.0.0.1:6379/0", ConnectionError("Error connecting to 127.0.0.1:6379"),
+                        Settings(redis_password="o"))
+    assert "Error connecting to 127.0.0.1:6379" in error.message
+
+
+def test_settings_and_cameras_keep_credentials_out_of_their_repr():
+    from pipeline.config.models import ResolvedCamera
+
+    assert SECRET not in repr(Settings(redis_url=f"redis://:{SECRET}@r:6379/0"))
+    assert SECRET not in repr(ResolvedCamera(id="c", url=f"rtsp://a:{SECRET}@h/s", group_id="g", grid="G"))
