@@ -9,6 +9,9 @@ With a token, every route except ``/healthz`` needs it: an ``Authorization: Bear
 and redirects to ``/`` so the token leaves the address bar; the page's API calls carry the cookie.
 Without a token (loopback only), every route except ``/healthz`` answers 403 unless the ``Host``
 header names a loopback host, so a website the operator visits cannot read the page by DNS rebinding.
+
+Snapshots are sent as strict JSON: a number that is not finite goes out as ``null``, never as the
+``NaN``/``Infinity`` a browser's ``JSON.parse`` rejects.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -83,7 +87,7 @@ class _Hub:
 
     def _encode(self) -> tuple[str, int]:
         snapshot = self.state.snapshot(self.max_events)
-        data = json.dumps(snapshot, ensure_ascii=False)
+        data = snapshot_json(snapshot)
         return f"id: {snapshot['version']}\nevent: snapshot\ndata: {data}\n\n", snapshot["version"]
 
     def publish(self, message: str | None) -> None:
@@ -105,6 +109,27 @@ class _Hub:
                 self.version = self.state.version
                 continue
             self.publish(self.latest)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±Infinity) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def snapshot_json(snapshot: Any) -> str:
+    """Strict JSON for the browser: never ``NaN`` or ``Infinity``, which ``JSON.parse`` rejects (one such
+    value would break the page for good, as events replay from the beginning); they become ``null``."""
+    try:
+        return json.dumps(snapshot, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # rare (e.g. counts that overflow when summed): pay for the walk only then
+        log.warning("risk map: the snapshot held a non-finite number; it is sent as null")
+        return json.dumps(_finite(snapshot), ensure_ascii=False, allow_nan=False)
 
 
 class _PathOnlyAccessLogger(AbstractAccessLogger):
@@ -191,11 +216,7 @@ async def _static(request: web.Request) -> web.Response:
 async def _snapshot(request: web.Request) -> web.Response:
     hub: _Hub = request.app[HUB_KEY]  # type: ignore[assignment]
     snapshot = await asyncio.to_thread(request.app[STATE_KEY].snapshot, hub.max_events)
-    return web.json_response(
-        snapshot,
-        headers={"Cache-Control": "no-store"},
-        dumps=lambda obj: json.dumps(obj, ensure_ascii=False),
-    )
+    return web.json_response(snapshot, headers={"Cache-Control": "no-store"}, dumps=snapshot_json)
 
 
 async def _healthz(request: web.Request) -> web.Response:

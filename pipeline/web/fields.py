@@ -69,6 +69,18 @@ def as_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def as_position(lat: Any, lon: Any) -> tuple[float | None, float | None]:
+    """``(lat, lon)`` when both are numbers within ±90 / ±180, else ``(None, None)``.
+
+    One out-of-range point would stretch the map until every camera sits in its centre, and a huge
+    one overflows the projection to ``Infinity``: such a position is ignored, never drawn.
+    """
+    lat_n, lon_n = as_number(lat), as_number(lon)
+    if lat_n is None or lon_n is None or abs(lat_n) > 90 or abs(lon_n) > 180:
+        return None, None
+    return lat_n, lon_n
+
+
 def as_epoch(value: Any) -> float | None:
     """Seconds since the epoch from a number (s or ms) or an ISO-8601 string."""
     number = as_number(value)
@@ -128,6 +140,7 @@ def event_view(event: Mapping[str, Any]) -> dict[str, Any] | None:
     status = (display_text(first_of(event, "status", "state"), 40) or "open").lower()
     severity = first_of(event, "severity", "level", "priority")
     escalations = as_number(first_of(event, "routing.escalations", "escalations"))
+    lat, lon = as_position(first_of(event, "lat"), first_of(event, "lon"))
     return {
         "event_id": event_id,
         "type": rule,
@@ -146,8 +159,8 @@ def event_view(event: Mapping[str, Any]) -> dict[str, Any] | None:
         "grid": display_text(first_of(event, "grid_id", "grid")),
         "town": display_text(first_of(event, "town")),
         "village": display_text(first_of(event, "village")),
-        "lat": as_number(first_of(event, "lat")),
-        "lon": as_number(first_of(event, "lon")),
+        "lat": lat,
+        "lon": lon,
         "handling_unit": display_text(first_of(event, "routing.unit", "handling_unit", "unit")),
         "department": display_text(first_of(event, "routing.department", "department")),
         "level": display_text(first_of(event, "routing.level"), 40),

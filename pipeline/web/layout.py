@@ -9,8 +9,11 @@ from pipeline.web.fields import CAMERA_STATES
 
 
 def projection(points: list[tuple[float | None, float | None]]) -> Any:
-    """Equirectangular lat/lon → 0–1 box (north up, aspect kept), with a margin; ``None`` when unknown."""
-    known = [(lat, lon) for lat, lon in points if lat is not None and lon is not None]
+    """Equirectangular lat/lon → 0–1 box (north up, aspect kept), with a margin; ``None`` when unknown.
+
+    Points outside lat ±90 / lon ±180 (``fields.as_position`` already drops them) count as unknown.
+    """
+    known = [(lat, lon) for lat, lon in points if _placeable(lat, lon)]
     if not known:
         return lambda lat, lon: (None, None)
     lats, lons = [p[0] for p in known], [p[1] for p in known]
@@ -20,11 +23,15 @@ def projection(points: list[tuple[float | None, float | None]]) -> Any:
     cx, cy = (max(lons) + min(lons)) / 2 * kx, (max(lats) + min(lats)) / 2
 
     def project(lat: float | None, lon: float | None) -> tuple[float | None, float | None]:
-        if lat is None or lon is None:
+        if not _placeable(lat, lon):
             return None, None
         return round(0.5 + 0.8 * (lon * kx - cx) / span, 5), round(0.5 - 0.8 * (lat - cy) / span, 5)
 
     return project
+
+
+def _placeable(lat: float | None, lon: float | None) -> bool:
+    return lat is not None and lon is not None and abs(lat) <= 90 and abs(lon) <= 180
 
 
 def grid_views(cameras: list[dict[str, Any]]) -> list[dict[str, Any]]:

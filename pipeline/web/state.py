@@ -20,6 +20,7 @@ from pipeline.web.fields import (
     DOWN_HEALTH,
     as_epoch,
     as_number,
+    as_position,
     display_text,
     event_view,
     first_of,
@@ -69,13 +70,14 @@ class LiveState:
                 if not cam_id or len(fresh) >= self.max_cameras:
                     continue
                 entry = self._cameras.get(cam_id) or self._new_camera(cam_id)
+                lat, lon = as_position(cam.get("lat"), cam.get("lon"))
                 entry.update(
                     name=display_text(cam.get("name")),
                     grid=display_text(cam.get("grid") or cam.get("grid_id")),
                     town=display_text(cam.get("town")),
                     village=display_text(cam.get("village")),
-                    lat=as_number(cam.get("lat")),
-                    lon=as_number(cam.get("lon")),
+                    lat=lat,
+                    lon=lon,
                     thresholds=self._zone_thresholds(cam.get("zones")),
                     configured=True,
                 )
@@ -188,7 +190,7 @@ class LiveState:
                 cam = by_id.get(ev["camera_id"] or "")
                 x, y = (
                     project(ev["lat"], ev["lon"])
-                    if ev["lat"] is not None
+                    if ev["lat"] is not None and ev["lon"] is not None
                     else ((cam["x"], cam["y"]) if cam else (None, None))
                 )
                 events.append(

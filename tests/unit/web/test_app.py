@@ -379,3 +379,34 @@ def test_missing_or_undecodable_host_is_refused_without_a_server_error(
     with_client(live_state(), test)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
+
+def test_snapshots_never_carry_non_finite_numbers() -> None:
+    # Counts near the float limit overflow when summed (people); browsers reject NaN/Infinity in
+    # JSON, so the API and the stream must send strict JSON whatever the records held.
+    state = live_state()
+    state.set_cameras([{"id": "c1", "lat": 22.8, "lon": 113.6}, {"id": "c2"}])
+    for camera in ("c1", "c2"):
+        state.apply_detection(
+            {"camera_id": camera, "capture_time": 1.0, "zones": [{"zone": "*", "count": 1.7e308}]}
+        )
+
+    def strict(text: str) -> dict:
+        def refuse(word: str) -> None:
+            raise AssertionError(f"{word} in the JSON")
+
+        return json.loads(text, parse_constant=refuse)
+
+    async def test(client: TestClient) -> None:
+        response = await client.get("/api/snapshot")
+        assert response.status == 200
+        snap = strict(await response.text())
+        assert snap["totals"]["people"] is None
+        assert {c["id"]: c["count"] for c in snap["cameras"]} == {"c1": 1.7e308, "c2": 1.7e308}
+        stream = await client.get("/api/stream")
+        async with asyncio.timeout(5):
+            while not (line := await stream.content.readline()).startswith(b"data: "):
+                pass
+        assert strict(line[6:].decode())["totals"]["people"] is None
+        stream.close()
+
+    with_client(state, test)

@@ -421,3 +421,56 @@ def test_ingest_health_dicts_with_enum_state_and_error_fields(state: LiveState) 
     c2 = cam(state.snapshot(), "c2")
     assert (c2["health"], c2["down"]) == ("backoff", True)
     assert c2["reason"] == "TimeoutError: no packet for 15 s"
+
+
+@pytest.mark.parametrize(
+    "lat, lon",
+    [
+        (22.85, 1.7e308),
+        (1.7e308, 113.65),
+        (-1.7e308, -1.7e308),
+        (91, 113.65),
+        (22.85, -180.5),
+        ("inf", 113.65),
+        (22.85, "-Infinity"),
+    ],
+)
+def test_events_with_impossible_coordinates_are_not_placed(
+    state: LiveState, lat, lon
+) -> None:
+    # Events replay from the beginning: one such event must neither break the snapshot for good
+    # nor stretch the map until every camera sits in its centre.
+    before = {c["id"]: (c["x"], c["y"]) for c in state.snapshot()["cameras"]}
+    state.apply_event(event("bad", camera_id=None, lat=lat, lon=lon))
+    state.apply_event(event("bad2", camera_id=None, lat=lat, lon=lon))
+    snap = state.snapshot()
+    json.dumps(snap, allow_nan=False)
+    bad = next(e for e in snap["events"] if e["event_id"] == "bad")
+    assert (bad["lat"], bad["lon"], bad["x"], bad["y"]) == (None, None, None, None)
+    assert {c["id"]: (c["x"], c["y"]) for c in snap["cameras"]} == before
+
+
+def test_an_event_with_a_bad_position_falls_back_to_its_camera(state: LiveState) -> None:
+    state.apply_event(event("e1", camera_id="c1", lat=22.85, lon=1e308))
+    snap = state.snapshot()
+    c1 = cam(snap, "c1")
+    assert (snap["events"][0]["x"], snap["events"][0]["y"]) == (c1["x"], c1["y"]) != (None, None)
+
+
+def test_cameras_with_impossible_coordinates_are_not_placed() -> None:
+    live = LiveState(clock=Clock())
+    live.set_cameras(
+        [
+            {"id": "c1", "lat": 22.80, "lon": 113.60},
+            {"id": "c2", "lat": 22.90, "lon": 113.70},
+            {"id": "far", "lat": 22.85, "lon": 1e300},
+            {"id": "pole", "lat": -95, "lon": 113.65},
+        ]
+    )
+    snap = live.snapshot()
+    json.dumps(snap, allow_nan=False)
+    assert cam(snap, "c2")["x"] - cam(snap, "c1")["x"] > 0.5  # not collapsed to the centre
+    for camera_id in ("far", "pole"):
+        c = cam(snap, camera_id)
+        assert (c["lat"], c["lon"], c["x"], c["y"]) == (None, None, None, None)
+
