@@ -125,3 +125,12 @@ def test_resolve_rejects_what_does_not_exist() -> None:
         resolve(["worker", "ingest", "--nosuch", "1"])
     with pytest.raises(AssertionError, match="not in pipeline.cli.COMMANDS"):
         resolve(["nosuch"])
+
+
+def test_the_kubernetes_replicas_are_the_documented_plans_workers():
+    from pipeline.plan import PlanInputs, load_results, make_plan
+
+    plan = make_plan(PlanInputs(cameras=450_000, interval_s=2, resolution="1080p", gop=50), load_results())["plan"]
+    docs = {d["metadata"]["name"]: d for m in MANIFESTS for d in yaml.safe_load_all(m.read_text()) if d and d.get("kind") == "Deployment"}
+    assert docs["guanjia-ingest"]["spec"]["replicas"] == plan["ingest_workers"]
+    assert docs["guanjia-events"]["spec"]["replicas"] == plan["event_workers"]
