@@ -24,12 +24,16 @@ async def _serve(configs: tuple[Path, ...], host: str, port: int, token: str | N
     state = LiveState()
     if configs:
         from pipeline.config import ConfigError, load_config
+        from pipeline.config.env import keep_templates
 
         try:
-            city = load_config(list(configs))
+            # The page never opens a camera: leave ${VAR} templates (camera passwords) unfilled, so
+            # this network-facing process needs no camera secret in its environment.
+            with keep_templates():
+                city = load_config(list(configs))
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
-        state.set_cameras(cam.model_dump(mode="json") for cam in city.cameras)
+        state.set_cameras(cam.model_dump(mode="json", exclude={"url"}) for cam in city.cameras)
     consumer = AIOKafkaConsumer(**kafka_client_options(settings), **PAGE_CONSUMER_OPTIONS)
     await start_kafka_client(consumer, settings)  # refused credentials / unreachable: one-line error
     page = None
