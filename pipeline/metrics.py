@@ -14,15 +14,18 @@ replaced by ``invalid-<hash>`` so a misconfigured caller can never put a secret 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -38,6 +41,11 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 UP_STATES = frozenset({"streaming", "up", "ok"})
+REQUEST_TIMEOUT_S = 10.0
+"""Seconds a metrics client has to send its whole request, and for each write of the answer."""
+MAX_CONNECTIONS = 16
+"""Metrics connections served at once; more are closed on accept (each costs a thread and an fd)."""
+REFUSED_WARN_EVERY_S = 60.0
 
 CameraStats = Callable[[], Iterable[Any]]
 """Returns one dict (or dataclass, e.g. ingest's ``CameraHealth``) per camera: ``camera_id`` plus any of
@@ -276,13 +284,111 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that give up once ``deadline`` (monotonic) has passed, however the bytes trickle in.
+
+    A per-read timeout alone lets a client send one byte every few seconds and hold its thread forever.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float, timeout: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._timeout = timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("metrics request not received in time")
+        self._sock.settimeout(min(self._timeout, left))
+        return self._sock.recv_into(buffer)
+
+
+class _QuietServerHandler(ServerHandler):
+    def log_exception(self, exc_info: Any) -> None:
+        # A client that stopped reading (write timeout, reset) is no error: no traceback on stderr.
+        if isinstance(exc_info[1], OSError):
+            log.debug("metrics: client dropped: %s", type(exc_info[1]).__name__)
+        else:
+            log.error("metrics: request failed", exc_info=exc_info)
+
+
 class _QuietHandler(WSGIRequestHandler):
+    """One request per connection, which must arrive within the server's ``request_timeout`` seconds."""
+
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout  # type: ignore[attr-defined]
+        super().setup()  # sets the socket timeout, which also bounds each write of the answer
+        deadline = time.monotonic() + self.timeout
+        self.rfile.close()  # nothing read yet: read through the deadline instead
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline, self.timeout))
+
+    def handle(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.parse_request():
+                return
+        except OSError as exc:  # idle, too slow or gone: drop it
+            log.debug("metrics: connection dropped before its request: %s", type(exc).__name__)
+            return
+        self.connection.settimeout(self.timeout)
+        handler = _QuietServerHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False
+        )
+        handler.request_handler = self
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most ``max_connections`` of them; more are closed at once."""
+
     daemon_threads = True
+    request_timeout = REQUEST_TIMEOUT_S
+    max_connections = MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._refused = 0
+        self._warned_at = -REFUSED_WARN_EVERY_S
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            self._refused += 1
+            now = time.monotonic()
+            # One line a minute at most: a peer must not flood the log either.
+            if now - self._warned_at >= REFUSED_WARN_EVERY_S:
+                log.warning(
+                    "metrics: %d connections already open, closed %d new one(s)",
+                    self.max_connections,
+                    self._refused,
+                )
+                self._warned_at, self._refused = now, 0
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics: request failed: %s", type(sys.exc_info()[1]).__name__)
 
 
 class _ThreadingServer6(_ThreadingServer):
@@ -335,15 +441,32 @@ class MetricsServer:
 
 
 def serve_metrics(
-    registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108, token: str | None = None
+    registry: CollectorRegistry,
+    host: str = "127.0.0.1",
+    port: int = 9108,
+    token: str | None = None,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> MetricsServer:
     """Serve ``/metrics`` from a background thread (port 0 picks a free one).
 
     A non-loopback ``host`` needs a ``token`` (scrapers send ``Authorization: Bearer``); without one this
     raises :class:`~pipeline.web.access.UnsafeBindError` before anything is bound.
+
+    A client has ``request_timeout`` seconds to send its request; at most ``max_connections`` are
+    served at once and further ones are closed on accept, so idle or slow peers cannot pile up
+    threads and descriptors in the worker.
     """
     check_bind(host, token, what="the metrics endpoint", env="GUANJIA_METRICS_TOKEN")
-    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+    if request_timeout <= 0 or max_connections < 1:
+        raise ValueError("request_timeout must be > 0 and max_connections >= 1")
+    base = _ThreadingServer6 if ":" in host else _ThreadingServer
+    server_class = type(
+        base.__name__,
+        (base,),
+        {"request_timeout": float(request_timeout), "max_connections": int(max_connections)},
+    )
     try:
         server = make_server(
             host,

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 
@@ -254,3 +258,77 @@ def test_removed_cameras_leave_the_page() -> None:
     assert b'camera="cam-gone"' not in metrics.render()
     metrics.frames_analysed.labels("cam-gone").inc(2)
     assert b'guanjia_frames_analysed_total{camera="cam-gone"} 2.0' in metrics.render()
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """True once the server has closed its end (EOF or reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_idle_connections_cannot_pile_up_threads_and_are_dropped_after_the_timeout() -> None:
+    metrics = Metrics(process=False)
+    server = serve_metrics(metrics.registry, port=0, request_timeout=2.0, max_connections=4)
+    before = threading.active_count()
+    socks = []
+    try:
+        for _ in range(40):
+            socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            time.sleep(0.005)  # let the server thread accept (its listen backlog is short)
+        time.sleep(0.1)
+        assert threading.active_count() - before <= 4
+        # beyond the cap: closed at once; within it: closed once the timeout has passed
+        early = [sock for sock in socks if closed_by_peer(sock, 0.05)]
+        assert len(early) >= 40 - 4
+        assert all(closed_by_peer(sock, 5) for sock in socks if sock not in early)
+        assert wait_for(lambda: threading.active_count() <= before, 3)
+        assert get(server.url)[0] == 200  # the slots are free again
+    finally:
+        for sock in socks:
+            sock.close()
+        server.close()
+
+
+def test_a_request_that_trickles_in_is_dropped_at_the_deadline() -> None:
+    metrics = Metrics(process=False)
+    server = serve_metrics(metrics.registry, port=0, request_timeout=0.6)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        started = time.monotonic()
+        dropped = False
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                dropped = True
+                break
+            if closed_by_peer(sock, 0.1):  # one byte every 0.1 s: each read is well within 0.6 s
+                dropped = True
+                break
+        assert dropped and time.monotonic() - started < 2
+    finally:
+        sock.close()
+        server.close()
+
+
+def test_the_default_server_has_a_timeout_and_a_cap() -> None:
+    server = serve_metrics(Metrics(process=False).registry, port=0)
+    try:
+        assert 0 < server.server.request_timeout <= 30
+        assert 1 <= server.server.max_connections <= 64
+    finally:
+        server.close()
