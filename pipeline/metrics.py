@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import logging
 import re
 import socket
@@ -46,6 +47,7 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 16
 """Metrics connections served at once; more are closed on accept (each costs a thread and an fd)."""
 REFUSED_WARN_EVERY_S = 60.0
+_LOOPBACK_HOST_NAMES = frozenset({"localhost", "localhost."})
 
 CameraStats = Callable[[], Iterable[Any]]
 """Returns one dict (or dataclass, e.g. ingest's ``CameraHealth``) per camera: ``camera_id`` plus any of
@@ -395,8 +397,42 @@ class _ThreadingServer6(_ThreadingServer):
     address_family = socket.AF_INET6
 
 
+def loopback_host_header(value: str | None) -> bool:
+    """True when an HTTP ``Host`` names this machine's loopback: ``localhost``, 127.0.0.0/8 or ``[::1]``,
+    with or without a port. A missing header passes (browsers always send one)."""
+    if value is None:
+        return True
+    host = value.strip().lower()
+    if host.startswith("["):  # [::1] or [::1]:9108
+        host, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return address.version == 6 and address.is_loopback
+    name, colon, port = host.partition(":")
+    if colon and not port.isdigit():
+        return False
+    if name in _LOOPBACK_HOST_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.version == 4 and address.is_loopback
+
+
 def _guarded(app: Callable[..., Any], token: str | None) -> Callable[..., Any]:
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not token and not loopback_host_header(environ.get("HTTP_HOST")):
+            # DNS rebinding: a web page the operator visits can point its own name at 127.0.0.1, but
+            # its requests still say `Host: <that name>`. Only loopback names may read a token-less page.
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [
+                b"403: without a token only a loopback Host (localhost, 127.0.0.1, [::1]) is served\n"
+            ]
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             start_response(
                 "405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")]
@@ -452,7 +488,8 @@ def serve_metrics(
     """Serve ``/metrics`` from a background thread (port 0 picks a free one).
 
     A non-loopback ``host`` needs a ``token`` (scrapers send ``Authorization: Bearer``); without one this
-    raises :class:`~pipeline.web.access.UnsafeBindError` before anything is bound.
+    raises :class:`~pipeline.web.access.UnsafeBindError` before anything is bound. Without a token only
+    requests whose ``Host`` is a loopback name or address are answered (403 otherwise: DNS rebinding).
 
     A client has ``request_timeout`` seconds to send its request; at most ``max_connections`` are
     served at once and further ones are closed on accept, so idle or slow peers cannot pile up

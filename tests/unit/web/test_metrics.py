@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -258,6 +259,66 @@ def test_removed_cameras_leave_the_page() -> None:
     assert b'camera="cam-gone"' not in metrics.render()
     metrics.frames_analysed.labels("cam-gone").inc(2)
     assert b'guanjia_frames_analysed_total{camera="cam-gone"} 2.0' in metrics.render()
+
+
+def raw_get(port: int, host_header: str, token: str | None = None) -> int:
+    """GET /metrics with this exact Host header (what a DNS-rebinding page's request says)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    headers = {"Host": host_header}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request("GET", "/metrics", headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+LOOPBACK_HOSTS = [
+    "localhost",
+    "LocalHost:9108",
+    "127.0.0.1",
+    "127.0.0.1:9108",
+    "127.3.4.5:80",
+    "[::1]",
+    "[::1]:9108",
+]
+FOREIGN_HOSTS = [
+    "attacker.example",
+    "attacker.example:9108",
+    "localhost.attacker.example",
+    "127.0.0.1.nip.io",
+    "10.0.0.1:9108",
+    "0.0.0.0",
+    "[::1].attacker.example",
+    "[2001:db8::1]:9108",
+    "localhost:x",
+    "localhost,attacker.example",
+    "",
+]
+
+
+def test_without_a_token_only_a_loopback_host_header_is_answered() -> None:
+    metrics = Metrics(process=False)
+    fill(metrics)
+    server = serve_metrics(metrics.registry, port=0)
+    try:
+        for host in LOOPBACK_HOSTS:
+            assert raw_get(server.port, host) == 200, host
+        for host in FOREIGN_HOSTS:
+            assert raw_get(server.port, host) == 403, host
+    finally:
+        server.close()
+
+
+def test_with_a_token_the_host_header_is_not_checked() -> None:
+    metrics = Metrics(process=False)
+    server = serve_metrics(metrics.registry, port=0, token=TOKEN)
+    try:
+        assert raw_get(server.port, "attacker.example", token=TOKEN) == 200
+        assert raw_get(server.port, "attacker.example") == 401
+    finally:
+        server.close()
 
 
 def closed_by_peer(sock: socket.socket, within: float) -> bool:
