@@ -67,6 +67,8 @@
     $("t-crowding").textContent = fmtCount(t.crowding);
     $("t-people").textContent = fmtCount(t.people);
     $("t-events").textContent = fmtCount(t.open_events);
+    $("t-skipped").textContent = fmtCount(t.skipped_messages);
+    $("skipped").hidden = !(num(t.skipped_messages) > 0);
   }
 
   function renderMap(snap) {

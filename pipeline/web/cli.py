@@ -44,7 +44,7 @@ async def _serve(configs: tuple[Path, ...], host: str, port: int, token: str | N
         topics = page_topics(settings.topic)
         while True:
             try:
-                await follow(state, consumer, topics)
+                await follow(state, consumer, topics, on_skip=state.note_skipped)
             except RuntimeError as exc:
                 click.echo(f"risk map: {exc}; retrying every {RETRY_S:.0f} s", err=True)
                 await asyncio.sleep(RETRY_S)

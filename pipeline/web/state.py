@@ -54,6 +54,7 @@ class LiveState:
         self._closed_ids: dict[str, None] = {}
         self.version = 0
         self.dropped_events = 0
+        self.skipped_messages = 0
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -162,6 +163,15 @@ class LiveState:
                 return  # a late update of an event already closed
             self.version += 1
 
+    def note_skipped(self, topic: str = "", offset: int = -1) -> None:
+        """Count a message the feed skipped (too large, not a JSON object): ``follow``'s ``on_skip``.
+
+        The count is ``totals.skipped_messages`` in the snapshot and shows in the page's header.
+        """
+        with self._lock:
+            self.skipped_messages += 1
+            self.version += 1
+
     # -- output -------------------------------------------------------------------------------
 
     def snapshot(self, max_events: int | None = None) -> dict[str, Any]:
@@ -232,6 +242,7 @@ class LiveState:
                     "people": round(sum(c["count"] or 0 for c in cameras), 1),
                     "open_events": open_count,
                     "dropped_events": self.dropped_events,
+                    "skipped_messages": self.skipped_messages,
                 },
             }
 

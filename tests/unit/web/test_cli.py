@@ -110,3 +110,14 @@ def test_page_command_gets_past_the_config_without_the_camera_secrets(tmp_path: 
     assert "GUANJIA_TEST_CAM_PW" not in result.output
     assert "cannot reach Kafka at" in result.output  # got past the config
 
+
+def test_page_counts_skipped_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    totals: list[int] = []
+
+    def look(state, on_skip) -> None:
+        assert on_skip is not None, "guanjia page must count skipped messages"
+        on_skip("guanjia.detections.v1", 7)
+        totals.append(state.snapshot()["totals"]["skipped_messages"])
+
+    serve_with_a_fake_feed(monkeypatch, (), look)
+    assert totals == [1]

@@ -435,9 +435,7 @@ def test_ingest_health_dicts_with_enum_state_and_error_fields(state: LiveState) 
         (22.85, "-Infinity"),
     ],
 )
-def test_events_with_impossible_coordinates_are_not_placed(
-    state: LiveState, lat, lon
-) -> None:
+def test_events_with_impossible_coordinates_are_not_placed(state: LiveState, lat, lon) -> None:
     # Events replay from the beginning: one such event must neither break the snapshot for good
     # nor stretch the map until every camera sits in its centre.
     before = {c["id"]: (c["x"], c["y"]) for c in state.snapshot()["cameras"]}
@@ -474,3 +472,11 @@ def test_cameras_with_impossible_coordinates_are_not_placed() -> None:
         c = cam(snap, camera_id)
         assert (c["lat"], c["lon"], c["x"], c["y"]) == (None, None, None, None)
 
+
+def test_skipped_messages_are_counted_in_the_totals(state: LiveState) -> None:
+    assert state.snapshot()["totals"]["skipped_messages"] == 0
+    before = state.version
+    state.note_skipped("guanjia.detections.v1", 41)
+    state.note_skipped("guanjia.detections.v1", 42)
+    assert state.snapshot()["totals"]["skipped_messages"] == 2
+    assert state.version > before  # viewers see the counter move
