@@ -319,7 +319,15 @@ def test_without_a_token_only_loopback_host_names_are_served(host: str) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["localhost", "LOCALHOST:8088", "127.0.0.1", "127.0.0.1:8088", "127.9.9.9:80", "[::1]", "[::1]:8088"],
+    [
+        "localhost",
+        "LOCALHOST:8088",
+        "127.0.0.1",
+        "127.0.0.1:8088",
+        "127.9.9.9:80",
+        "[::1]",
+        "[::1]:8088",
+    ],
 )
 def test_without_a_token_loopback_host_names_are_served(host: str) -> None:
     async def test(client: TestClient) -> None:
