@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -393,3 +394,65 @@ def test_the_default_server_has_a_timeout_and_a_cap() -> None:
         assert 1 <= server.server.max_connections <= 64
     finally:
         server.close()
+
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
+
+
+def documented_names() -> dict[str, str]:
+    """docs/metrics.md's Names table: metric → the process it says serves it."""
+    lines = DOCS.read_text().split("## Names", 1)[1].split("\n## ", 1)[0].splitlines()
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in lines
+        if line.startswith("|")
+    ]
+    header, body = rows[0], rows[2:]
+    assert "Served by" in header, "the Names table must say which process serves each metric"
+    served_by = header.index("Served by")
+    return {name.strip("`"): row[served_by] for row in body for name in row[0].split(", ")}
+
+
+def test_docs_say_which_metrics_the_ingest_worker_really_exports() -> None:
+    from ingest.health import CameraHealth, CameraState
+
+    # What `guanjia worker ingest` builds: camera families from the pool's CameraHealth (every field
+    # set), plus what Perception pushes per batch.
+    health = CameraHealth(
+        camera_id="cam-1",
+        state=CameraState.streaming,
+        url="rtsp://***@10.0.0.1/x",
+        decode_mode="keyframes",
+        input_fps=25.0,
+        analysed_fps=1.0,
+        frames_in=300,
+        frames_analysed=12,
+        dropped=1,
+        reconnects=4,
+        decode_errors=2,
+        last_frame_time=1_800_000_000.0,
+        keyframe_interval_s=2.0,
+    )
+    metrics = Metrics(camera_stats=lambda: [health])
+    metrics.inference_latency.labels("yolox_nano_coco_416").observe(0.02)
+    metrics.batch_size.labels("yolox_nano_coco_416").observe(8)
+    metrics.detections_produced.inc()
+    sampled = {
+        line.split("{")[0].split(" ")[0]
+        for line in metrics.render().decode().splitlines()
+        if line and not line.startswith("#")
+    }
+
+    def exported(name: str) -> bool:
+        stem = name.removesuffix("*").removesuffix("_total")
+        return any(sample.startswith(stem) for sample in sampled)
+
+    documented = documented_names()
+    assert set(documented.values()) == {"ingest", "none"}
+    for name, served_by in documented.items():
+        assert exported(name) == (served_by == "ingest"), (name, served_by)
+    for sample in sampled:
+        if sample.startswith("guanjia_"):
+            assert any(sample.startswith(name.removesuffix("_total")) for name in documented), (
+                sample
+            )
