@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics
@@ -85,20 +86,37 @@ def produce(settings: Settings, short: str, items: list[tuple[str, bytes]]) -> N
 
 def read_until(settings: Settings, short: str, done, timeout_s: float = 60.0) -> list[dict]:
     """Every JSON message of a topic from the beginning, read until ``done(messages)`` or the timeout."""
+    return read_topic(settings, settings.topic(short), done, timeout_s)
 
-    async def run() -> list[dict]:
-        topic = settings.topic(short)
+
+def read_topic(settings: Settings, topic: str, done, timeout_s: float = 60.0, *, part: str = "value",
+               wait_for_topic: bool = False) -> list:
+    """The JSON ``part`` (value or key) of every message of ``topic`` from the beginning, read until
+    ``done(parts)`` or the timeout. ``wait_for_topic``: read only once something made the topic (a
+    consumer asking for a missing topic would have the broker create it with one partition)."""
+
+    async def run() -> list:
+        deadline = time.monotonic() + timeout_s
+        if wait_for_topic:
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+            await admin.start()
+            try:
+                while topic not in await admin.list_topics():
+                    if time.monotonic() > deadline:
+                        return []
+                    await asyncio.sleep(0.5)
+            finally:
+                await admin.close()
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            out: list[dict] = []
-            deadline = time.monotonic() + timeout_s
+            out: list = []
             while time.monotonic() < deadline:
                 for msgs in (await consumer.getmany(timeout_ms=300)).values():
-                    out += [json.loads(m.value) for m in msgs]
+                    out += [json.loads(getattr(m, part)) for m in msgs]
                 if done(out):
                     break
             return out

@@ -21,6 +21,8 @@ from ingest.pool import IngestPool
 from ingest.settings import ReconnectPolicy, SourceSettings
 from ingest.source import CameraSource
 
+from .ingest_support import wait_for
+
 pytestmark = pytest.mark.integration
 
 FAST = ReconnectPolicy(backoff_base_s=0.2, backoff_cap_s=1.0, stall_timeout_s=5.0)
@@ -84,16 +86,6 @@ def silent():
     yield make
     for s in servers:
         s.close()
-
-
-def wait_for(predicate, timeout: float, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
 
 
 def first_frame_after(pool: IngestPool, camera_id: str, timeout: float) -> float | None:

@@ -17,20 +17,11 @@ from ingest.rig import free_port
 from ingest.settings import ReconnectPolicy, SourceSettings
 from ingest.source import CameraSource
 
+from .ingest_support import wait_for
+
 pytestmark = pytest.mark.integration
 
 FAST = ReconnectPolicy(backoff_base_s=0.2, backoff_cap_s=1.0, stall_timeout_s=5.0)
-
-
-def wait_for(predicate, timeout: float, step: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; return it (or None at timeout)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
 
 
 def state_of(pool: IngestPool, camera_id: str) -> CameraState:
