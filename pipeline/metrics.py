@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import ipaddress
 import logging
 import re
 import socket
@@ -33,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from pipeline.web.access import bearer_matches, check_bind
+from pipeline.web.access import bearer_matches, check_bind, is_loopback_authority
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,6 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 16
 """Metrics connections served at once; more are closed on accept (each costs a thread and an fd)."""
 REFUSED_WARN_EVERY_S = 60.0
-_LOOPBACK_HOST_NAMES = frozenset({"localhost", "localhost."})
 
 CameraStats = Callable[[], Iterable[Any]]
 """Returns one dict (or dataclass, e.g. ingest's ``CameraHealth``) per camera: ``camera_id`` plus any of
@@ -398,30 +396,9 @@ class _ThreadingServer6(_ThreadingServer):
 
 
 def loopback_host_header(value: str | None) -> bool:
-    """True when an HTTP ``Host`` names this machine's loopback: ``localhost``, 127.0.0.0/8 or ``[::1]``,
-    with or without a port. A missing header passes (browsers always send one)."""
-    if value is None:
-        return True
-    host = value.strip().lower()
-    if host.startswith("["):  # [::1] or [::1]:9108
-        host, bracket, rest = host[1:].partition("]")
-        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return address.version == 6 and address.is_loopback
-    name, colon, port = host.partition(":")
-    if colon and not port.isdigit():
-        return False
-    if name in _LOOPBACK_HOST_NAMES:
-        return True
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return address.version == 4 and address.is_loopback
+    """True when an HTTP ``Host`` names this machine's loopback (:func:`is_loopback_authority`), or is
+    missing (a scraper speaking HTTP/1.0; browsers always send one)."""
+    return value is None or is_loopback_authority(value)
 
 
 def _guarded(app: Callable[..., Any], token: str | None) -> Callable[..., Any]:

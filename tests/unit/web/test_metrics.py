@@ -139,21 +139,19 @@ def test_scrape_time_camera_stats_cost_nothing_between_scrapes() -> None:
         metrics.frames_decoded.labels("c1")
 
 
-def test_ingest_health_dataclasses_are_read_directly() -> None:
-    from ingest.health import CameraHealth, CameraState
+def ingest_health(camera_id: str, state, **more):
+    """An ingest CameraHealth snapshot with every counter set."""
+    from ingest.health import CameraHealth
 
-    health = CameraHealth(
-        camera_id="cam-7",
-        state=CameraState.backoff,
-        url="rtsp://***@10.0.0.1/x",
-        decode_mode="keyframes",
-        frames_in=300,
-        frames_analysed=12,
-        dropped=1,
-        reconnects=4,
-        decode_errors=2,
-        last_frame_time=1_800_000_000.0,
-    )
+    return CameraHealth(camera_id=camera_id, state=state, url="rtsp://***@10.0.0.1/x", decode_mode="keyframes",
+                        frames_in=300, frames_analysed=12, dropped=1, reconnects=4, decode_errors=2,
+                        last_frame_time=1_800_000_000.0, **more)
+
+
+def test_ingest_health_dataclasses_are_read_directly() -> None:
+    from ingest.health import CameraState
+
+    health = ingest_health("cam-7", CameraState.backoff)
     body = Metrics(camera_stats=lambda: [health], process=False).render().decode()
     for line in (
         'guanjia_frames_received_total{camera="cam-7"} 300.0',
@@ -414,25 +412,11 @@ def documented_names() -> dict[str, str]:
 
 
 def test_docs_say_which_metrics_the_ingest_worker_really_exports() -> None:
-    from ingest.health import CameraHealth, CameraState
+    from ingest.health import CameraState
 
     # What `guanjia worker ingest` builds: camera families from the pool's CameraHealth (every field
     # set), plus what Perception pushes per batch.
-    health = CameraHealth(
-        camera_id="cam-1",
-        state=CameraState.streaming,
-        url="rtsp://***@10.0.0.1/x",
-        decode_mode="keyframes",
-        input_fps=25.0,
-        analysed_fps=1.0,
-        frames_in=300,
-        frames_analysed=12,
-        dropped=1,
-        reconnects=4,
-        decode_errors=2,
-        last_frame_time=1_800_000_000.0,
-        keyframe_interval_s=2.0,
-    )
+    health = ingest_health("cam-1", CameraState.streaming, input_fps=25.0, analysed_fps=1.0, keyframe_interval_s=2.0)
     metrics = Metrics(camera_stats=lambda: [health])
     metrics.inference_latency.labels("yolox_nano_coco_416").observe(0.02)
     metrics.batch_size.labels("yolox_nano_coco_416").observe(8)
