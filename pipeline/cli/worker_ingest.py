@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 import threading
@@ -15,6 +14,7 @@ import click
 
 from ingest.urls import redact_url
 from pipeline.cli.kafka_errors import kafka_hosts, kafka_unreachable
+from pipeline.cli.metrics_options import metrics_options, start_metrics
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,11 +159,7 @@ class RedisEvidence:
 @click.option("--group", default="guanjia-ingest", show_default=True, help="Consumer group of the ingest workers (--assign kafka).")
 @click.option("--session-timeout", default=10.0, show_default=True, type=click.FloatRange(min=6),
               help="Seconds without a heartbeat before Kafka moves this worker's cameras (--assign kafka).")
-@click.option("--metrics-port", default=9108, show_default=True, type=click.IntRange(0, 65535),
-              help="Prometheus /metrics port (0: a free port).")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
-              help="Bind address of /metrics; any other than loopback needs GUANJIA_METRICS_TOKEN.")
-@click.option("--no-metrics", is_flag=True, help="Do not serve /metrics.")
+@metrics_options(default_port=9108)
 @click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
               help="Seconds between camera-health reports (Kafka and Redis).")
 @click.option("--evidence-ttl", default=7 * 24 * 3600, show_default=True, type=click.IntRange(min=0),
@@ -194,11 +190,10 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
     from ingest.health import HealthPublisher
     from pipeline.config import ConfigError, load_config
     from pipeline.evidence import write_snapshot
-    from pipeline.metrics import Metrics, serve_metrics
+    from pipeline.metrics import Metrics
     from pipeline.perception import Perception, crosses_threshold
     from pipeline.settings import get_settings
     from pipeline.topics import ensure_topics
-    from pipeline.web.access import UnsafeBindError
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -237,11 +232,10 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
         metrics = Metrics(camera_stats=lambda: perception.pool.health())
         perception.metrics = metrics
         try:
-            server = serve_metrics(metrics.registry, host=metrics_host, port=metrics_port,
-                                   token=os.environ.get("GUANJIA_METRICS_TOKEN") or None)
-        except (UnsafeBindError, OSError) as exc:
+            server = start_metrics(metrics.registry, metrics_host, metrics_port)
+        except click.ClickException:
             sink.close()
-            raise click.ClickException(str(exc)) from None
+            raise
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
