@@ -17,6 +17,10 @@ committed input's state. Malformed messages go to the dead-letter topic.
 Two timers run on every worker, each over the table partitions it holds: ``deadlines`` asks the desk
 to escalate overdue events, and ``silent_cameras`` opens a camera-offline event for a camera whose
 reports stopped (``RuleEngine.check_offline``, as the embedded runner's ``tick``).
+
+Given a :class:`~pipeline.metrics.Metrics`, the app counts each governance-event revision the desk
+publishes (opened/closed by rule) and a third timer, ``consumer_lag``, sets the lag of every input
+partition this worker holds. The rule engine knows nothing of metrics.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import orjson
@@ -45,6 +49,9 @@ from pipeline.security import faust_security_settings
 from pipeline.settings import Settings
 from pipeline.topics import topic_names
 
+if TYPE_CHECKING:
+    from pipeline.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000  # messages each agent takes per batch (``guanjia worker events --batch``)
@@ -52,6 +59,8 @@ COMMIT_BY_INTERVAL_ONLY = 1 << 62  # broker_commit_every: never reached
 SETTLE_EVERY = 4096  # outputs in flight before delivered ones are dropped from the list (and failures raised)
 OFFLINE_EVERY_S = 5.0  # seconds between sweeps of the health states for silent cameras
 OFFLINE_CHUNK = 5000  # health states checked per hold of the batch lock (≈ 1.5 µs each)
+LAG_EVERY_S = 15.0  # seconds between consumer-lag readings (with metrics)
+INPUT_TOPICS = ("detections", "sensor-readings", "camera-health", "grid-signals", "event-changes", "event-acks")
 
 
 class KeyPartitioner:
@@ -148,6 +157,25 @@ class FastConsumer(faust_aiokafka.Consumer):
             await hook()
         return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
 
+    async def lag(self, topics: set[str]) -> dict[tuple[str, int], int]:
+        """Messages not yet processed in each partition of ``topics`` this consumer holds: the high
+        watermark minus the committed offset (the position where the group has committed none)."""
+        held = [tp for tp in self.assignment() if tp.topic in topics]
+        if not held:
+            return {}
+        highwaters = await self.highwaters(*held)
+        committed = getattr(self, "_committed_offset", {})  # Faust's: seeded on assignment, updated on commit
+        lags = {}
+        for tp in held:
+            end = highwaters.get(tp)
+            if end is None:
+                continue
+            done = committed.get(tp)
+            if done is None:
+                done = await self.position(tp)
+            lags[(tp.topic, tp.partition)] = max(0, end - (done or 0))
+        return lags
+
 
 class RawSchema(faust.Schema):
     """Keys and values as the bytes Kafka holds; the agents decode values themselves, in batches.
@@ -216,10 +244,12 @@ class EventsApp(faust.App):
 
 def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = None, batch: int = DEFAULT_BATCH,
                within_s: float = 0.05, tick_s: float = 1.0, offline_every_s: float = OFFLINE_EVERY_S,
-               clock: Callable[[], float] = time.time, datadir: str | None = None) -> faust.App:
+               clock: Callable[[], float] = time.time, datadir: str | None = None,
+               metrics: Metrics | None = None, lag_every_s: float = LAG_EVERY_S) -> faust.App:
     """Build the app; ``app_id`` (consumer group and changelog names) defaults to ``<prefix>-events``.
 
     ``tick_s``: seconds between deadline checks; ``offline_every_s``: between silent-camera sweeps.
+    ``metrics``: where published events and, every ``lag_every_s``, the consumer lag are counted (None: nowhere).
     """
     names = topic_names(settings)
     app = EventsApp(
@@ -375,6 +405,9 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
             state, out = engine.on_ack(state, item)
         else:
             state, out = engine.on_tick(state, item.now)
+        if metrics is not None:
+            for e in out:
+                metrics.observe_event({"rule": e.rule, "action": e.action})  # bounded labels: the rule only
         return state, [(events_t, e.event_id, e.to_json()) for e in out]
 
     @app.agent(detections_t)
@@ -482,6 +515,30 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
                 if len(in_flight) >= SETTLE_EVERY:
                     _drop_delivered()
             await asyncio.sleep(0)  # let the agents run between chunks
+
+    if metrics is not None:
+        inputs = {names[short] for short in INPUT_TOPICS}
+        shown: set[tuple[str, int]] = set()
+        lag_failed = {"logged": False}
+
+        @app.timer(interval=lag_every_s)
+        async def consumer_lag() -> None:
+            """Set the lag gauge of each input partition this worker holds; drop those it gave up."""
+            if app.rebalancing:  # the assignment is moving: the next reading sees where it settled
+                return
+            try:
+                lags = await asyncio.wait_for(app.consumer.lag(inputs), timeout=lag_every_s)
+            except Exception as exc:  # noqa: BLE001 - a lost reading must not stop the worker
+                if not lag_failed["logged"]:
+                    log.warning("consumer lag not read (%s); retrying every %g s", type(exc).__name__, lag_every_s)
+                lag_failed["logged"] = True
+                return
+            lag_failed["logged"] = False
+            for topic_name, partition in shown - lags.keys():
+                metrics.consumer_lag.remove(topic_name, str(partition))
+            metrics.set_consumer_lag(lags)
+            shown.clear()
+            shown.update(lags)
 
     return app
 

@@ -40,3 +40,36 @@ def test_memory_store_remembers_the_partition_of_each_key_read_back_from_a_chang
     table.data.apply_changelog_batch(events, to_key=lambda k: k, to_value=lambda v: v)
     assert dict(table.data.items()) == {"c1": {"max_t": 1.0}, "c2": {"max_t": 1.0}}
     assert table.data._key_partition == {"c1": 0, "c2": 3}
+
+
+def test_consumer_lag_is_the_high_watermark_minus_the_committed_offset_of_each_held_input():
+    """Committed offset where Faust has one, the position where the group has committed none; inputs only."""
+    import asyncio
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from pipeline.faust_app import FastConsumer
+
+    held = {TP("in", 0), TP("in", 1), TP("in", 2), TP("other", 0), TP("in-changelog", 0)}
+
+    async def highwaters(*tps):
+        assert set(tps) == {TP("in", 0), TP("in", 1), TP("in", 2)}  # only the inputs are asked about
+        return {TP("in", 0): 120, TP("in", 1): 7}  # partition 2: no answer yet
+
+    async def position(tp):
+        return {TP("in", 1): 3}[tp]
+
+    committed = defaultdict(lambda: None, {TP("in", 0): 100})
+    fake = SimpleNamespace(assignment=lambda: held, highwaters=highwaters, position=position,
+                           _committed_offset=committed)
+    assert asyncio.run(FastConsumer.lag(fake, {"in"})) == {("in", 0): 20, ("in", 1): 4}
+    assert TP("in", 1) not in committed  # read without adding keys to Faust's defaultdict
+    assert asyncio.run(FastConsumer.lag(SimpleNamespace(assignment=set), {"in"})) == {}
+
+
+def test_faust_still_keeps_the_committed_offsets_the_lag_reads():
+    from faust.transport.consumer import Consumer
+
+    assert "_committed_offset" in Consumer.__annotations__
