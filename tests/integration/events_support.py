@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,21 +34,42 @@ def write_config(path: Path, cameras: list[dict], rules: dict) -> Path:
 
 
 class Worker:
-    """One `guanjia worker events` process with its own topic prefix."""
+    """One `guanjia worker events` process with its own topic prefix.
+
+    Its /metrics is on a free port (`--metrics-port 0`), so workers running side by side never clash
+    on the default 9109; :meth:`metrics_url` reads the address from the start-up line.
+    """
 
     def __init__(self, settings: Settings, config: Path, catalog: Path | None, log: Path):
         self.settings, self.config, self.catalog, self.log = settings, config, catalog, log
         self.proc: subprocess.Popen | None = None
+        self._log_start = 0
 
     def start(self) -> None:
         env = {**os.environ, "GUANJIA_TOPIC_PREFIX": self.settings.topic_prefix,
                "GUANJIA_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
                "GUANJIA_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap}
-        cmd = [GUANJIA, "worker", "events", "--config", str(self.config), "--tick", "0.5", "--loglevel", "warning"]
+        cmd = [GUANJIA, "worker", "events", "--config", str(self.config), "--tick", "0.5", "--loglevel", "warning",
+               "--metrics-port", "0"]
         if self.catalog:
             cmd += ["--catalog", str(self.catalog)]
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def metrics_url(self, timeout_s: float = 60.0) -> str:
+        """The /metrics address this run of the worker printed at start-up."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as f:
+                f.seek(self._log_start)
+                found = re.search(rb"metrics (http://\S+/metrics)", f.read())
+            if found:
+                return found.group(1).decode()
+            if not self.alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no metrics address in the worker log: {self.log.read_text(errors='replace')[-2000:]}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
