@@ -397,8 +397,8 @@ def test_the_default_server_has_a_timeout_and_a_cap() -> None:
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
 
 
-def documented_names() -> dict[str, str]:
-    """docs/metrics.md's Names table: metric → the process it says serves it."""
+def documented_names() -> dict[str, set[str]]:
+    """docs/metrics.md's Names table: metric → the workers it says serve it."""
     lines = DOCS.read_text().split("## Names", 1)[1].split("\n## ", 1)[0].splitlines()
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")]
@@ -408,7 +408,34 @@ def documented_names() -> dict[str, str]:
     header, body = rows[0], rows[2:]
     assert "Served by" in header, "the Names table must say which process serves each metric"
     served_by = header.index("Served by")
-    return {name.strip("`"): row[served_by] for row in body for name in row[0].split(", ")}
+    return {
+        name.strip("`"): {who.strip() for who in row[served_by].split(",")}
+        for row in body
+        for name in row[0].split(", ")
+    }
+
+
+def assert_documented_as_served_by(worker: str, metrics: Metrics) -> None:
+    """Exactly the names whose Served by cell lists ``worker`` have samples on ``metrics``' page."""
+    sampled = {
+        line.split("{")[0].split(" ")[0]
+        for line in metrics.render().decode().splitlines()
+        if line and not line.startswith("#")
+    }
+
+    def exported(name: str) -> bool:
+        stem = name.removesuffix("*").removesuffix("_total")
+        return any(sample.startswith(stem) for sample in sampled)
+
+    documented = documented_names()
+    assert set().union(*documented.values()) == {"ingest", "events", "none"}
+    for name, served_by in documented.items():
+        assert exported(name) == (worker in served_by), (worker, name, served_by)
+    for sample in sampled:
+        if sample.startswith("guanjia_"):
+            assert any(sample.startswith(name.removesuffix("_total")) for name in documented), (
+                sample
+            )
 
 
 def test_docs_say_which_metrics_the_ingest_worker_really_exports() -> None:
@@ -421,22 +448,16 @@ def test_docs_say_which_metrics_the_ingest_worker_really_exports() -> None:
     metrics.inference_latency.labels("yolox_nano_coco_416").observe(0.02)
     metrics.batch_size.labels("yolox_nano_coco_416").observe(8)
     metrics.detections_produced.inc()
-    sampled = {
-        line.split("{")[0].split(" ")[0]
-        for line in metrics.render().decode().splitlines()
-        if line and not line.startswith("#")
-    }
+    assert_documented_as_served_by("ingest", metrics)
 
-    def exported(name: str) -> bool:
-        stem = name.removesuffix("*").removesuffix("_total")
-        return any(sample.startswith(stem) for sample in sampled)
 
-    documented = documented_names()
-    assert set(documented.values()) == {"ingest", "none"}
-    for name, served_by in documented.items():
-        assert exported(name) == (served_by == "ingest"), (name, served_by)
-    for sample in sampled:
-        if sample.startswith("guanjia_"):
-            assert any(sample.startswith(name.removesuffix("_total")) for name in documented), (
-                sample
-            )
+def test_docs_say_which_metrics_the_events_worker_really_exports() -> None:
+    from pipeline.cli.worker_cmd import events_metrics
+
+    # What `guanjia worker events` builds, after the Faust app published revisions and read its lag.
+    metrics = events_metrics()
+    for action in ("opened", "updated", "acknowledged", "escalated", "closed"):
+        metrics.observe_event({"rule": "crowding", "action": action})
+    metrics.set_consumer_lag({("guanjia.detections.v1", 0): 0, ("guanjia.event-changes.v1", 1): 3})
+    assert_documented_as_served_by("events", metrics)
+
