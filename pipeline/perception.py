@@ -148,9 +148,18 @@ class Perception:
     def start(self) -> Perception:
         self.pool.start()
         self.sync_schedule(time.time())
+        waiting = len(self.cameras) - len(self._pulled)
+        if waiting:
+            log.warning("%d of %d cameras are outside their schedule now and are not pulled until their window opens",
+                        waiting, len(self.cameras))
         return self
 
     def stop(self) -> None:
+        """Stop pulling every camera, leaving each a "stopped" report (reason "worker stopped") for the
+        events worker, then stop the pool."""
+        with self._lock:
+            for camera_id in sorted(self._pulled):
+                self._unpull(camera_id, "worker stopped")
         self.pool.stop()
 
     def __enter__(self) -> Self:
@@ -263,8 +272,9 @@ class Perception:
             last_words, self._last_words = self._last_words, []
             pulled = set(self._pulled)
         # a removed camera's reader may still be closing: its snapshot must not follow its "stopped"
+        cameras = self.cameras  # read without the lock: look each camera up once (it may be removed meanwhile)
         return ([r for r in last_words if r.camera_id not in pulled]
-                + [health_record(h, self.cameras[h.camera_id].grid if h.camera_id in self.cameras else None)
+                + [health_record(h, cam.grid if (cam := cameras.get(h.camera_id)) else None)
                    for h in snaps if h.camera_id in pulled])
 
     def _observe(self, detections: Sequence[Detection]) -> None:

@@ -76,3 +76,16 @@ def test_a_camera_no_longer_pulled_leaves_one_stopped_report_with_the_reason(cli
     assert (first["night"].state, first["night"].reason) == ("stopped", "outside its schedule")
     assert first["kept"].state != "stopped" and sorted(first) == ["gone", "kept", "night"]
     assert sorted(again) == ["kept"]  # said once
+
+
+def test_stopping_leaves_a_stopped_report_for_every_pulled_camera_and_start_says_who_waits(clip, caplog):
+    path = str(clip(seconds=30, gop=25))
+    perception = Perception([camera("a", path), camera("b", path), camera("later", path, schedule=closed_now())],
+                            backpressure=True)
+    with perception:
+        assert any("1 of 3 cameras are outside their schedule" in r.message for r in caplog.records)
+        assert perception.pool.take(timeout=10)
+    last = perception.health_records([])  # after the pool stopped: what the worker publishes last
+    assert sorted((r.camera_id, r.state, r.reason) for r in last) == [("a", "stopped", "worker stopped"),
+                                                                      ("b", "stopped", "worker stopped")]
+    assert perception.health_records([]) == []  # said once
