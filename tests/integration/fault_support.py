@@ -97,7 +97,9 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
         began = time.monotonic()
         if not self._formatted:
             self._write_config()
-            cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # StorageTool would read a leading '-' as an option (1 id in 64)
+                cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
             subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
                                       "-c", str(self.root / "server.properties")),
                            check=True, capture_output=True, timeout=120)

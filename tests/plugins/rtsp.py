@@ -1,8 +1,8 @@
 """RTSP server fixtures (owned by the ingest work).
 
 ``rtsp_rig(clip, n)`` starts a GstRtspServer with ``n`` mounts fed by looping ffmpeg feeders and
-stops everything after the test; tests skip cleanly when ffmpeg or the GStreamer RTSP bindings
-are missing (CI installs them).
+stops everything after the test; tests skip when ffmpeg or the GStreamer RTSP bindings are missing,
+and fail instead under GUANJIA_REQUIRE_SERVICES=1 (CI installs them and sets it).
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from ingest.rig import RtspRig, have_ffmpeg, make_clip, missing_rtsp_tools
+from tests.plugins.services import unavailable
 
 
 @pytest.fixture(scope="session")
 def clip() -> Callable[..., Path]:
     """``clip(seconds=…, size=…, fps=…, gop=…, fmt="mpegts"|"mp4")`` → cached test clip path."""
     if not have_ffmpeg():
-        pytest.skip("ffmpeg is not installed")
+        unavailable("ffmpeg", "not installed (apt install ffmpeg)")
     return make_clip
 
 
@@ -28,7 +29,7 @@ def rtsp_rig() -> Iterator[Callable[..., RtspRig]]:
     """Factory: ``rtsp_rig(clip_path, n=1)`` → a started :class:`RtspRig` (stopped at teardown)."""
     missing = missing_rtsp_tools()
     if missing:
-        pytest.skip(missing)
+        unavailable("the RTSP server", missing)
     rigs: list[RtspRig] = []
 
     def start(clip_path: Path, n: int = 1) -> RtspRig:
