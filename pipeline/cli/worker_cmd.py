@@ -69,6 +69,7 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
 
     from pipeline.catalog import DEFAULT_CATALOG, load_catalog
     from pipeline.config import ConfigError, load_config
+    from pipeline.config.env import keep_templates
     from pipeline.faust_app import DEFAULT_BATCH, create_app
     from pipeline.rules.engine import RuleEngine
     from pipeline.settings import get_settings
@@ -78,7 +79,8 @@ def events_worker(configs: tuple[Path, ...], catalog: Path | None, app_id: str |
     mode.loop.use(loop_name)  # before any loop exists
     settings = get_settings()
     try:
-        city = load_config(list(configs)) if configs else None
+        with keep_templates():  # the rules never open a stream: camera passwords stay out of this process
+            city = load_config(list(configs)) if configs else None
         index = load_catalog(catalog or DEFAULT_CATALOG)
     except ConfigError as exc:
         click.echo(str(exc), err=True)

@@ -124,7 +124,7 @@ def fake_events_host(monkeypatch):
         tables: ClassVar[dict] = {}
 
     def fake_create_app(settings, engine, **kw):
-        seen["metrics"] = kw["metrics"]
+        seen["metrics"], seen["engine"] = kw["metrics"], engine
         return App()
 
     async def no_topics(settings, **kw):
@@ -168,3 +168,12 @@ def test_events_worker_no_metrics_hands_the_app_none_and_serves_nothing(fake_eve
 def test_events_worker_refuses_a_network_bind_without_a_token(fake_events_host):
     result = CliRunner().invoke(events_worker, ["--loop", "aio", "--metrics-host", "0.0.0.0"])
     assert result.exit_code == 1 and "GUANJIA_METRICS_TOKEN" in result.output and "Traceback" not in result.output
+
+
+def test_events_worker_loads_camera_configs_without_their_passwords(fake_events_host, tmp_path, monkeypatch):
+    monkeypatch.delenv("CAM_PW_NOT_HERE", raising=False)
+    config = tmp_path / "city.yaml"
+    config.write_text('groups:\n  - id: g\n    cameras:\n      - {id: c1, url: "rtsp://u:${CAM_PW_NOT_HERE}@h/s", grid: G1}\n')
+    result = CliRunner().invoke(events_worker, ["--loop", "aio", "--no-metrics", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert list(fake_events_host["engine"].cameras) == ["c1"]  # the rules know the camera; its password was never needed
