@@ -74,9 +74,14 @@ def replay(file: Path, speed: float, keep_times: bool) -> None:
     settings = get_settings()
     topic = settings.topic("sensor-readings")
 
-    async def send() -> None:
+    async def send() -> tuple[int, BaseException | None]:
+        """Send every reading and wait for the broker's answers; (how many failed, the first error)."""
+        from aiokafka.errors import KafkaError
+
         producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5)
         await start_kafka_client(producer, settings)
+        deliveries: list[asyncio.Future] = []
+        errors: list[BaseException] = []
         try:
             first, start = readings[0].time, time.time()
             for reading in readings:
@@ -85,11 +90,19 @@ def replay(file: Path, speed: float, keep_times: bool) -> None:
                     await asyncio.sleep(max(0.0, start + offset / speed - time.time()))
                 if not keep_times:
                     reading = reading.model_copy(update={"time": start + offset})
-                await producer.send(topic, reading.to_json(), key=reading.sensor_id.encode())
-            await producer.flush()
+                try:
+                    deliveries.append(await producer.send(topic, reading.to_json(), key=reading.sensor_id.encode()))
+                except KafkaError as exc:  # not even queued: too large, or the buffer stayed full (broker away)
+                    errors.append(exc)
+            outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+            errors += [o for o in outcomes if isinstance(o, BaseException)]
         finally:
             await producer.stop()
+        return len(errors), (errors[0] if errors else None)
 
-    asyncio.run(send())
+    failed, error = asyncio.run(send())
+    if failed:
+        raise click.ClickException(f"{failed} of {len(readings)} readings not delivered to {topic} "
+                                   f"(first: {type(error).__name__}: {error}); {len(readings) - failed} sent")
     click.echo(f"sent {len(readings)} readings to {topic}", err=True)
     sys.exit(0)
