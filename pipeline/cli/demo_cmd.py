@@ -259,6 +259,7 @@ def demo(configs: tuple[Path, ...], out_dir: Path | None, catalog: Path | None, 
     finally:
         events_file.close()
     elapsed = time.monotonic() - started
+    terminated = stop.is_set()  # SIGTERM while analysing (not while only serving the page afterwards)
 
     snapshots = sum(1 for f in (out / "evidence").rglob("*.jpg") if f.stat().st_mtime >= run_started)  # this run's
     result = _console()
@@ -277,4 +278,6 @@ def demo(configs: tuple[Path, ...], out_dir: Path | None, catalog: Path | None, 
                 pass
         stop_page()
     if interrupted:
-        raise SystemExit(130)
+        raise SystemExit(130)  # 128 + SIGINT, as the shell reports a process ended by Ctrl-C
+    if terminated:
+        raise SystemExit(143)  # 128 + SIGTERM: the run was cut short, a supervisor must not read it as done
