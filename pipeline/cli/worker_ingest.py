@@ -20,40 +20,53 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 20_000
+SLOT_WAIT_S = 0.25  # how often a blocked send() looks whether shutdown began
 
 
 class KafkaSink:
     """An aiokafka producer (acks=all, idempotent, batched) on its own event loop thread.
 
     :meth:`send` may be called from any thread; at most ``max_in_flight`` records wait for delivery,
-    so a slow broker slows the caller down instead of growing memory.
+    so a slow or absent broker slows the caller down instead of growing memory or dropping records.
+    One task hands the records to the producer in the order they were sent; when the producer's buffer
+    for a partition is full (the broker is away and aiokafka retries its batches until it returns), that
+    task waits and retries instead of giving the record up.
+
+    Every accepted record ends as ``sent``, ``failed`` (the broker or client refused it: too large,
+    not authorised...) or ``lost`` (shutdown began before it could be delivered); ``stopping`` is the
+    shutdown signal (the worker's SIGINT/SIGTERM event).
     """
 
-    def __init__(self, settings: Settings, linger_ms: int = 20, max_in_flight: int = MAX_IN_FLIGHT):
+    def __init__(self, settings: Settings, linger_ms: int = 20, max_in_flight: int = MAX_IN_FLIGHT,
+                 request_timeout_ms: int = 30_000, stopping: threading.Event | None = None):
         self.settings = settings
         self.bootstrap = settings.kafka_bootstrap
         self.linger_ms = linger_ms
+        self.request_timeout_ms = request_timeout_ms
+        self.max_in_flight = max_in_flight
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="guanjia-kafka", daemon=True)
         self.producer = None
         self.sent = 0
         self.failed = 0
+        self.lost = 0
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._lock = threading.Lock()  # in_flight and lost change on callers' threads and the loop's
+        self._in_flight = 0
+        self._closed = False
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._sender: asyncio.Task | None = None
         self._failure_logged = False
+        self._buffer_full = False
 
     def start(self) -> KafkaSink:
         """Connect (GUANJIA_KAFKA_* security applies); one-line click error when unreachable, TLS or credentials fail."""
-        from aiokafka import AIOKafkaProducer
-
-        from pipeline.security import kafka_client_options, start_kafka_client
-
         self.thread.start()
 
         async def connect():
-            producer = AIOKafkaProducer(**kafka_client_options(self.settings), acks="all", enable_idempotence=True,
-                                        linger_ms=self.linger_ms, max_batch_size=256 * 1024,
-                                        request_timeout_ms=30_000)
-            await start_kafka_client(producer, self.settings)
+            producer = await self._connect()
+            self._sender = asyncio.create_task(self._deliver(), name="guanjia-kafka-sender")
             return producer
 
         try:
@@ -66,20 +79,64 @@ class KafkaSink:
             raise
         return self
 
-    def send(self, topic: str, key: str, value: bytes) -> None:
-        """Queue one record; blocks while ``max_in_flight`` records are still undelivered."""
-        self._slots.acquire()
-        asyncio.run_coroutine_threadsafe(self._send(topic, key.encode(), value), self.loop)
+    async def _connect(self):
+        from aiokafka import AIOKafkaProducer
 
-    async def _send(self, topic: str, key: bytes, value: bytes) -> None:
-        try:
-            delivery = await self.producer.send(topic, value, key=key)
-        except Exception as exc:  # noqa: BLE001 - counted and logged; the worker keeps analysing
-            self._done(exc)
-            return
-        delivery.add_done_callback(lambda f: self._done(None if f.cancelled() else f.exception()))
+        from pipeline.security import kafka_client_options, start_kafka_client
+
+        producer = AIOKafkaProducer(**kafka_client_options(self.settings), acks="all", enable_idempotence=True,
+                                    linger_ms=self.linger_ms, max_batch_size=256 * 1024,
+                                    request_timeout_ms=self.request_timeout_ms)
+        await start_kafka_client(producer, self.settings)
+        return producer
+
+    def send(self, topic: str, key: str, value: bytes) -> bool:
+        """Queue one record; blocks while ``max_in_flight`` records are still undelivered.
+
+        False when the record was not queued, counted as lost: shutdown began (``stopping``) while every
+        slot was taken, or the sink is closed.
+        """
+        while not self._closed:
+            stopping = self.stopping.is_set()  # then take a free slot, never wait for one
+            if self._slots.acquire(blocking=False) if stopping else self._slots.acquire(timeout=SLOT_WAIT_S):
+                with self._lock:
+                    self._in_flight += 1
+                self.loop.call_soon_threadsafe(self._queue.put_nowait, (topic, key.encode(), value))
+                return True
+            if stopping:
+                break
+        with self._lock:
+            self.lost += 1
+        return False
+
+    async def _deliver(self) -> None:
+        """Hand the queued records to the producer one by one, in order."""
+        from aiokafka.errors import KafkaTimeoutError
+
+        while True:
+            topic, key, value = await self._queue.get()
+            while True:
+                try:
+                    delivery = await self.producer.send(topic, value, key=key)
+                except KafkaTimeoutError:  # the partition's buffer stayed full for request_timeout_ms
+                    if not self._buffer_full:
+                        self._buffer_full = True
+                        log.warning("Kafka at %s: the send buffer is full (broker unreachable?); records wait, "
+                                    "at most %d, then the detector waits", kafka_hosts(self.bootstrap),
+                                    self.max_in_flight)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - counted and logged; the worker keeps analysing
+                    self._done(exc)
+                    break
+                if self._buffer_full:
+                    self._buffer_full = False
+                    log.info("Kafka at %s: accepting records again", kafka_hosts(self.bootstrap))
+                delivery.add_done_callback(lambda f: self._done(None if f.cancelled() else f.exception()))
+                break
 
     def _done(self, exc: BaseException | None) -> None:
+        with self._lock:
+            self._in_flight -= 1
         self._slots.release()
         if exc is None:
             self.sent += 1
@@ -90,18 +147,40 @@ class KafkaSink:
             log.error("Kafka at %s: a record was not delivered (%s); later failures are counted, not logged",
                       kafka_hosts(self.bootstrap), type(exc).__name__)
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Deliver what is queued, then disconnect."""
-        if self.producer is not None:
-            async def stop():
-                await self.producer.flush()
-                await self.producer.stop()
+    @property
+    def in_flight(self) -> int:
+        """Records accepted by :meth:`send` and not yet delivered or failed."""
+        with self._lock:
+            return self._in_flight
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued (for up to ``timeout`` seconds), then disconnect; what is still
+        undelivered then is counted as lost."""
+        self._closed = True
+        if self.producer is not None:
+            async def drain() -> bool:
+                deadline = time.monotonic() + timeout
+                while self.in_flight and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                self._sender.cancel()
+                if self.in_flight:
+                    return False
+                await asyncio.wait_for(self.producer.stop(), max(1.0, deadline - time.monotonic()))
+                return True
+
+            future = asyncio.run_coroutine_threadsafe(drain(), self.loop)
             try:
-                asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout)
+                future.result(timeout + 5)
             except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                future.cancel()
                 log.warning("Kafka producer did not close cleanly: %s", type(exc).__name__)
         self._stop_loop()
+        with self._lock:
+            left, self._in_flight = self._in_flight, 0
+            self.lost += left
+        if left:
+            log.error("Kafka at %s: %d records not delivered within %g s of shutdown; they are lost",
+                      kafka_hosts(self.bootstrap), left, timeout)
 
     def _stop_loop(self) -> None:
         if self.thread.is_alive():
@@ -147,6 +226,19 @@ class RedisEvidence:
             return
         self._failing = False
         self.stored += 1
+
+
+def delivery_summary(sink: KafkaSink, evidence: RedisEvidence | None) -> str:
+    """The end of the worker's last line: what reached Kafka, and Redis."""
+    text = f"{sink.sent} records delivered, {sink.failed} failed, {sink.lost} lost at shutdown"
+    if evidence is not None:
+        text += f", {evidence.stored} evidence snapshots in Redis"
+    return text
+
+
+def exit_code(sink: KafkaSink) -> int:
+    """1 when a record was not delivered (failed, or lost at shutdown), else 0."""
+    return 1 if sink.failed or sink.lost else 0
 
 
 @click.command("ingest")
@@ -216,7 +308,8 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
     except (ModelError, PluginError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
-    sink = KafkaSink(settings).start()
+    stop = threading.Event()  # set by SIGINT/SIGTERM, and when the run ends: shutdown has begun
+    sink = KafkaSink(settings, stopping=stop).start()
     try:
         asyncio.run_coroutine_threadsafe(ensure_topics(settings), sink.loop).result(60)
     except Exception as exc:  # noqa: BLE001 - one line, the worker cannot run without its topics
@@ -237,7 +330,6 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
             sink.close()
             raise
 
-    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
@@ -281,6 +373,7 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
             try:
                 perception.run(on_detection, stop, until_done=until_done, max_seconds=max_seconds)
             finally:
+                stop.set()  # from now on a send that finds every slot taken gives up (counted as lost)
                 if assignment is not None:
                     assignment.stop()  # closes the owned cameras and leaves the group: others take over at once
             on_health(perception.health())  # the last word on every camera
@@ -289,6 +382,5 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
         if server is not None:
             server.close()
     click.echo(f"worker ingest: {perception.analysed} frames analysed in {time.monotonic() - started:.1f} s, "
-               f"{sink.sent} records delivered, {sink.failed} failed"
-               + (f", {evidence.stored} evidence snapshots in Redis" if evidence else ""), err=True)
-    sys.exit(1 if sink.failed else 0)
+               f"{delivery_summary(sink, evidence)}", err=True)
+    sys.exit(exit_code(sink))

@@ -165,16 +165,15 @@ class PrivateRedis:
             self.proc.wait(10)
 
 
-def read_detections(bootstrap: str, topic: str) -> list:
-    """Every record of ``topic`` from the beginning to its current end, as :class:`Detection` objects."""
+def read_records(bootstrap: str, topic: str) -> list[bytes]:
+    """Every value of ``topic`` from the beginning to its current end (partition by partition, each in order)."""
     import asyncio
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from detectors.records import Detection
     from pipeline.assignment import topic_partitions
 
-    async def run() -> list:
+    async def run() -> list[bytes]:
         tps = [TopicPartition(topic, p) for p in range(await topic_partitions(bootstrap, topic))]
         if not tps:
             return []
@@ -190,12 +189,19 @@ def read_detections(bootstrap: str, topic: str) -> list:
 
             while await behind():
                 for records in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
-                    out.extend(Detection.from_json(r.value) for r in records)
+                    out.extend(r.value for r in records)
             return out
         finally:
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def read_detections(bootstrap: str, topic: str) -> list:
+    """Every record of ``topic`` from the beginning to its current end, as :class:`Detection` objects."""
+    from detectors.records import Detection
+
+    return [Detection.from_json(value) for value in read_records(bootstrap, topic)]
 
 
 def wait_for(predicate, timeout_s: float, every_s: float = 0.5) -> float | None:
