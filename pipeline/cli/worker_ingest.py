@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -204,17 +206,104 @@ def redis_health_client(settings: Settings):
     return client
 
 
-class RedisEvidence:
-    """Evidence snapshots in Redis with a TTL; an outage is logged once, never raised (the event goes out anyway)."""
+class RedisWriter:
+    """Runs Redis writes on one daemon thread, from a bounded queue, so that a hung Redis (every call
+    blocking up to its socket timeout) never stalls the detection loop or the assignment's heartbeats.
 
-    def __init__(self, client, ttl_s: int):
+    :meth:`submit` never blocks: with ``maxsize`` writes already waiting it drops the new one. Counts:
+    ``done``, ``failed`` (the function returned False or raised) and ``dropped`` (never run: the queue was
+    full, or still waiting at :meth:`close`).
+    """
+
+    def __init__(self, name: str, maxsize: int):
+        self.name = name
+        self.maxsize = maxsize
+        self.done = self.failed = self.dropped = 0
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._lock = threading.Lock()
+        self._pending = 0  # submitted and not finished
+        self._abandoned = False  # close() gave up on a write still running: it no longer counts
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., bool | None], *args) -> bool:
+        """Queue ``fn(*args)``; False (counted as dropped) when the queue is full or the writer closed."""
+        with self._lock:
+            if not self._closing.is_set():
+                try:
+                    self._queue.put_nowait((fn, args))
+                except queue.Full:
+                    pass
+                else:
+                    self._pending += 1
+                    return True
+            self.dropped += 1
+        return False
+
+    def _run(self) -> None:
+        while True:
+            try:
+                fn, args = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            try:
+                ok = fn(*args) is not False
+            except Exception:  # the functions log their own Redis errors; nothing may end this thread
+                log.exception("%s: a write failed", self.name)
+                ok = False
+            with self._lock:
+                if self._abandoned:
+                    return
+                self._pending -= 1
+                if ok:
+                    self.done += 1
+                else:
+                    self.failed += 1
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Let the queued writes finish for up to ``timeout`` seconds; those left then are dropped.
+        Returns how many were."""
+        self._closing.set()
+        self._thread.join(timeout)
+        with self._lock:
+            left, self._pending = self._pending, 0
+            self.dropped += left
+            self._abandoned = self._thread.is_alive()
+        return left
+
+
+class RedisEvidence:
+    """Evidence snapshots in Redis with a TTL, written by a :class:`RedisWriter`; an outage is logged
+    once, never raised (the event goes out anyway). At most ``backlog`` snapshots wait for a slow or hung
+    Redis; later ones are dropped and counted (``not_stored``), the first drop logged."""
+
+    def __init__(self, client, ttl_s: int, backlog: int = 32):
         from pipeline.evidence import RedisStore
 
         self.store = RedisStore(client, ttl_s=ttl_s)
-        self.stored = 0
         self._failing = False
+        self._drop_logged = False
+        self.writer = RedisWriter("guanjia-evidence", backlog)
+
+    @property
+    def stored(self) -> int:
+        return self.writer.done
+
+    @property
+    def not_stored(self) -> int:
+        """Snapshots refused by Redis, dropped while it did not keep up, or still waiting at shutdown."""
+        return self.writer.failed + self.writer.dropped
 
     def put(self, key: str, jpeg: bytes) -> None:
+        if not self.writer.submit(self._write, key, jpeg) and not self._drop_logged:
+            self._drop_logged = True
+            log.warning("evidence: Redis does not keep up (%d snapshots wait); newer ones are dropped, "
+                        "counted in the summary, not logged", self.writer.maxsize)
+
+    def _write(self, key: str, jpeg: bytes) -> bool:
         import redis
 
         try:
@@ -223,9 +312,13 @@ class RedisEvidence:
             if not self._failing:
                 log.warning("evidence: cannot store snapshots in Redis (%s); retrying with each one", type(exc).__name__)
             self._failing = True
-            return
+            return False
         self._failing = False
-        self.stored += 1
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Store what waits, for up to ``timeout`` seconds (a hung Redis must not hold up shutdown)."""
+        self.writer.close(timeout)
 
 
 def delivery_summary(sink: KafkaSink, evidence: RedisEvidence | None) -> str:
@@ -233,12 +326,33 @@ def delivery_summary(sink: KafkaSink, evidence: RedisEvidence | None) -> str:
     text = f"{sink.sent} records delivered, {sink.failed} failed, {sink.lost} lost at shutdown"
     if evidence is not None:
         text += f", {evidence.stored} evidence snapshots in Redis"
+        if evidence.not_stored:
+            text += f" ({evidence.not_stored} not stored: Redis down or too slow)"
     return text
 
 
 def exit_code(sink: KafkaSink) -> int:
     """1 when a record was not delivered (failed, or lost at shutdown), else 0."""
     return 1 if sink.failed or sink.lost else 0
+
+
+def health_forgetter(publisher, writer: RedisWriter) -> Callable[[str], None]:
+    """``on_deleted`` for the camera assignment: forget a tombstoned camera's health in Redis on the
+    writer's thread, so that a hung Redis never blocks the assignment's event loop (and its heartbeats)."""
+
+    def forget(camera_id: str) -> bool:  # a removed camera must not stay "down" in Redis
+        try:
+            publisher.forget([camera_id])
+        except Exception as exc:  # noqa: BLE001 - Redis down: its hash expires by itself
+            log.warning("health: cannot forget removed camera %s in Redis (%s)", camera_id, type(exc).__name__)
+            return False
+        return True
+
+    def on_deleted(camera_id: str) -> None:
+        if not writer.submit(forget, camera_id):
+            log.warning("health: cannot forget removed camera %s in Redis (%d writes wait)", camera_id, writer.maxsize)
+
+    return on_deleted
 
 
 @click.command("ingest")
@@ -339,20 +453,15 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
             write_snapshot(evidence, frame.image, det, cam.zones)
         sink.send(detections_topic, det.camera_id, det.to_json())
 
-    assignment = None
+    assignment = forgets = None
     if assign == "kafka":
         from pipeline.assignment import CAMERAS_TOPIC, AssignmentThread, CameraAssignment
         from pipeline.security import kafka_security_options
 
-        def forget_health(camera_id: str) -> None:  # a removed camera must not stay "down" in Redis
-            try:
-                publisher.forget([camera_id])
-            except Exception as exc:  # noqa: BLE001 - Redis down: its hash expires by itself
-                log.warning("health: cannot forget removed camera %s in Redis (%s)", camera_id, type(exc).__name__)
-
+        forgets = RedisWriter("guanjia-health-forget", 10_000)
         member = CameraAssignment(settings.kafka_bootstrap, settings.topic(CAMERAS_TOPIC), group_id=group,
                                   on_add=perception.add_camera, on_change=perception.add_camera,
-                                  on_remove=perception.remove_camera, on_deleted=forget_health,
+                                  on_remove=perception.remove_camera, on_deleted=health_forgetter(publisher, forgets),
                                   session_timeout_ms=int(session_timeout * 1000),
                                   heartbeat_interval_ms=max(1000, int(session_timeout * 1000) // 5),
                                   security=kafka_security_options(settings))
@@ -379,6 +488,9 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
             on_health(perception.health())  # the last word on every camera
     finally:
         sink.close()
+        for writer in (evidence, forgets):
+            if writer is not None:
+                writer.close()
         if server is not None:
             server.close()
     click.echo(f"worker ingest: {perception.analysed} frames analysed in {time.monotonic() - started:.1f} s, "
