@@ -485,7 +485,10 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
                 stop.set()  # from now on a send that finds every slot taken gives up (counted as lost)
                 if assignment is not None:
                     assignment.stop()  # closes the owned cameras and leaves the group: others take over at once
-            on_health(perception.health())  # the last word on every camera
+            final = perception.health()  # each camera's last counters, for Redis
+        # after Perception.stop: Redis gets the final counters, Kafka the last word on every camera
+        # ("stopped", "worker stopped"), so the events worker does not take a clean stop for an outage
+        on_health(final)
     finally:
         sink.close()
         for writer in (evidence, forgets):
