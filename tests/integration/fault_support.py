@@ -283,6 +283,12 @@ def write_fire_cameras(config: Path, group_id: str, video: Path, cameras: list[s
     return config
 
 
+def ingest_env(bootstrap: str, prefix: str, redis_url: str) -> dict[str, str]:
+    """This environment, with the worker pointed at ``bootstrap``, topics ``prefix``.*.v1 and ``redis_url``."""
+    return {**os.environ, "GUANJIA_KAFKA_BOOTSTRAP": bootstrap, "GUANJIA_TOPIC_PREFIX": prefix,
+            "GUANJIA_REDIS_URL": redis_url}
+
+
 def start_ingest_worker(config: Path, env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
     """``guanjia worker ingest`` with backpressure (every sampled frame analysed, so seqs have no gaps),
     no metrics, no evidence, health every second; output to ``log``."""

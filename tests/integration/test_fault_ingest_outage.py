@@ -13,7 +13,6 @@ restart).
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import threading
@@ -28,6 +27,7 @@ from pipeline.cli.worker_ingest import KafkaSink
 from pipeline.settings import Settings
 from tests.integration.fault_support import (
     PrivateBroker,
+    ingest_env,
     read_detections,
     read_records,
     start_ingest_worker,
@@ -96,9 +96,7 @@ def test_stop_while_the_broker_is_dead_exits_1_counting_the_undelivered_as_lost(
     worker = None
     try:
         broker.start()
-        env = {**os.environ, "GUANJIA_KAFKA_BOOTSTRAP": broker.bootstrap, "GUANJIA_TOPIC_PREFIX": prefix,
-               "GUANJIA_REDIS_URL": redis_url}
-        worker = start_ingest_worker(config, env, log)
+        worker = start_ingest_worker(config, ingest_env(broker.bootstrap, prefix, redis_url), log)
         topic = f"{prefix}.detections.v1"
         assert wait_for(lambda: len(read_detections(broker.bootstrap, topic)) >= 10, 150, every_s=1), log.read_text()[-3000:]
         broker.stop(signal.SIGKILL)

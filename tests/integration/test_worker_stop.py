@@ -4,7 +4,6 @@ open camera_offline for each of them. Real Kafka and Redis, a generated clip, th
 
 from __future__ import annotations
 
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from pipeline.records import CameraHealth
 from tests.integration.fault_support import (
+    ingest_env,
     read_records,
     start_ingest_worker,
     wait_for,
@@ -32,9 +32,7 @@ def test_clean_stop_leaves_every_camera_stopped(clip, kafka_bootstrap: str, redi
     topic = f"{prefix}.camera-health.v1"
     config = write_fire_cameras(tmp_path / "cams.yaml", "stop", video, CAMERAS)
     log = tmp_path / "worker.log"
-    env = {**os.environ, "GUANJIA_KAFKA_BOOTSTRAP": kafka_bootstrap, "GUANJIA_TOPIC_PREFIX": prefix,
-           "GUANJIA_REDIS_URL": redis_url}
-    worker = start_ingest_worker(config, env, log)
+    worker = start_ingest_worker(config, ingest_env(kafka_bootstrap, prefix, redis_url), log)
     try:
         def streaming() -> bool:
             reports = [CameraHealth.from_json(v) for v in read_records(kafka_bootstrap, topic)]
