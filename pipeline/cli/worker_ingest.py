@@ -57,6 +57,7 @@ class KafkaSink:
         self._lock = threading.Lock()  # in_flight and lost change on callers' threads and the loop's
         self._in_flight = 0
         self._closed = False
+        self._gave_up = False  # close() stopped waiting: records still in flight are lost
         self._queue: asyncio.Queue = asyncio.Queue()
         self._sender: asyncio.Task | None = None
         self._failure_logged = False
@@ -137,6 +138,8 @@ class KafkaSink:
                 break
 
     def _done(self, exc: BaseException | None) -> None:
+        if self._gave_up:
+            return
         with self._lock:
             self._in_flight -= 1
         self._slots.release()
@@ -160,15 +163,17 @@ class KafkaSink:
         undelivered then is counted as lost."""
         self._closed = True
         if self.producer is not None:
-            async def drain() -> bool:
+            async def drain() -> None:
                 deadline = time.monotonic() + timeout
                 while self.in_flight and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
+                if self.in_flight:  # give up: what is still in flight is lost, whatever the producer says now
+                    self._gave_up = True
+                    await _cancel_other_tasks()  # the producer's sender would retry until the broker returns
                 self._sender.cancel()
-                if self.in_flight:
-                    return False
-                await asyncio.wait_for(self.producer.stop(), max(1.0, deadline - time.monotonic()))
-                return True
+                await asyncio.wait_for(self.producer.stop(), max(5.0, deadline - time.monotonic()))
+                if self._gave_up:
+                    await _cancel_other_tasks()  # stop()'s flush of the batches nobody will send
 
             future = asyncio.run_coroutine_threadsafe(drain(), self.loop)
             try:
@@ -188,6 +193,14 @@ class KafkaSink:
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+
+
+async def _cancel_other_tasks() -> None:
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others:
+        task.cancel()
+    if others:
+        await asyncio.wait(others, timeout=5)
 
 
 def redis_health_client(settings: Settings):

@@ -114,3 +114,4 @@ def test_stop_while_the_broker_is_dead_exits_1_counting_the_undelivered_as_lost(
     assert summary, text[-3000:]
     assert int(summary.group(2)) == 0 and int(summary.group(3)) > 0, summary.group(0)
     assert "not delivered within 30 s of shutdown; they are lost" in text
+    assert "Task was destroyed" not in text and "Unclosed AIOKafkaProducer" not in text, text[-3000:]
