@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors.training import data
 from detectors.training.fit import TrainConfig
 from detectors.training.train import mall_blocks, mall_train_frames, shb_folds, training_indices
+from scripts.script_args import SHARED_HELP, parse_with_shared
 
 log = logging.getLogger("crowd_finetune")
 FOLDS = 5
@@ -386,7 +387,6 @@ def finetune_report(f: dict) -> str:
     return "\n".join(lines)
 
 
-SHARED_HELP = "models and data (default: the project's shared_dir, GUANJIA_SHARED_DIR or ../shared)"
 DELTA_DTYPES = ("float32", "float16")
 DELTA_HELP = ("how the backbone changes are stored in the head file (the served graph is float32 either way; "
               "float16, the shipped form, halves the file)")
@@ -433,11 +433,7 @@ def main() -> None:
     p.add_argument("--name", default="g1", choices=sorted(START_HEADS))
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=2)
-    args = parser.parse_args()
-    if getattr(args, "shared", "") is None:  # resolved only for the commands that take it: the device's workers never load the settings
-        from pipeline.settings import Settings
-
-        args.shared = Settings().shared_dir
+    args = parse_with_shared(parser)
     {"pack": pack, "run": run_all, "fit": worker, "evaluate": evaluate, "export": export, "heads": heads}[args.command](args)
 
 

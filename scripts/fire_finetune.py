@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors.evaluation import binary_scores, load_fire_labels, natural_key
 from detectors.training.data import iter_images
 from detectors.training.fire_head import check_images, fold_masks
+from scripts.script_args import SHARED_HELP, parse_with_shared
 
 log = logging.getLogger("fire_finetune")
 FOLDS, REPEATS, SEED, SIZE = 5, 5, 0, 224
@@ -273,7 +274,6 @@ def nested(args) -> None:
     Path(args.report).write_text(json.dumps(report, indent=1))
 
 
-SHARED_HELP = "models and data (default: the project's shared_dir, GUANJIA_SHARED_DIR or ../shared)"
 
 
 def main() -> None:
@@ -309,11 +309,7 @@ def main() -> None:
     p.add_argument("--results", required=True, help="the outer run's results.npz")
     p.add_argument("--inner", required=True, help="the --inner run's results.npz")
     p.add_argument("--report", default="fire_finetune_nested.json")
-    args = parser.parse_args()
-    if getattr(args, "shared", "") is None:  # resolved only for the commands that take it: the device's workers never load the settings
-        from pipeline.settings import Settings
-
-        args.shared = Settings().shared_dir
+    args = parse_with_shared(parser)
     {"pack": pack, "run": run_all, "worker": worker, "evaluate": evaluate, "nested": nested}[args.command](args)
 
 
