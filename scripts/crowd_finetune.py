@@ -15,7 +15,6 @@ ShanghaiTech-B images and Mall block, decoded from the original files.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors.training import data
 from detectors.training.fit import TrainConfig
 from detectors.training.train import mall_blocks, mall_train_frames, shb_folds, training_indices
-from scripts.script_args import SHARED_HELP, parse_with_shared
+from scripts.script_args import SHARED_HELP, command_parser, parse_with_shared
 
 log = logging.getLogger("crowd_finetune")
 FOLDS = 5
@@ -393,9 +392,7 @@ DELTA_HELP = ("how the backbone changes are stored in the head file (the served 
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("pack")
     p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--out", default=".devdata")

@@ -14,7 +14,6 @@ original files, as the product would run them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors.evaluation import binary_scores, load_fire_labels, natural_key
 from detectors.training.data import iter_images
 from detectors.training.fire_head import check_images, fold_masks
-from scripts.script_args import SHARED_HELP, parse_with_shared
+from scripts.script_args import SHARED_HELP, command_parser, parse_with_shared
 
 log = logging.getLogger("fire_finetune")
 FOLDS, REPEATS, SEED, SIZE = 5, 5, 0, 224
@@ -274,12 +273,8 @@ def nested(args) -> None:
     Path(args.report).write_text(json.dumps(report, indent=1))
 
 
-
-
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser(__doc__)
     p = sub.add_parser("pack")
     p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--out", default=".firedata")
