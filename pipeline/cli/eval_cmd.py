@@ -53,10 +53,12 @@ def _checked(build):
     """``build()``, with a bad ground-truth file or setting turned into a one-line error that names it."""
     from pydantic import ValidationError
 
+    from pipeline.config.errors import format_key_path
+
     try:
         return build()
     except ValidationError as exc:
-        raise click.ClickException("; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+        raise click.ClickException("; ".join(f"{format_key_path(e['loc']) or 'settings'}: {e['msg']}"
                                              for e in exc.errors())) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
