@@ -63,6 +63,7 @@ class CameraReader:
         self.state_since = time.time()
         self.seq = 0
         self.frames_in = 0
+        self.frames_decoded = 0
         self.frames_analysed = 0
         self.dropped = 0
         self.reconnects = 0
@@ -353,6 +354,7 @@ class CameraReader:
         return decoder
 
     def _emit_decoded(self, frames: list, t: float, pts_s: float | None) -> None:
+        self.frames_decoded += len(frames)
         sampler = self._sampler
         for frame in frames:
             if sampler.mode is DecodeMode.keyframes or frame.pts is None:
@@ -407,6 +409,7 @@ class CameraReader:
             input_fps=round(self._rates[0], 2),
             analysed_fps=round(self._rates[1], 3),
             frames_in=self.frames_in,
+            frames_decoded=self.frames_decoded,
             frames_analysed=self.frames_analysed,
             dropped=self.dropped,
             reconnects=self.reconnects,

@@ -43,6 +43,9 @@ class CameraHealth:
     input_fps: float = 0.0
     analysed_fps: float = 0.0
     frames_in: int = 0
+    """Video packets read, decoded or not."""
+    frames_decoded: int = 0
+    """Frames the decoder returned (only packets the sampler sends to it are decoded)."""
     frames_analysed: int = 0
     dropped: int = 0
     reconnects: int = 0

@@ -50,7 +50,7 @@ def test_board_take_limits_and_wakes_waiters():
 
 def test_health_round_trips_through_redis_strings():
     health = CameraHealth(camera_id="c1", state=CameraState.backoff, url="rtsp://***@h/x", decode_mode="keyframes",
-                          input_fps=25.0, analysed_fps=0.5, frames_in=100, frames_analysed=4, dropped=1,
+                          input_fps=25.0, analysed_fps=0.5, frames_in=100, frames_decoded=4, frames_analysed=4, dropped=1,
                           reconnects=2, decode_errors=3, last_frame_time=None, state_since=12.5,
                           last_error_class="TimeoutError", last_error="timed out", keyframe_interval_s=2.0)
     assert CameraHealth.from_redis({k.encode(): v.encode() for k, v in health.to_redis().items()}) == health

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import threading
 import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
 import pytest
 
 from ingest.health import CameraState
 from ingest.pool import IngestPool, trim_malloc
-from ingest.settings import DecodeMode, SourceSettings
+from ingest.settings import DecodeMode, ReconnectPolicy, SourceSettings
 from ingest.source import CameraSource, open_input
+from pipeline.metrics import Metrics
 
 
 def run_until(pool: IngestPool, done, timeout: float = 10.0) -> list:
@@ -52,6 +57,7 @@ def test_keyframes_mode_on_a_file_emits_one_frame_per_interval_of_stream_time(cl
         frames += pool.take(timeout=0.5)
         health = pool.health()[0]
     assert health.state is CameraState.ended and health.frames_in == 250
+    assert health.frames_decoded == len(frames) == 5  # only the keyframes due were sent to the decoder
     assert [round(f.pts, 2) for f in frames] == [round(frames[0].pts + 2 * k, 2) for k in range(5)]
     assert all(f.keyframe and f.image.shape == (240, 320, 3) for f in frames)
 
@@ -76,6 +82,7 @@ def test_interval_and_all_modes(clip, mode, expected):
         health = pool.health()[0]
     assert health.frames_analysed == expected
     assert health.dropped <= expected
+    assert health.frames_in == health.frames_decoded == 100  # both modes decode every frame
 
 
 def test_realtime_loop_paces_a_file_and_keeps_time_monotonic(clip):
@@ -127,7 +134,6 @@ def test_opening_and_closing_200_times_leaks_neither_fds_nor_memory(clip):
 def test_pool_start_stop_cycles_release_threads_and_fds(clip):
     cam = CameraSource("cyc", str(clip(seconds=2, gop=25)), source=SourceSettings(loop=True))
     proc = psutil.Process()
-    import threading
 
     def cycle() -> None:
         with IngestPool([cam], threads=1) as pool:
@@ -151,3 +157,46 @@ def test_released_decoder_gives_the_same_frames(clip):
             frames += pool.take(timeout=0.5)
         images.append([(round(f.pts, 2), f.image.tobytes()) for f in frames])
     assert len(images[0]) == 3 and images[0] == images[1]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def http_clip(clip) -> Iterator[str]:
+    """A 2 s clip served over local HTTP: a live source whose end of stream is a disconnect."""
+    path = clip(seconds=2, gop=25)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(path.parent)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_decoded_count_keeps_growing_across_reconnects(http_clip):
+    cam = CameraSource("re", http_clip, decode_mode=DecodeMode.all,
+                       reconnect=ReconnectPolicy(backoff_base_s=0.05, backoff_cap_s=0.1))
+    seen: list[tuple[int, int]] = []  # (reconnects, frames_decoded) as the camera reconnects
+    with IngestPool([cam], threads=1) as pool:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (not seen or seen[-1][0] < 2):
+            pool.take(timeout=0.05)
+            health = pool.health()[0]
+            seen.append((health.reconnects, health.frames_decoded))
+    decoded = [d for _, d in seen]
+    assert seen[-1][0] >= 2, seen[-1]
+    assert decoded == sorted(decoded)
+    assert decoded[-1] > 50  # more than the clip's 50 frames: the second session added to the count
+
+
+def test_decoded_frames_reach_the_ingest_workers_metrics_page(clip):
+    cam = CameraSource("cam-d", str(clip(seconds=4, gop=25)), analysis_interval_s=1.0, decode_mode=DecodeMode.interval)
+    with IngestPool([cam], threads=1) as pool:
+        run_until(pool, ended(pool, "cam-d"))
+        body = Metrics(camera_stats=pool.health, process=False).render().decode()
+    assert 'guanjia_frames_decoded_total{camera="cam-d"} 100.0' in body
+    assert 'guanjia_frames_analysed_total{camera="cam-d"} 4.0' in body

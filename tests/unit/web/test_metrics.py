@@ -144,7 +144,7 @@ def ingest_health(camera_id: str, state, **more):
     from ingest.health import CameraHealth
 
     return CameraHealth(camera_id=camera_id, state=state, url="rtsp://***@10.0.0.1/x", decode_mode="keyframes",
-                        frames_in=300, frames_analysed=12, dropped=1, reconnects=4, decode_errors=2,
+                        frames_in=300, frames_decoded=40, frames_analysed=12, dropped=1, reconnects=4, decode_errors=2,
                         last_frame_time=1_800_000_000.0, **more)
 
 
@@ -155,6 +155,7 @@ def test_ingest_health_dataclasses_are_read_directly() -> None:
     body = Metrics(camera_stats=lambda: [health], process=False).render().decode()
     for line in (
         'guanjia_frames_received_total{camera="cam-7"} 300.0',
+        'guanjia_frames_decoded_total{camera="cam-7"} 40.0',
         'guanjia_frames_analysed_total{camera="cam-7"} 12.0',
         'guanjia_frames_dropped_total{camera="cam-7"} 1.0',
         'guanjia_reconnects_total{camera="cam-7"} 4.0',
@@ -428,7 +429,7 @@ def assert_documented_as_served_by(worker: str, metrics: Metrics) -> None:
         return any(sample.startswith(stem) for sample in sampled)
 
     documented = documented_names()
-    assert set().union(*documented.values()) == {"ingest", "events", "none"}
+    assert set().union(*documented.values()) == {"ingest", "events"}
     for name, served_by in documented.items():
         assert exported(name) == (worker in served_by), (worker, name, served_by)
     for sample in sampled:
