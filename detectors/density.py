@@ -36,6 +36,7 @@ CONTEXT_OUTPUT = "feat32"  # the stride-32 features, read by heads trained with 
 LEVELS = {"feat8": 0, "feat16": 1, "feat32": 2}  # output name → YOLOX prediction level (stride 8·2^level)
 DENSITY_OUTPUT = "density"
 DELTA_PREFIX = "backbone_delta/"  # head initializers so named are fine-tuning changes to the backbone's weights
+DELTA_SCALE_PREFIX = "backbone_delta_scale/"  # an int8 change's step, one per output channel (axis 0)
 INPUT_NAME = "images"
 PAD_VALUE = 114.0
 ALIGN = 32  # the backbone downsamples by 32
@@ -159,26 +160,43 @@ def apply_backbone_delta(backbone: onnx.ModelProto, head: onnx.ModelProto) -> tu
     """(backbone with the head's ``backbone_delta/<name>`` initializers added to its weights, the head without them).
 
     A head trained with a fine-tuned backbone carries only the changes the project trained; the
-    third-party weights they apply to still come from the registry, checked by sha256.
+    third-party weights they apply to still come from the registry, checked by sha256. A change stored
+    as int8 is multiplied by its ``backbone_delta_scale/<name>`` (one step per output channel) first.
     """
     import onnx
     from onnx import numpy_helper
 
     head = onnx.ModelProto.FromString(head.SerializeToString())
-    deltas = {i.name.removeprefix(DELTA_PREFIX): numpy_helper.to_array(i) for i in head.graph.initializer
-              if i.name.startswith(DELTA_PREFIX)}
-    if not deltas:
+    carried = [i for i in head.graph.initializer if i.name.startswith((DELTA_PREFIX, DELTA_SCALE_PREFIX))]
+    if not carried:
         return backbone, head
-    kept = [i for i in head.graph.initializer if not i.name.startswith(DELTA_PREFIX)]
+    kept = [i for i in head.graph.initializer if not i.name.startswith((DELTA_PREFIX, DELTA_SCALE_PREFIX))]
     del head.graph.initializer[:]
     head.graph.initializer.extend(kept)
+    deltas = {i.name.removeprefix(DELTA_PREFIX): numpy_helper.to_array(i) for i in carried if i.name.startswith(DELTA_PREFIX)}
+    scales = {i.name.removeprefix(DELTA_SCALE_PREFIX): numpy_helper.to_array(i)
+              for i in carried if i.name.startswith(DELTA_SCALE_PREFIX)}
     original = {i.name: i for i in backbone.graph.initializer}
     missing = sorted(set(deltas) - set(original))
     if missing:
         raise ValueError(f"the density head tunes backbone weights the backbone does not have: {missing[:3]}")
-    tuned = {name: numpy_helper.to_array(original[name]).astype(np.float32) + delta.astype(np.float32)
+    tuned = {name: numpy_helper.to_array(original[name]).astype(np.float32) + _delta_value(name, delta, scales.pop(name, None))
              for name, delta in deltas.items()}
+    if scales:
+        raise ValueError(f"the density head has scales for no int8 backbone change: {sorted(scales)[:3]}")
     return tuned_initializers(backbone, tuned), head
+
+
+def _delta_value(name: str, delta: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    """A stored backbone change as float32: int8 steps times their output channel's scale, else the value itself."""
+    if delta.dtype != np.int8:
+        if scale is not None:
+            raise ValueError(f"the density head's change to {name} is {delta.dtype}, yet it carries an int8 scale")
+        return delta.astype(np.float32)
+    if scale is None or scale.shape != delta.shape[:1]:
+        raise ValueError(f"the density head's int8 change to {name} needs one scale per output channel "
+                         f"({delta.shape[0]}), has {None if scale is None else scale.shape}")
+    return delta.astype(np.float32) * scale.astype(np.float32).reshape((-1,) + (1,) * (delta.ndim - 1))
 
 
 def head_metadata(head: onnx.ModelProto) -> dict[str, str]:

@@ -386,9 +386,9 @@ def finetune_report(f: dict) -> str:
     return "\n".join(lines)
 
 
-DELTA_DTYPES = ("float32", "float16")
+DELTA_DTYPES = ("float32", "float16", "int8")
 DELTA_HELP = ("how the backbone changes are stored in the head file (the served graph is float32 either way; "
-              "float16, the shipped form, halves the file)")
+              "float16 halves the file; int8 stores weight changes in steps of a scale per output channel)")
 
 
 def main() -> None:

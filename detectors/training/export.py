@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.density import CONTEXT_OUTPUT, DELTA_PREFIX, DENSITY_OUTPUT, FEATURE_OUTPUTS
+from detectors.density import (
+    CONTEXT_OUTPUT,
+    DELTA_PREFIX,
+    DELTA_SCALE_PREFIX,
+    DENSITY_OUTPUT,
+    FEATURE_OUTPUTS,
+)
 from detectors.training.head import CONTEXT, DensityHead
 
 OPSET = 13
@@ -86,10 +92,31 @@ def _centred(taps: np.ndarray, kernel: int) -> np.ndarray:
 
 
 def add_backbone_delta(graph: onnx.GraphProto, delta: dict[str, np.ndarray],  # noqa: F821
-                       dtype: type[np.floating] | np.dtype = np.float32) -> None:
+                       dtype: type[np.generic] | np.dtype = np.float32) -> None:
     """Append fine-tuning changes to backbone weights as ``backbone_delta/<name>`` initializers of a head graph,
-    stored as ``dtype`` (float16 halves the file; the loader adds them to the float32 weights)."""
+    stored as ``dtype`` (the loader adds them to the float32 weights; float16 halves the file).
+
+    With int8, each weight tensor's change is stored in steps of its output channel's largest change / 127
+    (``backbone_delta_scale/<name>``, float32), and 1-D changes (biases) in float16.
+    """
     from onnx import numpy_helper
 
     for name, change in sorted(delta.items()):
-        graph.initializer.append(numpy_helper.from_array(np.asarray(change, dtype), DELTA_PREFIX + name))
+        change = np.asarray(change, np.float32)
+        if np.dtype(dtype) != np.int8:
+            graph.initializer.append(numpy_helper.from_array(change.astype(dtype), DELTA_PREFIX + name))
+        elif change.ndim < 2:
+            graph.initializer.append(numpy_helper.from_array(change.astype(np.float16), DELTA_PREFIX + name))
+        else:
+            steps, scale = quantize_per_channel(change)
+            graph.initializer.append(numpy_helper.from_array(steps, DELTA_PREFIX + name))
+            graph.initializer.append(numpy_helper.from_array(scale, DELTA_SCALE_PREFIX + name))
+
+
+def quantize_per_channel(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 steps, float32 scale per axis-0 channel): symmetric, ``values ≈ steps * scale``; an all-zero channel gets scale 1."""
+    flat = values.reshape(values.shape[0], -1)
+    peak = np.abs(flat).max(axis=1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    steps = np.clip(np.rint(flat / scale[:, None]), -127, 127).astype(np.int8)
+    return steps.reshape(values.shape), scale

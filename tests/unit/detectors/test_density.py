@@ -287,3 +287,66 @@ def test_backbone_deltas_stored_in_float16_halve_the_head_and_serve_a_float32_gr
     assert {i.data_type for i in merged.graph.initializer if i.name in delta} == {onnx.TensorProto.FLOAT}
     rounded = tuned_initializers(backbone, {n: weights[n] + d.astype(np.float16).astype(np.float32) for n, d in delta.items()})
     np.testing.assert_allclose(run(merged), run(merge_backbone_and_head(rounded, head_to_onnx(head, {}))), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.shared
+def test_backbone_deltas_stored_as_int8_steps_serve_a_float32_graph_tuned_by_the_dequantized_change():
+    import onnx
+
+    from detectors.density import (
+        DELTA_SCALE_PREFIX,
+        cut_backbone,
+        merge_backbone_and_head,
+        tuned_initializers,
+    )
+    from detectors.training.export import add_backbone_delta, quantize_per_channel
+
+    backbone, head, weights, rng, run = _backbone_head_and_weights(13)
+    cut = cut_backbone(backbone, ["feat8", "feat16", "feat32"])
+    biases = [(i.name, onnx.numpy_helper.to_array(i)) for i in cut.graph.initializer if len(i.dims) == 1 and i.dims[0] > 1]
+    weights = {**weights, **dict(biases[:3])}
+    delta = {name: rng.normal(0, 1e-3, w.shape).astype(np.float32) for name, w in list(weights.items())[-23:]}
+    assert {d.ndim for d in delta.values()} == {1, 4}
+    bare, full, small = head_to_onnx(head, {}), head_to_onnx(head, {}), head_to_onnx(head, {})
+    add_backbone_delta(full.graph, delta)
+    add_backbone_delta(small.graph, delta, np.int8)
+    size = {name: len(m.SerializeToString()) for name, m in (("bare", bare), ("full", full), ("small", small))}
+    assert size["small"] - size["bare"] < 0.3 * (size["full"] - size["bare"])
+
+    def dequantized(d):
+        if d.ndim < 2:
+            return d.astype(np.float16).astype(np.float32)
+        steps, scale = quantize_per_channel(d)
+        return steps.astype(np.float32) * scale.reshape(-1, 1, 1, 1)
+
+    for d in (d for d in delta.values() if d.ndim == 4):
+        step = np.abs(d).reshape(len(d), -1).max(axis=1) / 127
+        assert (np.abs(dequantized(d) - d) <= step.reshape(-1, 1, 1, 1) / 2 + 1e-12).all()
+    merged = merge_backbone_and_head(backbone, small)
+    assert {i.data_type for i in merged.graph.initializer if i.name in delta} == {onnx.TensorProto.FLOAT}
+    assert not [i.name for i in merged.graph.initializer if "backbone_delta" in i.name]
+    rounded = tuned_initializers(backbone, {n: weights[n] + dequantized(d) for n, d in delta.items()})
+    np.testing.assert_allclose(run(merged), run(merge_backbone_and_head(rounded, head_to_onnx(head, {}))), rtol=1e-5, atol=1e-6)
+
+    unscaled = onnx.ModelProto.FromString(small.SerializeToString())
+    first_scale = next(i for i in unscaled.graph.initializer if i.name.startswith(DELTA_SCALE_PREFIX))
+    unscaled.graph.initializer.remove(first_scale)
+    with pytest.raises(ValueError, match=first_scale.name.removeprefix(DELTA_SCALE_PREFIX)):
+        merge_backbone_and_head(backbone, unscaled)
+    stray = head_to_onnx(head, {})
+    add_backbone_delta(stray.graph, delta, np.float16)
+    stray.graph.initializer.append(first_scale)
+    with pytest.raises(ValueError, match="int8 scale"):
+        merge_backbone_and_head(backbone, stray)
+
+
+def test_per_channel_quantization_keeps_each_channel_within_half_a_step_and_an_unchanged_channel_at_zero():
+    from detectors.training.export import quantize_per_channel
+
+    values = np.stack([np.linspace(-2, 2, 12), np.zeros(12), np.linspace(0, 1e-4, 12)]).reshape(3, 3, 2, 2).astype(np.float32)
+    steps, scale = quantize_per_channel(values)
+    assert steps.dtype == np.int8 and scale.dtype == np.float32 and scale.shape == (3,)
+    np.testing.assert_allclose(scale, [2 / 127, 1.0, 1e-4 / 127], rtol=1e-6)
+    assert np.abs(steps).max() == 127 and not steps[1].any()
+    restored = steps.astype(np.float32) * scale.reshape(3, 1, 1, 1)
+    assert (np.abs(restored - values) <= scale.reshape(3, 1, 1, 1) / 2 + 1e-12).all()
