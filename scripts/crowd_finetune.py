@@ -335,8 +335,8 @@ def finetune_report(f: dict) -> str:
         "## Model",
         ("- Backbone: `yolox_nano_coco_416` (COCO YOLOX-Nano, resolved through `models/models.yaml` and checked by sha256; "
         f"not committed), **fine-tuned**: the head file carries the project-trained change of {f['delta_tensors']} of its "
-        f"weight tensors as `backbone_delta/<name>` initializers ({f.get('delta_dtype', 'float32')}), added to the "
-        "registry's float32 weights at load time "
+        f"weight tensors as `backbone_delta/<name>` initializers ({STORED_AS[f.get('delta_dtype', 'float32')]}), "
+        "added to the registry's float32 weights at load time "
         f"(median change {100 * f['delta_relative_norm']['median']:.2f} % of a tensor's norm, largest "
         f"{100 * f['delta_relative_norm']['max']:.1f} %)."),
         ("- Input: long side scaled to 1024 px (top-left letterbox, pad 114, BGR, raw 0–255); features: the cls and reg "
@@ -387,6 +387,8 @@ def finetune_report(f: dict) -> str:
 
 
 DELTA_DTYPES = ("float32", "float16", "int8")
+STORED_AS = {"float32": "float32", "float16": "float16",
+             "int8": "int8 steps with a float32 scale per output channel in `backbone_delta_scale/<name>`; biases float16"}
 DELTA_HELP = ("how the backbone changes are stored in the head file (the served graph is float32 either way; "
               "float16 halves the file; int8 stores weight changes in steps of a scale per output channel)")
 
