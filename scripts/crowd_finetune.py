@@ -390,7 +390,8 @@ DELTA_DTYPES = ("float32", "float16", "int8")
 STORED_AS = {"float32": "float32", "float16": "float16",
              "int8": "int8 steps with a float32 scale per output channel in `backbone_delta_scale/<name>`; biases float16"}
 DELTA_HELP = ("how the backbone changes are stored in the head file (the served graph is float32 either way; "
-              "float16 halves the file; int8 stores weight changes in steps of a scale per output channel)")
+              "float16 halves the file; int8, the shipped form, stores weight changes in steps of a scale per output "
+              "channel)")
 
 
 def main() -> None:
@@ -419,14 +420,14 @@ def main() -> None:
     p.add_argument("--fits", required=True)
     p.add_argument("--configs", default="H1")
     p.add_argument("--report", default="finetune_cv.json")
-    p.add_argument("--delta-dtype", default="float16", choices=DELTA_DTYPES, help=DELTA_HELP)
+    p.add_argument("--delta-dtype", default="int8", choices=DELTA_DTYPES, help=DELTA_HELP)
     p = sub.add_parser("export")
     p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--fits", required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--cv-report", help="evaluate's report: also write the training report and figures beside --out")
-    p.add_argument("--delta-dtype", default="float16", choices=DELTA_DTYPES, help=DELTA_HELP)
+    p.add_argument("--delta-dtype", default="int8", choices=DELTA_DTYPES, help=DELTA_HELP)
     p = sub.add_parser("heads")
     p.add_argument("--shared", help=SHARED_HELP)
     p.add_argument("--name", default="g1", choices=sorted(START_HEADS))
