@@ -215,6 +215,8 @@ class RuleEngine:
         src = sources.get(key)
         if src and t < src["max_t"]:
             return state, []  # older than what this source already told us
+        if src is None and state.get("event") is None:
+            _forget_quiet(sources, lambda s: not s["on"] and s["max_t"] < t - CLOSED_RETENTION_S)
         was_on = bool(src and src["on"])
         began = item.started_at if isinstance(item, FireSignal) else t
         src = sources[key] = {
@@ -227,6 +229,8 @@ class RuleEngine:
         if isinstance(item, FireSignal) and item.on and item.evidence_key:
             state["evidence_key"] = item.evidence_key
         lat, lon = item.lat, item.lon
+        if state.get("closed_at") is not None and t <= state["closed_at"]:
+            return state, []  # recorded, but an input from before the last close cannot reopen it
         return state, self._fire_incident(state, t, place, lat, lon)
 
     def _alarming(self, reading: SensorReading) -> bool:
@@ -237,15 +241,18 @@ class RuleEngine:
         window = self.defaults.fusion_window_s
         sources = state["sources"]
 
+        def recent_off(s: dict) -> bool:
+            return s["t_off"] is not None and s["t_off"] >= t - window
+
         def recent(kind: str) -> bool:
-            return any(s["kind"] == kind and (s["on"] or (s["t_off"] is not None and s["t_off"] >= t - window))
-                       for s in sources.values())
+            return any(s["kind"] == kind and (s["on"] or recent_off(s)) for s in sources.values())
 
         on = {k: s for k, s in sources.items() if s["on"]}
         video_on = any(s["kind"] == "video" for s in on.values())
         sensor_on = any(s["kind"] == "sensor" for s in on.values())
         fused = (video_on and recent("sensor")) or (sensor_on and recent("video"))
-        p_video = max((s["score"] for s in sources.values() if s["kind"] == "video" and (s["on"] or fused)), default=0.0)
+        p_video = max((s["score"] for s in sources.values() if s["kind"] == "video" and (s["on"] or (fused and recent_off(s)))),
+                      default=0.0)
         p_sensor = self.defaults.sensors.confidence
         ev = state.get("event")
         if ev is None:
@@ -253,9 +260,11 @@ class RuleEngine:
                 return []
             trigger = "fire.fused" if fused else ("fire.video" if video_on else "fire.sensor")
             started = min(s["t_on"] for s in on.values())
+            if state.get("closed_at") is not None and started <= state["closed_at"]:
+                started = t  # on since before the last close: this event starts now, never before that one ended
             confidence = 1 - (1 - p_video) * (1 - p_sensor) if fused else (p_video if video_on else p_sensor)
             # a fused event names the sources it fused, also one that went quiet inside the window
-            named = {k for k, s in sources.items() if s["on"] or (fused and s["t_off"] is not None and s["t_off"] >= t - window)}
+            named = {k for k, s in sources.items() if s["on"] or (fused and recent_off(s))}
             draft = self._draft(
                 rule="fire", trigger=trigger, subject=f"grid:{place.grid}", started_at=started, t=t, place=place,
                 value=p_video, peak=p_video, confidence=confidence, fused=fused, lat=lat, lon=lon,
@@ -268,9 +277,10 @@ class RuleEngine:
         if not on:
             draft = _revise(ev, action=EventAction.closed, status="closed", updated_at=t, ended_at=t,
                             duration_s=max(t - ev["started_at"], 0.0))
-            state["event"] = None
-            state["sources"] = {k: s for k, s in sources.items() if s["t_off"] is not None and s["t_off"] >= t - window}
-            if not any(s["kind"] == "video" for s in state["sources"].values()):
+            # every source's record stays (its max_t keeps its stale readings out) until quiet for CLOSED_RETENTION_S
+            state["event"], state["closed_at"] = None, t
+            _forget_quiet(sources, lambda s: s["max_t"] < t - CLOSED_RETENTION_S)
+            if not any(s["kind"] == "video" and recent_off(s) for s in sources.values()):
                 state.pop("evidence_key", None)  # kept while the video that took it can still fuse
             return [draft]
         all_sources = sorted(set(ev["sources"]) | set(on))
@@ -301,11 +311,18 @@ class RuleEngine:
         return [draft]
 
     def _sensor_alarm(self, state: dict, reading: SensorReading) -> list[GovernanceEvent]:
+        """One sensor's alarm event. The sensor's record outlives its event (``max_t``, ``closed_at``) for
+        CLOSED_RETENTION_S, so a stale or redelivered reading from before the close cannot reopen it."""
         alarms = state.setdefault("alarms", {})
-        st = alarms.setdefault(reading.sensor_id, {"max_t": None, "event": None})
         t = reading.time
+        st = alarms.get(reading.sensor_id)
+        if st is None:
+            _forget_quiet(alarms, lambda s: s["event"] is None and (s["max_t"] is None or s["max_t"] < t - CLOSED_RETENTION_S))
+            st = alarms[reading.sensor_id] = {"max_t": None, "event": None}
         if st["max_t"] is not None and t < st["max_t"]:
             return []
+        if st.get("closed_at") is not None and t <= st["closed_at"]:
+            return []  # at or before the close of its last event (a replay of the closing reading, say)
         st["max_t"] = t
         ev = st["event"]
         place = Place(reading.grid_id, reading.village, reading.town)
@@ -328,9 +345,8 @@ class RuleEngine:
         if ev is not None:
             draft = _revise(ev, action=EventAction.closed, status="closed", updated_at=t, ended_at=t,
                             value=reading.value, duration_s=max(t - ev["started_at"], 0.0))
-            del alarms[reading.sensor_id]
+            st["event"], st["closed_at"] = None, t
             return [draft]
-        del alarms[reading.sensor_id]
         return []
 
     # ---- health partition ------------------------------------------------------------------
@@ -460,6 +476,12 @@ class RuleEngine:
                         severity=Severity(ev["severity"]).raised())
         state["event"] = _dump(event)
         return state, [event]
+
+
+def _forget_quiet(records: dict, quiet) -> None:
+    """Drop the records for which ``quiet(record)`` holds (a source quiet for CLOSED_RETENTION_S)."""
+    for key in [k for k, rec in records.items() if quiet(rec)]:
+        del records[key]
 
 
 def _no_lower(new: dict, current: dict) -> dict:

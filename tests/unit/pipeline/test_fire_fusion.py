@@ -90,3 +90,41 @@ def test_gas_alarm_opens_and_closes_its_own_event():
     assert r.feed(reading(-5, sensor="gas1", kind=SensorKind.gas, value=0, alarm=False)) == []  # stale reading
     closed = r.feed(reading(60, sensor="gas1", kind=SensorKind.gas, value=3, alarm=False))
     assert [e.action for e in closed] == [EventAction.closed] and closed[0].event_id == opened[0].event_id
+
+
+def test_sensor_reading_from_before_its_close_does_not_reopen():
+    r = runner(camera())
+    gas = {"sensor": "gas1", "kind": SensorKind.gas, "alarm": False}
+    opened = r.feed(reading(0, value=30, **gas))
+    assert [e.action for e in r.feed(reading(60, value=3, **gas))] == [EventAction.closed]
+    assert r.feed(reading(30, value=30, **gas)) == []  # stale: older than the close
+    assert r.feed(reading(0, value=30, **gas)) == []  # the opening reading redelivered: no phantom of the old event
+    assert r.feed(reading(60, value=30, **gas)) == []  # at the close itself
+    again = r.feed(reading(100, value=31, **gas))  # the next genuine alarm opens a new event, and it closes
+    assert [e.action for e in again] == [EventAction.opened] and again[0].event_id != opened[0].event_id
+    assert again[0].started_at == T0 + 100
+    assert [(e.action, e.event_id) for e in r.feed(reading(200, value=1, **gas))] == [(EventAction.closed, again[0].event_id)]
+
+
+def test_sensor_record_is_forgotten_after_the_retention():
+    from pipeline.rules.engine import CLOSED_RETENTION_S
+
+    r = runner(camera())
+    r.feed(reading(0, sensor="gas1", kind=SensorKind.gas, value=30, alarm=False))
+    r.feed(reading(60, sensor="gas1", kind=SensorKind.gas, value=3, alarm=False))
+    assert "gas1" in r.grids["G1"]["alarms"]
+    r.feed(reading(61 + CLOSED_RETENTION_S, sensor="gas2", kind=SensorKind.gas, value=3, alarm=False))
+    assert set(r.grids["G1"]["alarms"]) == {"gas2"}
+
+
+def test_fire_input_from_before_the_grid_close_does_not_reopen():
+    r = runner(camera(k=1, n=1, fire_clear_s=0))
+    opened = r.feed(reading(0))
+    r.feed(det(5, fire=0.9))
+    r.feed(reading(10, alarm=False, value=0))
+    assert [e.action for e in r.feed(det(200, fire=0.0))] == [EventAction.closed]
+    assert r.feed(reading(0)) == []  # the opening alarm redelivered
+    assert r.feed(reading(50)) == []  # a late alarm from before the close: no event starting before it ended
+    again = r.feed(reading(260))  # the sensor, still alarming, reports again: a new event from now
+    assert [e.action for e in again] == [EventAction.opened] and again[0].event_id != opened[0].event_id
+    assert again[0].started_at == T0 + 260
