@@ -224,8 +224,12 @@ class RuleEngine:
             "t_on": (src["t_on"] if was_on else began) if on else (src or {}).get("t_on", t),
             "t_off": None if on else (src["t_off"] if src and not was_on and src.get("t_off") is not None else t),
         }
-        place = Place(item.grid_id, item.village, item.town)
-        state["place"] = {"grid": place.grid, "village": place.village, "town": place.town}
+        # the cell's place from all its inputs: a value once known is kept, a missing one filled in, so
+        # an input without village/town routes the event (and names its place) as well as one with them
+        known = state.get("place") or {}
+        state["place"] = {k: known.get(k) if known.get(k) is not None else v
+                          for k, v in (("grid", item.grid_id), ("village", item.village), ("town", item.town))}
+        place = Place(state["place"]["grid"], state["place"]["village"], state["place"]["town"])
         if isinstance(item, FireSignal) and item.on and item.evidence_key:
             state["evidence_key"] = item.evidence_key
         lat, lon = item.lat, item.lon
@@ -274,6 +278,8 @@ class RuleEngine:
             )
             state["event"] = _dump(draft)
             return [draft]
+        # the event names the cell's place as now known (published with its next revision)
+        ev["grid_id"], ev["village"], ev["town"] = place.grid, place.village, place.town
         if not on:
             draft = _revise(ev, action=EventAction.closed, status="closed", updated_at=t, ended_at=t,
                             duration_s=max(t - ev["started_at"], 0.0))

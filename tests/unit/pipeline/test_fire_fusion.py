@@ -128,3 +128,21 @@ def test_fire_input_from_before_the_grid_close_does_not_reopen():
     again = r.feed(reading(260))  # the sensor, still alarming, reports again: a new event from now
     assert [e.action for e in again] == [EventAction.opened] and again[0].event_id != opened[0].event_id
     assert again[0].started_at == T0 + 260
+
+
+def test_fused_event_is_placed_and_routed_by_every_input_not_the_last_one():
+    def bare(t):  # a smoke sensor whose reading names its grid cell only (village and town are optional)
+        return SensorReading(sensor_id="s1", kind=SensorKind.smoke, time=T0 + t, value=1.0, alarm=True, grid_id="G1")
+
+    r = runner(camera(k=1, n=1))  # cam1 in G1 / V1 / T1
+    r.feed(det(0, fire=0.9))
+    fused = r.feed(bare(10))
+    assert fused[0].fused and (fused[0].village, fused[0].town) == ("V1", "T1")
+    assert (fused[0].routing.level.value, fused[0].routing.unit) == ("town", "T1 镇街综治中心")
+
+    r = runner(camera(k=1, n=1))
+    opened = r.feed(bare(0))
+    assert opened[0].town is None
+    fused = r.feed(det(10, fire=0.9))
+    assert fused[0].fused and (fused[0].village, fused[0].town) == ("V1", "T1")
+    assert (fused[0].routing.level.value, fused[0].routing.unit) == ("town", "T1 镇街综治中心")
