@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from ingest.urls import redact_text
 from pipeline.config.env import TemplateError, interpolate
-from pipeline.config.models import ResolvedCamera
+from pipeline.config.models import ResolvedCamera, resolve_file_url
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,15 @@ OnRemove = Callable[[str], object | Awaitable[object]]
 # ---- records ------------------------------------------------------------------------------------
 
 def camera_record(cam: ResolvedCamera) -> bytes:
-    """The value published for a camera: versioned JSON of the resolved camera (URL as a template)."""
-    return json.dumps({"v": RECORD_VERSION, "camera": cam.model_dump(mode="json")},
-                      separators=(",", ":"), ensure_ascii=False).encode()
+    """The value published for a camera: versioned JSON of the resolved camera (URL as a template).
+
+    A relative file path that still holds a template (``${DIR:-../../shared}/a.mp4``) goes with the
+    config's folder as ``base_dir``, next to ``camera``: the worker resolves the path once filled.
+    """
+    record: dict[str, Any] = {"v": RECORD_VERSION, "camera": cam.model_dump(mode="json")}
+    if cam.url_base_dir is not None:
+        record["base_dir"] = cam.url_base_dir
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class CameraRecordError(ValueError):
@@ -72,6 +78,9 @@ def parse_camera_record(camera_id: str, value: bytes, environ: Mapping[str, str]
         camera = dict(data["camera"])
         if isinstance(camera.get("url"), str):  # the only field published as a template (publish fills the rest)
             camera["url"] = interpolate(camera["url"], environ)
+            base_dir = data.get("base_dir")
+            if isinstance(base_dir, str):  # a relative file path, resolved as a direct load would
+                camera["url"] = resolve_file_url(camera["url"], base_dir)
         cam = ResolvedCamera.model_validate(camera)
     except TemplateError as exc:
         raise CameraRecordError(f"camera {camera_id}: {exc}") from None

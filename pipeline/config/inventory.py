@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from pipeline.config.env import TemplateError, interpolate
 from pipeline.config.errors import ConfigIssue
-from pipeline.config.models import CameraSettings, ResolvedCamera, ZoneConfig, resolve_file_url
+from pipeline.config.models import CameraSettings, ResolvedCamera, ZoneConfig, deferred_base_dir, resolve_file_url
 from pipeline.config.validation import did_you_mean, issues_from_error
 
 REQUIRED = ("id", "url", "grid")
@@ -74,6 +74,9 @@ def read_inventory(
                 cameras.extend(_cameras.validate_python(chunk))
             except ValidationError as exc:
                 issues.extend(issues_from_error(exc, ResolvedCamera, _csv_locator(name, lines)))
+        if rows.deferred:  # templated relative paths (keep_templates): the worker resolves them once filled
+            for cam in cameras:
+                cam.defer_url_base_dir(rows.base_dir)
     return cameras
 
 
@@ -150,6 +153,7 @@ class _Rows:
         self.name = name
         self.seen_ids = seen_ids
         self.issues = issues
+        self.deferred = False  # a url left relative and templated by resolve_file_url
         self.optional = [(col, self.index[col]) for col in OPTIONAL if col in self.index]
         self.zones = [(col[len(ZONE_PREFIX):], self.index[col]) for col in ZONE_COLUMNS if col in self.index]
 
@@ -198,6 +202,8 @@ class _Rows:
                 url = interpolate(url, secret_field=True)
             except TemplateError as exc:
                 self.error(line, "url", str(exc))
+        if not self.deferred and deferred_base_dir(url, self.base_dir) is not None:
+            self.deferred = True
         return resolve_file_url(url, self.base_dir)
 
     def parse_zones(self, row: list[str], line: int) -> list[dict] | None:

@@ -219,7 +219,9 @@ class _CityLoader:
                 group_id=group.group_id,
                 settings=settings,
             )
-            self.cameras.append(ResolvedCamera.model_validate(fields))
+            resolved = ResolvedCamera.model_validate(fields)
+            resolved.defer_url_base_dir(base_dir)  # a templated relative path: the worker resolves it once filled
+            self.cameras.append(resolved)
         return cam
 
     def load_inventory(self, doc: YamlDoc, base_dir: Path, path: KeyPath, inventory: str, group: GroupContext) -> None:

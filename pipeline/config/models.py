@@ -23,6 +23,7 @@ from detectors.settings import (
 )
 from ingest.settings import DecodeMode, ReconnectPolicy, SourceSettings, StrictModel
 from ingest.urls import STREAM_SCHEMES, url_scheme
+from pipeline.config.env import has_template, templates_kept
 from pipeline.rules.settings import RuleSettings
 
 Point = tuple[float, float]
@@ -40,10 +41,25 @@ def check_url(url: str) -> str:
 
 
 def resolve_file_url(url: str, base_dir: str | Path) -> str:
-    """A bare relative path is relative to ``base_dir`` (the config file's folder); others are unchanged."""
+    """A bare relative path is relative to ``base_dir`` (the config file's folder); others are unchanged.
+
+    Inside :func:`~pipeline.config.env.keep_templates` a relative path that still holds a ``${VAR}``
+    template is left as written: joined before filling, ``${DIR:-../x}/a.mp4`` would be cut apart by
+    normpath and an absolute ``${DIR}`` nested under ``base_dir``. The worker resolves it once filled
+    (:func:`deferred_base_dir`, :meth:`ResolvedCamera.url_base_dir`).
+    """
     if url and "://" not in url and not os.path.isabs(url):
+        if templates_kept() and has_template(url):
+            return url
         return os.path.normpath(os.path.join(base_dir, url))
     return url
+
+
+def deferred_base_dir(url: str, base_dir: str | Path) -> str | None:
+    """``base_dir`` when :func:`resolve_file_url` left ``url`` for resolving after its templates are filled."""
+    if url and "://" not in url and not os.path.isabs(url) and templates_kept() and has_template(url):
+        return str(base_dir)
+    return None
 
 
 def check_zone_names(zones: list[Zone]) -> list[Zone]:
@@ -142,7 +158,8 @@ class ResolvedCamera(StrictModel):
     id: str = Field(..., min_length=1, pattern=ID_PATTERN, description="Unique camera id.")
     name: str | None = Field(None, description="Human-readable name.")
     url: str = Field(..., repr=False,
-                     description="Secrets already interpolated, relative file paths made absolute: never print it, use redact_url().")
+                     description="Secrets already interpolated, relative file paths made absolute (a publisher's templated "
+                                 "path stays as written for the worker to resolve): never print it, use redact_url().")
     group_id: str = Field(..., description="Id of the group the camera belongs to.")
     town: str | None = Field(None, description="Town/street (镇街).")
     village: str | None = Field(None, description="Village/community (村居).")
@@ -154,9 +171,20 @@ class ResolvedCamera(StrictModel):
     schedule: Schedule | None = Field(None, description="Analyse only in this window.")
     enabled: bool = Field(True, description="False: configured but not pulled.")
     settings: CameraSettings = Field(default_factory=CameraSettings, description="Merged settings (defaults → group → camera).")
+    _url_base_dir: str | None = PrivateAttr(None)
 
     _valid_url = field_validator("url")(check_url)
     _unique_zone_names = field_validator("zones")(check_zone_names)
+
+    @property
+    def url_base_dir(self) -> str | None:
+        """The config folder that ``url``, a relative path still holding ``${VAR}`` templates (loaded
+        inside ``keep_templates``), is relative to once they are filled; None otherwise."""
+        return self._url_base_dir
+
+    def defer_url_base_dir(self, base_dir: str | Path) -> None:
+        """Remember ``base_dir`` for :attr:`url_base_dir` when :func:`resolve_file_url` left ``url`` as written."""
+        self._url_base_dir = deferred_base_dir(self.url, base_dir)
 
 
 class ConfigFile(StrictModel):
