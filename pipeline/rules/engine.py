@@ -193,13 +193,31 @@ class RuleEngine:
         if det.fire is not None:
             fs, change = fire.step(state.setdefault("fire", {}), t, det.fire.score, ctx.fire)
             state["fire"] = fs
-            if change in ("on", "off"):
-                signals.append(FireSignal(
-                    camera_id=det.camera_id, grid_id=place.grid, village=place.village, town=place.town,
-                    lat=lat, lon=lon, time=t, on=change == "on", score=fs["peak"], started_at=fs["started_at"],
-                    evidence_key=snapshot_key(det.camera_id, t) if change == "on" else None,
-                ))
+            here = _place_dump(place, lat, lon)
+            if change == "on":
+                fs["place"] = here  # the grid told "on" is the one told "off", wherever the camera is placed by then
+                signals.append(self._fire_signal(det.camera_id, fs, here, t, on=True))
+            elif change == "off":
+                signals.append(self._fire_signal(det.camera_id, fs, fs.pop("place", None) or here, t, on=False))
+            elif fs.get("on") and fs.get("place", here)["grid"] != here["grid"]:
+                # placed in another grid cell while on (an unconfigured camera's detections name a new grid, or
+                # the configuration moved it): the old cell's source goes off, the new cell's comes on from now
+                signals.append(self._fire_signal(det.camera_id, fs, fs["place"], t, on=False))
+                fs["place"] = here
+                signals.append(self._fire_signal(det.camera_id, fs, here, t, on=True, started_at=t))
+            elif fs.get("on") and "place" not in fs:
+                fs["place"] = here  # a state from before the place was kept: "on" went to the grid of then
         return state, drafts, signals
+
+    @staticmethod
+    def _fire_signal(camera_id: str, fs: dict, at: dict, t: float, *, on: bool,
+                     started_at: float | None = None) -> FireSignal:
+        return FireSignal(
+            camera_id=camera_id, grid_id=at["grid"], village=at["village"], town=at["town"], lat=at["lat"],
+            lon=at["lon"], time=t, on=on, score=fs["peak"],
+            started_at=fs["started_at"] if started_at is None else started_at,
+            evidence_key=snapshot_key(camera_id, t) if on else None,
+        )
 
     # ---- grid partition: fire signals and sensor readings ------------------------------------
     def on_grid_input(self, state: dict, item: FireSignal | SensorReading) -> tuple[dict, list[GovernanceEvent]]:
@@ -482,6 +500,10 @@ class RuleEngine:
                         severity=Severity(ev["severity"]).raised())
         state["event"] = _dump(event)
         return state, [event]
+
+
+def _place_dump(place: Place, lat: float | None, lon: float | None) -> dict:
+    return {"grid": place.grid, "village": place.village, "town": place.town, "lat": lat, "lon": lon}
 
 
 def _forget_quiet(records: dict, quiet) -> None:

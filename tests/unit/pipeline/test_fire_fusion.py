@@ -146,3 +146,27 @@ def test_fused_event_is_placed_and_routed_by_every_input_not_the_last_one():
     fused = r.feed(det(10, fire=0.9))
     assert fused[0].fused and (fused[0].village, fused[0].town) == ("V1", "T1")
     assert (fused[0].routing.level.value, fused[0].routing.unit) == ("town", "T1 镇街综治中心")
+
+
+def test_camera_fire_off_goes_to_the_grid_that_got_its_on():
+    r = runner(camera())
+
+    def stray(t, fire, grid):  # an unconfigured camera: placed by the grid its detections name
+        return det(t, fire=fire, cam="stray").model_copy(update={"grid_id": grid})
+
+    opened = [e for t in range(3) for e in r.feed(stray(t, 0.9, "G7"))]  # default rule: 3 of 5 frames
+    assert [(e.grid_id, e.action) for e in opened] == [("G7", EventAction.opened)]
+    moved = r.feed(stray(3, 0.9, "G9"))  # still on, now named in G9: G7's event closes, G9 gets its own
+    assert [(e.grid_id, e.action) for e in moved] == [("G7", EventAction.closed), ("G9", EventAction.opened)]
+    assert moved[1].started_at == T0 + 3
+    out = [e for t in range(5, 300, 5) for e in r.feed(stray(t, 0.0, "G9"))]  # clean frames for > clear_s
+    assert [(e.grid_id, e.action) for e in out] == [("G9", EventAction.closed)]
+    assert not any(s["on"] for g in ("G7", "G9") for s in r.grids[g]["sources"].values())
+
+
+def test_camera_fire_state_stored_before_the_grid_was_kept_still_turns_off():
+    r = runner(camera(k=1, n=1, fire_clear_s=0))
+    r.feed(det(0, fire=0.9))
+    del r.cameras["cam1"]["fire"]["place"]  # as the old code stored it
+    assert r.feed(det(1, fire=0.9)) == []
+    assert [(e.grid_id, e.action) for e in r.feed(det(2, fire=0.0))] == [("G1", EventAction.closed)]
