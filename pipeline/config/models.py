@@ -7,11 +7,15 @@ which is all the rest of the code sees.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
+import zoneinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from detectors.settings import (
     CrowdSettings,
@@ -71,13 +75,37 @@ def check_zone_names(zones: list[Zone]) -> list[Zone]:
     return zones
 
 
+@functools.cache
+def _timezone_names() -> tuple[str, ...]:
+    return tuple(sorted(zoneinfo.available_timezones()))
+
+
+@functools.lru_cache(maxsize=64)
+def check_timezone(name: str) -> None:
+    """ValueError unless ``name`` is an IANA time zone this machine knows (with a "did you mean")."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        close = difflib.get_close_matches(name, _timezone_names(), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else " (an IANA name such as 'Asia/Shanghai')"
+        raise ValueError(f"unknown time zone {name!r}{hint}") from None
+
+
 class Schedule(StrictModel):
     """Analyse only within these local hours (e.g. a market open 06:00–22:00)."""
 
     start: str = Field(..., pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time.")
-    end: str = Field(..., pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time (may be before start: overnight).")
-    days: list[str] = Field(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], description="Days of the week the window applies.")
-    timezone: str = Field("Asia/Shanghai", description="IANA time zone of start/end.")
+    end: str = Field(..., pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time (may be before start: overnight; not equal to start).")
+    days: list[str] = Field(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], description="Days of the week the window starts on (at least one).")
+    timezone: str = Field("Asia/Shanghai", description="IANA time zone of start/end (an unknown name is an error).")
+
+    @field_validator("end")
+    @classmethod
+    def _not_empty_window(cls, end: str, info: ValidationInfo) -> str:
+        if end == info.data.get("start"):
+            raise ValueError(f"end equals start ({end}): the window would be empty and the camera never analysed; "
+                             "leave out schedule to analyse around the clock")
+        return end
 
     @field_validator("days")
     @classmethod
@@ -86,7 +114,15 @@ class Schedule(StrictModel):
         bad = [d for d in days if d not in known]
         if bad:
             raise ValueError(f"unknown day(s) {bad}; use {sorted(known)}")
+        if not days:
+            raise ValueError("no days: the camera would never be analysed; leave out days for every day")
         return days
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        check_timezone(name)
+        return name
 
 
 class CameraSettings(StrictModel):
