@@ -42,7 +42,7 @@ from pipeline.rules.settings import RuleSettings
 
 EVENT_NAMESPACE = uuid.UUID("6f0b7c2e-54a1-4d3e-9a55-3a8f1c0e9d21")
 CLOSED_RETENTION_S = 24 * 3600.0
-MAX_CONTEXTS = 1 << 20  # cached camera contexts (configured cameras, plus unconfigured ones by grid)
+MAX_CONTEXTS = 1 << 20  # cached camera contexts (configured cameras, plus unconfigured ones by grid), and zone rules
 
 
 def event_id(rule: str, subject: str, started_at: float) -> str:
@@ -100,6 +100,8 @@ class RuleEngine:
                 clear_s=rules.crowding.clear_s,
                 lateness_s=rules.allowed_lateness_s,
             )
+            if len(self._zone_rules) >= MAX_CONTEXTS:
+                self._zone_rules.clear()  # unconfigured cameras and zones with ever-new names must not grow it without bound
             self._zone_rules[key] = (rule, bool(cfg and cfg.area_m2))
         return self._zone_rules[key]
 

@@ -98,3 +98,14 @@ def test_unconfigured_camera_is_placed_by_the_grid_of_each_detection():
     assert [e.grid_id for d in stray for e in r.feed(d)] == ["G7"]
     moved = [det(t, 25, cam="stray", zone="hall").model_copy(update={"grid_id": "G9"}) for t in (31, 61)]
     assert [e.grid_id for d in moved for e in r.feed(d)] == ["G9"]  # the cached context follows the detection's grid
+
+
+def test_zone_rule_cache_is_capped_like_the_contexts(monkeypatch):
+    from pipeline.rules import engine
+
+    monkeypatch.setattr(engine, "MAX_CONTEXTS", 50)  # the same path as the real cap, small enough to reach
+    r = runner(camera())
+    for i in range(200):  # unconfigured cameras, each with a zone of its own name
+        r.feed(det(i, 1, cam=f"stray-{i}", zone=f"z{i}"))
+    assert len(r.engine._contexts) <= 50 and len(r.engine._zone_rules) <= 50
+    assert feed(r, [(300, 12), (310, 12)]) != []  # the configured camera's rule is worked out again when needed
