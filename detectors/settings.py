@@ -51,7 +51,7 @@ class Zone(StrictModel):
     polygon: list[Point] = Field(..., description="Vertices as [x, y] pairs in 0–1 frame coordinates.")
     area_m2: float | None = Field(None, gt=0, description="Ground area of the zone; enables density per m².")
     crowd_threshold: float | None = Field(None, gt=0, description="People (or people/m² when area_m2 is set) that open a crowding event here; overrides rules.crowding.threshold.")
-    crowd_clear_threshold: float | None = Field(None, ge=0, description="Level under which the crowding event may close; overrides rules.crowding.clear_threshold.")
+    crowd_clear_threshold: float | None = Field(None, gt=0, description="Level under which the crowding event may close (above 0: the close needs a level below it); overrides rules.crowding.clear_threshold.")
 
     @field_validator("polygon")
     @classmethod

@@ -11,7 +11,7 @@ class CrowdingRule(StrictModel):
     """Crowding: a zone's level ≥ threshold for dwell_s opens; < clear_threshold for clear_s closes."""
 
     threshold: float = Field(20, gt=0, description="People in a zone (people/m² when the zone has area_m2) that open an event.")
-    clear_threshold: float = Field(15, ge=0, description="Level under which the event may close (hysteresis).")
+    clear_threshold: float = Field(15, gt=0, description="Level under which the event may close (hysteresis); the close needs a level below it, so it must be above 0.")
     dwell_s: float = Field(30, ge=0, description="Seconds the level must stay at or above threshold.")
     clear_s: float = Field(60, ge=0, description="Seconds the level must stay under clear_threshold.")
 

@@ -309,3 +309,28 @@ def test_city_wide_rules_set_on_a_group_or_camera_are_rejected_where_written(wri
     assert group.line == 5 and "applies city-wide" in group.message and "defaults.rules" in group.message
     assert only(issues, "groups[0].cameras[0].rules.sensors").line == 11
     assert len(issues) == 2  # update_ratio is a per-camera crowding setting too: allowed
+
+
+def test_a_crowding_clear_level_of_zero_is_rejected_where_written(write):
+    """A crowding event closes on a level below its clear level: at 0 it could never close."""
+    path = write(
+        "city.yaml",
+        """
+        defaults:
+          rules: {crowding: {clear_threshold: 0}}
+        groups:
+          - id: g
+            cameras:
+              - id: c1
+                url: rtsp://10.0.0.1/s
+                grid: G1
+                zones:
+                  - {name: gate, polygon: [[0, 0], [1, 0], [1, 1]], crowd_clear_threshold: 0}
+        """,
+    )
+    issues = issues_of(path)
+    rule = only(issues, "defaults.rules.crowding.clear_threshold")
+    assert (rule.file, rule.line) == ("city.yaml", 2) and "greater than 0" in rule.message
+    zone = only(issues, "groups[0].cameras[0].zones[0].crowd_clear_threshold")
+    assert zone.line == 10 and "greater than 0" in zone.message
+    assert len(issues) == 2
