@@ -466,7 +466,8 @@ class RuleEngine:
             return state, []
         if ev["acknowledged_by"] is not None or ev["status"] == "closed":
             return state, []
-        event = _revise(ev, action=EventAction.acknowledged, acknowledged_by=ack.by)
+        # updated_at is the time of the input behind a revision: here the ack's (never before the last revision's)
+        event = _revise(ev, action=EventAction.acknowledged, acknowledged_by=ack.by, updated_at=max(ack.time, ev["updated_at"]))
         state["event"] = _dump(event)
         return state, [event]
 
@@ -499,7 +500,7 @@ class RuleEngine:
             state["exhausted"] = True  # top level reached: stop asking
             return state, []
         event = _revise(ev, action=EventAction.escalated, routing=nxt.model_dump(mode="json"),
-                        severity=Severity(ev["severity"]).raised())
+                        severity=Severity(ev["severity"]).raised(), updated_at=max(now, ev["updated_at"]))
         state["event"] = _dump(event)
         return state, [event]
 

@@ -161,3 +161,20 @@ def test_ack_after_a_closed_event_was_forgotten_is_forgotten_too():
     assert r.desk == {}
     r.feed(Ack(event_id=ev.event_id, by="grid", time=T0 + 2 + CLOSED_RETENTION_S + 2))
     assert r.tick(T0 + 2 * CLOSED_RETENTION_S + 10) == [] and r.desk == {}
+
+
+def test_ack_and_escalation_revisions_carry_their_own_time():
+    """updated_at is the event time of the input behind a revision: the deadline check's, then the ack's."""
+    r = runner(camera(threshold=1, dwell=0))
+    ev = r.feed(det(0, 5))[0]
+    assert ev.updated_at == T0
+    [up] = r.tick(ev.routing.deadline_at + 7)
+    assert up.action is EventAction.escalated and up.updated_at == ev.routing.deadline_at + 7
+    [acked] = r.feed(Ack(event_id=ev.event_id, by="V1 值班员", time=T0 + 3000))
+    assert acked.action is EventAction.acknowledged and acked.updated_at == T0 + 3000
+
+    r = runner(camera(threshold=1, dwell=0))
+    ev = r.feed(det(0, 5))[0]
+    r.feed(det(100, 50))  # an update at T0 + 100
+    [acked] = r.feed(Ack(event_id=ev.event_id, by="grid", time=T0 + 50))  # an ack stamped earlier: never back in time
+    assert acked.updated_at == T0 + 100
