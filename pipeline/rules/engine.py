@@ -185,7 +185,7 @@ class RuleEngine:
                                 duration_s=max(t - ev["started_at"], 0.0), value=level, peak=zs["peak"])
                 drafts.append(draft)
                 zs["event"] = None
-            elif ev and zs.get("open") and zs["peak"] >= zs["reported_peak"] * rules.update_ratio:
+            elif ev and zs.get("open") and _grew(zs["peak"], zs["reported_peak"], rules.update_ratio):
                 severity = Severity.high if zs["peak"] >= 2 * rule.threshold else Severity(ev["severity"])
                 draft = _revise(ev, action=EventAction.updated, updated_at=t, value=level, peak=zs["peak"],
                                 duration_s=max(t - ev["started_at"], 0.0), severity=max_severity(severity, ev["severity"]),
@@ -321,7 +321,7 @@ class RuleEngine:
                 "handling_requirement": item.requirement, "legal_basis": item.legal_basis,
                 "routing": route(self.catalog, item, place, t).model_dump(mode="json"),
             }
-        elif p_video >= max(ev["peak"], 1e-9) * self.defaults.update_ratio:
+        elif _grew(p_video, ev["peak"], self.defaults.update_ratio):
             changes = {"confidence": max(ev["confidence"], p_video)}
         if all_sources != ev["sources"] and not changes:
             ev["sources"], ev["sensor_ids"] = all_sources, sensor_ids  # recorded, published with the next change
@@ -362,7 +362,7 @@ class RuleEngine:
                 )
                 st["event"] = _dump(draft)
                 return [draft]
-            if reading.value >= max(ev["peak"], 1e-9) * self.defaults.update_ratio:
+            if _grew(reading.value, ev["peak"], self.defaults.update_ratio):
                 draft = _revise(ev, action=EventAction.updated, updated_at=t, value=reading.value, peak=reading.value,
                                 duration_s=max(t - ev["started_at"], 0.0))
                 st["event"] = _dump(draft)
@@ -503,6 +503,11 @@ class RuleEngine:
                         severity=Severity(ev["severity"]).raised(), updated_at=max(now, ev["updated_at"]))
         state["event"] = _dump(event)
         return state, [event]
+
+
+def _grew(peak: float, reported: float, ratio: float) -> bool:
+    """True when ``peak`` grew past ``reported`` by ``ratio`` (strictly: a flat peak is never re-published)."""
+    return peak > reported and peak >= max(reported, 1e-9) * ratio
 
 
 def _place_dump(place: Place, lat: float | None, lon: float | None) -> dict:

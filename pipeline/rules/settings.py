@@ -55,5 +55,5 @@ class RuleSettings(StrictModel):
     fusion_window_s: float = Field(120, ge=0, description="A sensor alarm and a video fire signal in one grid cell within this many seconds fuse into one event. City-wide: set under defaults only.")
     offline_minutes: float = Field(10, gt=0, description="A camera offline this long raises an equipment-fault event.")
     sensors: SensorRule = Field(default_factory=SensorRule, description="Sensor alarm rule. City-wide: set under defaults only.")
-    update_ratio: float = Field(1.2, ge=1, description="An open event is re-published when its peak grows by this factor (crowding: per camera; fire and sensor events: the defaults' value).")
+    update_ratio: float = Field(1.2, gt=1, description="An open event is re-published when its peak grows by this factor (crowding: per camera; fire and sensor events: the defaults' value).")
     allowed_lateness_s: float = Field(30, ge=0, description="Out-of-order input up to this late is still applied.")

@@ -1,6 +1,10 @@
 """Crowding hysteresis: threshold + dwell opens, clear threshold + clear_s closes."""
 
+import pytest
+from pydantic import ValidationError
+
 from pipeline.records import EventAction
+from pipeline.rules.settings import RuleSettings
 
 from .helpers import T0, camera, det, runner
 
@@ -109,3 +113,13 @@ def test_zone_rule_cache_is_capped_like_the_contexts(monkeypatch):
         r.feed(det(i, 1, cam=f"stray-{i}", zone=f"z{i}"))
     assert len(r.engine._contexts) <= 50 and len(r.engine._zone_rules) <= 50
     assert feed(r, [(300, 12), (310, 12)]) != []  # the configured camera's rule is worked out again when needed
+
+
+def test_update_ratio_must_exceed_one_and_a_flat_peak_is_never_republished():
+    with pytest.raises(ValidationError, match="greater than 1"):
+        RuleSettings(update_ratio=1.0)  # a constant level would be re-published on every frame
+    cam = camera(threshold=5, dwell=0)  # even where a ratio of 1 got past validation (model_copy does not validate)
+    rules = cam.settings.rules.model_copy(update={"update_ratio": 1.0})
+    cam = cam.model_copy(update={"settings": cam.settings.model_copy(update={"rules": rules})})
+    out = feed(runner(cam), [(t, 8) for t in range(6)])
+    assert [(e.action, e.peak) for e in out] == [(EventAction.opened, 8)]
