@@ -64,6 +64,7 @@ class _CityLoader:
         self.loaded: dict[Path, str] = {}  # file -> where it was first loaded from
         self.group_ids: dict[str, tuple[str, int]] = {}
         self.camera_ids: dict[str, tuple[str, int]] = {}  # id -> (file, line) where first defined
+        self.inventories: dict[Path, tuple[str, str]] = {}  # CSV -> (group id, file:line) that loaded it
         self.base = Chain()
         self.base_settings = CameraSettings()
         self.root_chains: list[Chain] = []  # each file given (not through an include): its defaults
@@ -226,6 +227,13 @@ class _CityLoader:
 
     def load_inventory(self, doc: YamlDoc, base_dir: Path, path: KeyPath, inventory: str, group: GroupContext) -> None:
         display = _join(doc.file, inventory)
+        key = _key(base_dir / inventory)
+        first = self.inventories.get(key)
+        if first is not None:  # every row would be a duplicate of itself: say what happened instead
+            doc.issues.append(doc.issue(path, f"inventory {inventory} is already loaded by group {first[0]} (at {first[1]}); "
+                                              "a CSV belongs to one group", key=True))
+            return
+        self.inventories[key] = (group.group_id, f"{doc.file}:{doc.locate(path, key=True)[0]}")
         try:
             cameras = read_inventory(base_dir / inventory, group, self.camera_ids, self.issues, display=display)
         except (OSError, UnicodeDecodeError) as exc:

@@ -104,3 +104,25 @@ def test_a_gbk_export_is_reported_as_not_utf8(write, tmp_path):
     (tmp_path / "cams" / "inventory.csv").write_bytes("id,url,grid,village\nhm-1,rtsp://h/1,G1,镇安\n".encode("gbk"))
     issue = only(issues_of(path), "groups[0].inventory")
     assert issue.line == 6 and "not UTF-8 text" in issue.message and "save it as UTF-8" in issue.message
+
+
+def test_the_same_inventory_in_two_groups_is_reported_at_the_second_group(write):
+    write("cams.csv", "id,url,grid\nk1,rtsp://10.0.0.1/s,G1\nk2,rtsp://10.0.0.2/s,G1\n")
+    write("parts/town.yaml", "groups:\n  - id: gc\n    inventory: ../cams.csv\n")
+    path = write(
+        "city.yaml",
+        """
+        include: [parts/town.yaml]
+        groups:
+          - id: ga
+            inventory: cams.csv
+          - id: gb
+            inventory: ./cams.csv
+        """,
+    )
+    issues = issues_of(path)  # the include is loaded first, so its group gc has the CSV
+    ga, gb = only(issues, "groups[0].inventory"), only(issues, "groups[1].inventory")
+    assert (ga.file, ga.line, ga.col, gb.line) == ("city.yaml", 4, 5, 6)
+    assert ga.message.startswith("inventory cams.csv is already loaded by group gc (at parts/town.yaml:3)")
+    assert gb.message.startswith("inventory ./cams.csv is already loaded by group gc (at parts/town.yaml:3)")
+    assert len(issues) == 2, [str(i) for i in issues]  # no "duplicate camera id" pointing at the row itself
