@@ -55,3 +55,12 @@ def read_error(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
+
+
+def decode_position(exc: UnicodeDecodeError) -> tuple[int, int]:
+    """1-based ``(line, col)`` of the first byte that is not UTF-8, for a decode of a whole file
+    (the column counts the characters before it on its line, as an editor shows them)."""
+    data = bytes(exc.object)
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    before = data[line_start:exc.start].decode("utf-8", errors="replace")
+    return data.count(b"\n", 0, exc.start) + 1, len(before) + 1

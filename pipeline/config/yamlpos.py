@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from pipeline.config.env import TemplateError, interpolate
-from pipeline.config.errors import ConfigIssue, format_key_path, read_error
+from pipeline.config.errors import ConfigIssue, decode_position, format_key_path, read_error
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_TAG_PREFIX = "tag:yaml.org,2002:"
@@ -64,7 +64,8 @@ def load_yaml(path: Path, *, display: str | None = None) -> YamlDoc:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        doc.issues.append(ConfigIssue(doc.file, None, None, "", f"cannot read file: {read_error(exc)}"))
+        line, col = decode_position(exc) if isinstance(exc, UnicodeDecodeError) else (None, None)
+        doc.issues.append(ConfigIssue(doc.file, line, col, "", f"cannot read file: {read_error(exc)}"))
         return doc
     try:
         node = yaml.compose(text, Loader=_Loader)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import load_config
@@ -90,3 +92,13 @@ def test_a_bad_tag_under_an_alias_is_reported_each_time_without_a_traceback(writ
     issues = issues_of(path)
     assert only(issues, "groups[0].cameras[0].url").message == "unsupported YAML tag '!custom'"
     assert only(issues, "groups[0].cameras[1].url").message == "unsupported YAML tag '!custom'"
+
+
+def test_a_file_that_is_not_utf8_gets_the_line_and_column_of_the_bad_byte(write, tmp_path):
+    (tmp_path / "gbk.yaml").write_bytes("groups:\n  - id: g\n    town: 镇".encode() + "安\n".encode("gbk"))
+    [issue] = issues_of(Path("gbk.yaml"))
+    assert (issue.file, issue.line, issue.col) == ("gbk.yaml", 3, 12)  # after "    town: 镇", counted in characters
+    assert "not UTF-8 text (byte 0xb0 at offset 31)" in issue.message and str(issue).startswith("gbk.yaml:3:12: ")
+    (tmp_path / "utf16.yaml").write_bytes("groups: []\n".encode("utf-16"))
+    [issue] = issues_of(Path("utf16.yaml"))
+    assert (issue.line, issue.col) == (1, 1)
