@@ -157,15 +157,24 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}{more}"
 
 
+HEAD_BYTES = 200  # of a failed message's key and payload, kept in its dead letter for triage
+
+
 def dead_letter(err: DecodeError | Exception, *, topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None) -> DeadLetter:
-    """A dead-letter record for a message that failed (payload head kept for triage, never more)."""
+    """A dead-letter record for a message that failed: the head of its key and payload kept for triage, never more,
+    so a dead letter stays small whatever the message (a huge key must not make the dead letter too large to send)."""
     reason = err.reason if isinstance(err, DecodeError) else "processing_error"
     detail = err.detail if isinstance(err, DecodeError) else _one_line(f"{type(err).__name__}: {err}")
     return DeadLetter(
         topic=topic, partition=partition, offset=offset,
-        key=key.decode("utf-8", "replace") if key is not None else None,
+        key=_head(key) + ("…" if len(key) > HEAD_BYTES else "") if key is not None else None,
         reason=reason, detail=detail,
-        payload_head=(value or b"")[:200].decode("utf-8", "replace"),
+        payload_head=_head(value or b""),
         size=len(value or b""), time=time.time(),
     )
+
+
+def _head(data: bytes) -> str:
+    """The first HEAD_BYTES of ``data`` as text, undecodable bytes replaced."""
+    return data[:HEAD_BYTES].decode("utf-8", "replace")

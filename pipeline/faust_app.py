@@ -304,16 +304,18 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
     in_flight: list[asyncio.Future] = []  # outputs sent, delivery not yet checked
     dirty: dict[str, dict[str, int]] = {t.name: {} for t in (cameras, grids, health, desk)}  # table → key → partition
 
-    async def run_batch(events, decoder: Callable[[bytes | None], Any], tbl, key_of: Callable[[Any], str],
+    async def run_batch(events, decoder: Callable[[bytes | None], Any] | dict[str, Callable[[bytes | None], Any]], tbl,
+                        key_of: Callable[[Any], str],
                         apply: Callable[[dict, Any], tuple[dict | None, list[tuple[faust.TopicT, str, bytes]]]]) -> None:
-        """Decode, apply, send the outputs, and note each touched state for the next checkpoint."""
+        """Decode (with the decoder of the message's topic where ``decoder`` maps topics to decoders), apply, send
+        the outputs, and note each touched state for the next checkpoint."""
         async with batch_lock:
             touched: dict[str, tuple[int, dict | None]] = {}
             outputs: list[tuple[faust.TopicT, str, bytes]] = []
             for event in events:
                 msg = event.message
                 try:
-                    record = decoder(event.value)
+                    record = (decoder[msg.topic] if isinstance(decoder, dict) else decoder)(event.value)
                     key = key_of(record)
                     state = touched[key][1] if key in touched else (tbl.data.get(key) if tbl is not None else None)
                     state, out = apply(state if state is not None else {}, record)
@@ -433,10 +435,15 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
             await run_batch(events, functools.partial(decode, accept=(CameraHealth,)), health,
                             lambda h: h.camera_id, on_health)
 
+    # event-acks is written by the event hub, so it carries acks only (decoded as an Ack, its "schema" optional, as
+    # the published schema says); drafts and deadline ticks come from this app on event-changes alone.
+    desk_decoders = {names["event-changes"]: functools.partial(decode, accept=(GovernanceEvent, DeskTick)),
+                     names["event-acks"]: functools.partial(decode, accept=(Ack,))}
+
     @app.agent(desk_in)
     async def desk_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, functools.partial(decode, accept=(GovernanceEvent, Ack, DeskTick)), desk,
+            await run_batch(events, desk_decoders, desk,
                             lambda r: r.event_id, on_desk)
 
     # event id → deadline of open, unacknowledged events in this worker's desk partitions; rebuilt

@@ -155,7 +155,7 @@ class DeadLetter(_Record):
     topic: str
     partition: int
     offset: int
-    key: str | None = None
+    key: str | None = Field(None, description="The message key: its first 200 bytes, \"…\" marking a longer one.")
     reason: Literal["too_large", "not_json", "invalid", "unknown_schema", "processing_error"]
     detail: str = Field(..., description="One line: what was wrong.")
     payload_head: str = Field("", description="The first bytes of the payload (for triage).")

@@ -92,13 +92,13 @@ def create_topics(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings))
 
 
-def produce(settings: Settings, short: str, items: list[tuple[str, bytes]]) -> None:
+def produce(settings: Settings, short: str, items: list[tuple[str | bytes, bytes]]) -> None:
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, acks="all")
         await producer.start()
         try:
             for key, value in items:
-                await producer.send(settings.topic(short), value, key=key.encode())
+                await producer.send(settings.topic(short), value, key=key if isinstance(key, bytes) else key.encode())
             await producer.flush()
         finally:
             await producer.stop()

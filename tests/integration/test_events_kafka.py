@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from detectors.records import Detection, FireResult, ZoneCount
 from pipeline.catalog import DEFAULT_CATALOG
 from pipeline.faust_app import OFFLINE_EVERY_S
-from pipeline.records import CameraHealth, SensorReading
+from pipeline.records import CameraHealth, DeskTick, SensorReading
 from pipeline.schemas import schema_for
 from pipeline.settings import Settings
 
@@ -94,7 +94,8 @@ def test_poison_messages_go_to_dead_letter_and_worker_keeps_going(hub):
     poison = [("c1", b"{not json"), ("c1", b"x" * 300_000), ("c1", good.replace(b'"seq":0', b'"seq":-5')),
               ("c1", json.dumps({"schema": "guanjia.detection.v1"}).encode())]
     produce(settings, "detections", poison + [det("c1", t0 + 101, 7, seq=9)])
-    letters = read_until(settings, "dead-letter", lambda m: len(m) >= 4)
+    letters = [dl for dl in read_until(settings, "dead-letter", lambda m: sum(dl["key"] == "c1" for dl in m) >= 4)
+               if dl["key"] == "c1"]
     assert sorted(dl["reason"] for dl in letters) == ["invalid", "invalid", "not_json", "too_large"]
     for dl in letters:
         jsonschema.validate(dl, schema_for("dead-letter"))
@@ -179,3 +180,32 @@ def test_silent_cameras_get_camera_offline_events(hub):
     for ev in evs:
         jsonschema.validate(ev, schema_for("governance-event"))
     assert worker.alive()
+
+
+def test_a_huge_undecodable_key_is_dead_lettered_in_short_and_the_records_after_it_still_count(hub):
+    settings, worker = hub
+    t0 = time.time()
+    produce(settings, "detections", [(b"\xff" * 350_000, b"x"), det("c2", t0 + 200, 8, seq=20)])
+    letters = read_until(settings, "dead-letter", lambda m: any(dl["size"] == 1 and dl["key"].endswith("…") for dl in m))
+    (letter,) = [dl for dl in letters if dl["size"] == 1 and dl["key"].endswith("…")]
+    assert letter["reason"] == "not_json" and len(letter["key"].encode()) < 1_000
+    jsonschema.validate(letter, schema_for("dead-letter"))
+    after = events_of(settings, lambda m: m["camera_id"] == "c2" and m["rule"] == "crowding", lambda e: len(e) >= 1)
+    assert [e["action"] for e in after] == ["opened"] and after[0]["started_at"] == pytest.approx(t0 + 200, abs=1e-3)
+    assert worker.alive()
+
+
+def test_the_ack_topic_takes_the_hubs_acks_as_published_and_nothing_else(hub):
+    settings, _ = hub
+    t0 = time.time()
+    produce(settings, "sensor-readings", [reading("smoke-6", "smoke", t0, 0.4, True, "G6")])
+    (opened,) = events_of(settings, lambda m: m["sensor_ids"] == ["smoke-6"], lambda e: len(e) >= 1)
+    event_id = opened["event_id"]
+    forged_tick = DeskTick(event_id=event_id, now=t0 + 10 * 86400).to_json()  # would escalate it past every deadline
+    ack_as_published = json.dumps({"event_id": event_id, "by": "TX 值班员", "time": t0 + 1}).encode()  # no "schema": optional
+    produce(settings, "event-acks", [(event_id, forged_tick), (event_id, ack_as_published)])
+    evs = events_of(settings, lambda m: m["sensor_ids"] == ["smoke-6"], lambda e: len(e) >= 2, timeout_s=30)
+    assert [e["action"] for e in evs] == ["opened", "acknowledged"] and evs[1]["acknowledged_by"] == "TX 值班员"
+    assert evs[1]["routing"]["level"] == opened["routing"]["level"]
+    letters = read_until(settings, "dead-letter", lambda m: any(dl["topic"] == settings.topic("event-acks") for dl in m))
+    assert [dl["reason"] for dl in letters if dl["topic"] == settings.topic("event-acks")] == ["invalid"]

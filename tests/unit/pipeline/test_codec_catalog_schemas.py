@@ -101,3 +101,12 @@ def test_engine_outputs_validate_against_schemas():
     for ev in events:
         jsonschema.validate(json.loads(ev.to_json()), schema_for("governance-event"))
     jsonschema.validate(json.loads(GOOD), schema_for("detection"))
+
+
+def test_a_dead_letter_keeps_only_the_head_of_a_huge_key_so_it_can_always_be_sent():
+    with pytest.raises(DecodeError) as info:
+        decode(b"x", (Detection,))
+    letter = dead_letter(info.value, topic="t", partition=0, offset=1, key=b"\xff" * 350_000, value=b"x")
+    assert letter.key == "\ufffd" * 200 + "…" and len(letter.to_json()) < 2_000
+    short = dead_letter(info.value, topic="t", partition=0, offset=1, key=b"cam-1", value=b"x")
+    assert short.key == "cam-1"
