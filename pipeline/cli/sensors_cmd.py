@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import math
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,12 @@ def read_csv(path: Path) -> list[SensorReading]:
     return sorted(readings, key=lambda r: r.time)
 
 
+def _finite_speed(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise click.BadParameter(f"{value} is not a speed: give 0 (all at once) or a positive factor")
+    return value
+
+
 @click.group()
 def sensors() -> None:
     """Sensor readings (smoke, temperature, gas, people counter, water level).
@@ -54,10 +61,16 @@ def sensors() -> None:
 
 @sensors.command("replay")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--speed", default=1.0, show_default=True, help="Replay speed (×real time); 0 sends at once.")
-@click.option("--keep-times", is_flag=True, help="Send the CSV's times as they are (default: shift so the first reading is now).")
+@click.option("--speed", default=1.0, show_default=True, callback=_finite_speed,
+              help="Replay speed (×real time); 0 sends at once.")
+@click.option("--keep-times", is_flag=True,
+              help="Send the CSV's times as they are (default: each reading is stamped with the time it is sent; "
+                   "with --speed 0, the CSV's spacing is kept and the last reading is stamped now).")
 def replay(file: Path, speed: float, keep_times: bool) -> None:
     """Send a CSV of readings to Kafka (key: sensor_id), paced by their times.
+
+    A reading's time is when it is sent, never in the future, so sensor and camera times agree in the
+    events worker's fusion window at any speed.
 
     \b
     Example:
@@ -84,12 +97,14 @@ def replay(file: Path, speed: float, keep_times: bool) -> None:
         errors: list[BaseException] = []
         try:
             first, start = readings[0].time, time.time()
+            span = readings[-1].time - first
             for reading in readings:
                 offset = reading.time - first
                 if speed > 0:
                     await asyncio.sleep(max(0.0, start + offset / speed - time.time()))
                 if not keep_times:
-                    reading = reading.model_copy(update={"time": start + offset})
+                    stamped = start + offset / speed if speed > 0 else start - span + offset
+                    reading = reading.model_copy(update={"time": stamped})
                 try:
                     deliveries.append(await producer.send(topic, reading.to_json(), key=reading.sensor_id.encode()))
                 except KafkaError as exc:  # not even queued: too large, or the buffer stayed full (broker away)

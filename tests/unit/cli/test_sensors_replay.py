@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 import aiokafka
@@ -54,7 +56,7 @@ class AllDelivered(Producer):
         return future
 
 
-def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer: type) -> object:
+def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer: type, speed: str = "0") -> object:
     csv = tmp_path / "readings.csv"
     csv.write_text(CSV, encoding="utf-8")
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", producer)
@@ -63,7 +65,7 @@ def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, producer: type) -> o
         await client.start()
 
     monkeypatch.setattr(pipeline.security, "start_kafka_client", start)
-    return CliRunner().invoke(cli, ["sensors", "replay", str(csv), "--speed", "0"], env={"GUANJIA_TOPIC_PREFIX": "t"})
+    return CliRunner().invoke(cli, ["sensors", "replay", str(csv), "--speed", speed], env={"GUANJIA_TOPIC_PREFIX": "t"})
 
 
 def test_failed_deliveries_are_counted_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,3 +79,31 @@ def test_all_delivered_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     result = replay(tmp_path, monkeypatch, AllDelivered)
     assert result.exit_code == 0, result.output
     assert "sent 4 readings to t.sensor-readings.v1" in result.output
+
+
+class Recording(AllDelivered):
+    """Keeps (wall time at send, the reading's stamped time) of every reading."""
+
+    sent: list[tuple[float, float]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future:
+        Recording.sent.append((time.time(), json.loads(value)["time"]))
+        return await super().send(topic, value, key)
+
+
+@pytest.mark.parametrize("speed,spacing", [("10", 0.1), ("0", 1.0)])
+def test_readings_are_stamped_when_sent_never_in_the_future(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            speed: str, spacing: float) -> None:
+    Recording.sent = []
+    result = replay(tmp_path, monkeypatch, Recording, speed)
+    assert result.exit_code == 0, result.output
+    sent_at, stamped = zip(*Recording.sent)
+    assert all(s <= wall + 0.05 for wall, s in zip(sent_at, stamped)), Recording.sent  # was start + 3 s at --speed 10
+    assert [round(b - a, 3) for a, b in zip(stamped, stamped[1:])] == [spacing] * 3
+    assert stamped[-1] == pytest.approx(sent_at[-1], abs=0.05)
+
+
+@pytest.mark.parametrize("speed", ["-1", "nan", "inf"])
+def test_a_speed_that_is_not_a_factor_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, speed: str) -> None:
+    result = replay(tmp_path, monkeypatch, AllDelivered, speed)
+    assert result.exit_code == 2 and "is not a speed" in result.output, result.output
