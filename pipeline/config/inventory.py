@@ -23,7 +23,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from pipeline.config.env import TemplateError, interpolate
 from pipeline.config.errors import ConfigIssue
-from pipeline.config.models import CameraSettings, ResolvedCamera, ZoneConfig, deferred_base_dir, resolve_file_url
+from pipeline.config.models import (
+    CameraSettings,
+    ResolvedCamera,
+    ZoneConfig,
+    deferred_base_dir,
+    resolve_file_url,
+)
 from pipeline.config.validation import did_you_mean, issues_from_error
 
 REQUIRED = ("id", "url", "grid")

@@ -4,7 +4,13 @@ from contextlib import nullcontext
 
 import pytest
 
-from pipeline.config.env import ForbiddenVariable, MalformedTemplate, MissingVariable, interpolate, keep_templates
+from pipeline.config.env import (
+    ForbiddenVariable,
+    MalformedTemplate,
+    MissingVariable,
+    interpolate,
+    keep_templates,
+)
 
 from .conftest import issues_of, only
 
