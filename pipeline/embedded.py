@@ -48,7 +48,12 @@ class EmbeddedRunner:
         if isinstance(record, CameraHealth):
             state, drafts = self.engine.on_health(self.health.get(record.camera_id, {}), record)
             self.health[record.camera_id] = state
-            return self._publish(drafts)
+            camera, closed, signals = self.engine.on_camera_health(self.cameras.get(record.camera_id, {}), record)
+            if camera:
+                self.cameras[record.camera_id] = camera
+            for signal in signals:
+                closed += self._grid(signal)
+            return self._publish(drafts + closed)
         if isinstance(record, Ack):
             state, events = self.engine.on_ack(self.desk.get(record.event_id, {}), record)
             self.desk[record.event_id] = state

@@ -2,7 +2,8 @@
 
 State is partitioned the way Kafka partitions the inputs, and every state is a plain JSON dict:
 
-* camera state (key camera id): crowding per zone and fire k-of-n → event drafts and fire signals;
+* camera state (key camera id): crowding per zone and fire k-of-n → event drafts and fire signals; a
+  ``stopped`` health report closes what the camera had open;
 * grid state (key grid id): fire signals + sensor readings → fused fire events and sensor alarms;
 * health state (key camera id): camera health → equipment-fault events;
 * desk state (key event id): drafts from the owners above + acks + deadline ticks → the public
@@ -162,6 +163,8 @@ class RuleEngine:
         ctx = self._context(det.camera_id, det.grid_id)
         rules, place, lat, lon = ctx.rules, ctx.place, ctx.lat, ctx.lon
         t = det.capture_time
+        if state.get("stopped_at") is not None and t <= state["stopped_at"]:
+            return state, drafts, signals  # a frame from before the camera was stopped, analysed after it
         zones = state.setdefault("zones", {})
         for zc in det.zones:
             rule, use_density = self._zone_rule(det.camera_id, zc.zone)
@@ -209,6 +212,38 @@ class RuleEngine:
                 signals.append(self._fire_signal(det.camera_id, fs, here, t, on=True, started_at=t))
             elif fs.get("on") and "place" not in fs:
                 fs["place"] = here  # a state from before the place was kept: "on" went to the grid of then
+        return state, drafts, signals
+
+    def on_camera_health(self, state: dict, health: CameraHealth) -> tuple[dict, list[GovernanceEvent], list[FireSignal]]:
+        """The camera partition's part of a health report: a camera ``stopped`` on purpose (removed, outside
+        its schedule, file ended, worker shut down) sends no more frames, so its open crowding events close
+        and its fire source goes off in its grid cell (which closes a fire event no other source keeps on).
+
+        Frames from before the stop that are analysed after it are dropped. Other states change nothing
+        here (an offline camera gets its camera_offline event from ``on_health``). A camera without camera
+        state is left without one.
+        """
+        drafts: list[GovernanceEvent] = []
+        signals: list[FireSignal] = []
+        if health.state != "stopped" or not state:
+            return state, drafts, signals
+        # the close is never before a frame already applied (a file read faster than real time runs ahead)
+        zones, fs = state.get("zones") or {}, state.get("fire") or {}
+        t = max([health.time, *(zs["max_t"] for zs in zones.values() if zs.get("max_t") is not None),
+                 *([fs["max_t"]] if fs.get("max_t") is not None else [])])
+        for zs in zones.values():
+            ev = zs.get("event")
+            if zs.get("open") and ev:
+                drafts.append(_revise(ev, action=EventAction.closed, status="closed", updated_at=t, ended_at=t,
+                                      duration_s=max(t - ev["started_at"], 0.0), peak=zs["peak"]))
+            zs.update(open=False, closed_at=t, event=None, samples=[], max_t=t)
+        if fs:
+            if fs.get("on"):
+                ctx = self._context(health.camera_id, health.grid_id)
+                at = fs.pop("place", None) or _place_dump(ctx.place, ctx.lat, ctx.lon)
+                signals.append(self._fire_signal(health.camera_id, fs, at, t, on=False))
+            fs.update(on=False, frames=[], max_t=t)
+        state["stopped_at"] = t
         return state, drafts, signals
 
     @staticmethod
@@ -377,7 +412,8 @@ class RuleEngine:
 
     # ---- health partition ------------------------------------------------------------------
     def on_health(self, state: dict, health: CameraHealth) -> tuple[dict, list[GovernanceEvent]]:
-        """A camera's health report: offline for offline_minutes → equipment fault; streaming again → closed."""
+        """A camera's health report: offline for offline_minutes → equipment fault; streaming again, or stopped on
+        purpose → closed. (The camera partition takes the same report in ``on_camera_health``.)"""
         if state.get("max_t") is not None and health.time < state["max_t"]:
             return state, []
         state["max_t"] = health.time
@@ -387,6 +423,10 @@ class RuleEngine:
         ev = state.get("event")
         if health.state == "stopped":  # not pulled on purpose (removed, outside its schedule, file ended): no fault
             state["offline_since"] = None
+            if ev:  # and a fault already open is over: nobody is to repair a camera taken out of service
+                state["event"] = None
+                return state, [_revise(ev, action=EventAction.closed, status="closed", updated_at=health.time,
+                                       ended_at=health.time, duration_s=max(health.time - ev["started_at"], 0.0))]
             return state, []
         if health.state == "streaming":
             state["offline_since"], state["streaming_at"] = None, health.time

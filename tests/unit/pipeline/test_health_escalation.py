@@ -178,3 +178,56 @@ def test_ack_and_escalation_revisions_carry_their_own_time():
     r.feed(det(100, 50))  # an update at T0 + 100
     [acked] = r.feed(Ack(event_id=ev.event_id, by="grid", time=T0 + 50))  # an ack stamped earlier: never back in time
     assert acked.updated_at == T0 + 100
+
+
+def test_a_camera_stopped_on_purpose_closes_its_crowding_and_fire_events():
+    r = runner(camera(threshold=10, dwell=0, clear_s=20, k=1, n=1, fire_clear_s=0, offline_minutes=5))
+    r.feed(health(0, "streaming"))
+    opened = r.feed(det(0, 12, fire=0.9))
+    assert sorted(e.rule for e in opened) == ["crowding", "fire"]
+    closed = r.feed(health(5, "stopped"))  # removed from the fleet: no more frames will come
+    assert sorted((e.rule, e.action, e.ended_at) for e in closed) == [
+        ("crowding", EventAction.closed, T0 + 5), ("fire", EventAction.closed, T0 + 5)]
+    assert {e.event_id for e in closed} == {e.event_id for e in opened}
+    assert r.feed(det(4, 12, fire=0.9)) == []  # a frame from before the stop, analysed after it
+    assert [e for h in range(1, 49) for e in r.tick(T0 + h * 3600)] == []  # nothing left to escalate
+    assert r.feed(health(10**5, "stopped")) == []  # said again: nothing more to close
+    again = r.feed(det(10**5 + 1, 12, fire=0.9))  # pulled again: new events
+    assert sorted((e.rule, e.action) for e in again) == [("crowding", EventAction.opened), ("fire", EventAction.opened)]
+    assert not {e.event_id for e in again} & {e.event_id for e in opened}
+
+
+def test_a_stopped_camera_turns_its_fire_source_off_in_a_fused_event():
+    from pipeline.records import SensorKind, SensorReading
+
+    def smoke(t, alarm):
+        return SensorReading(sensor_id="s1", kind=SensorKind.smoke, time=T0 + t, value=1.0 if alarm else 0.0,
+                             alarm=alarm, grid_id="G1", village="V1", town="T1")
+
+    r = runner(camera(k=1, n=1, fire_clear_s=0))
+    r.feed(det(0, fire=0.9))
+    fused = r.feed(smoke(1, True))
+    assert fused[0].fused
+    assert r.feed(health(5, "stopped")) == []  # the sensor still alarms: the fused event stays open
+    assert not r.grids["G1"]["sources"]["camera:cam1"]["on"]
+    closed = r.feed(smoke(6, False))  # and closes once no source is on
+    assert [(e.event_id, e.action) for e in closed] == [(fused[0].event_id, EventAction.closed)]
+
+
+def test_a_stop_closes_an_open_camera_offline_event():
+    r = runner(camera(offline_minutes=5))
+    r.feed(health(0, "streaming"))
+    r.feed(health(60, "error"))
+    opened = r.feed(health(400, "error"))
+    assert [e.rule for e in opened] == ["camera_offline"]
+    closed = r.feed(health(500, "stopped"))  # taken out of service: nobody is to repair it
+    assert [(e.event_id, e.action, e.ended_at) for e in closed] == [(opened[0].event_id, EventAction.closed, T0 + 500)]
+    assert [e for h in range(1, 49) for e in r.tick(T0 + h * 3600)] == []
+
+
+def test_a_stop_reported_before_the_last_frame_time_closes_at_that_frame():
+    """A file read faster than real time has capture times ahead of the report clock."""
+    r = runner(camera(threshold=10, dwell=0))
+    opened = r.feed(det(100, 12))
+    closed = r.feed(health(50, "stopped"))
+    assert [(e.event_id, e.ended_at) for e in closed] == [(opened[0].event_id, T0 + 100)]
