@@ -10,22 +10,50 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 # Cameras accept unencoded '@', '/' and even spaces in passwords, so user info runs to the LAST '@' of the
 # URL: a path or query that holds an '@' is redacted too, which errs on the safe side.
 _USERINFO = re.compile(r"^(?P<lead>\s*)(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@", re.DOTALL)
+# The same without '://' (a mistyped scheme such as 'rtsp:/admin:pw@h' or 'rtsp//admin:pw@h', or none at all):
+# 'user:password@' at the start or after a '/', kept apart from a mistyped scheme in front of it.
+_BARE_USERINFO = re.compile(r"(?P<lead>(?:^\s*|/)(?:[A-Za-z][A-Za-z0-9+.-]*(?::/*|//))?)[^\s/:@]+:.*@", re.DOTALL)
 _SECRET_QUERY = re.compile(
     r"(?i)([?&;](?:password|passwd|pass|pwd|pw|passphrase|token|access_token|auth_token|api_?key|key|secret|auth"
     r"|signature|sig|credentials?)=)[^&#;]*")
+# A bare path that is really a URL with a mistyped scheme ('rtsp:/h', 'rtsp:h', 'rtsp//h')...
+_MISTYPED_SCHEME = re.compile(r"^(?P<scheme>rtsps?|https?|file)(?::/*|//+)(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
+# ...or one that holds 'user:password@' (a URL without its scheme).
+_BARE_CREDENTIALS = re.compile(r"(?:^|/)[^\s/:@]+:[^@]*@")
+
+
+def _redact_params(text: str) -> str:
+    return _SECRET_QUERY.sub(r"\1***", text)
 
 
 def redact_url(url: str) -> str:
-    """Replace user:password (and secret-looking query values) with ``***``."""
-    url = _USERINFO.sub(lambda m: f"{m.group('lead')}{m.group('scheme')}***@", url)
-    return _SECRET_QUERY.sub(r"\1***", url)
+    """Replace user:password (and secret-looking query values) with ``***``.
+
+    Also for strings without ``://`` (``rtsp:/admin:pw@h``, ``rtsp//admin:pw@h``, ``admin:pw@h``).
+    """
+    url, n = _USERINFO.subn(lambda m: f"{m.group('lead')}{m.group('scheme')}***@", url)
+    if not n:
+        url = _BARE_USERINFO.sub(lambda m: f"{m.group('lead')}***@", url)
+    return _redact_params(url)
 
 
 def url_scheme(url: str) -> str:
-    """``rtsp``, ``rtsps``, ``http``, ``https`` or ``file`` (a bare path); raises ValueError otherwise."""
+    """``rtsp``, ``rtsps``, ``http``, ``https`` or ``file`` (a bare path); raises ValueError otherwise.
+
+    A bare path that starts like a URL with a mistyped scheme (``rtsp:/h/s``, ``rtsp//h/s``) or holds
+    ``user:password@`` is refused: it is a URL that would be opened as a file, its password shown as a path.
+    """
     if url != url.strip():
-        raise ValueError(f"URL {redact_url(url.strip())!r} has leading or trailing whitespace")
+        raise ValueError(f"url {redact_url(url.strip())!r} has leading or trailing whitespace")
     if "://" not in url:
+        mistyped = _MISTYPED_SCHEME.match(url)
+        if mistyped:
+            scheme, rest = mistyped.group("scheme").lower(), mistyped.group("rest")
+            meant = f"file:///{rest}" if scheme == "file" else f"{scheme}://{rest}"
+            raise ValueError(f"url {redact_url(url)!r} looks like a mistyped scheme; did you mean {redact_url(meant)!r}?")
+        if _BARE_CREDENTIALS.search(url):
+            raise ValueError(f"url {redact_url(url)!r} holds credentials (user:password@) but no scheme; "
+                             "write rtsp://user:password@host/... (a file name may not hold 'name:...@')")
         return "file"
     scheme = urlsplit(url).scheme.lower()
     if scheme not in STREAM_SCHEMES:
@@ -41,9 +69,13 @@ def file_path(url: str) -> Path:
 
 
 _USERINFO_ANYWHERE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?:[^\s@'\"]*@)+")
+# 'user:password@' without '://' in front (a mistyped scheme, or none): 'rtsp:/a:pw@h', 'rtsp//a:pw@h', 'a:pw@h'.
+_BARE_USERINFO_ANYWHERE = re.compile(
+    r"(?P<lead>\b[A-Za-z][A-Za-z0-9+.-]*(?::/?(?!/)|//))?[^\s/:@'\"]+:(?!//)(?:[^\s@'\"]*@)+")
 
 
 def redact_text(text: str) -> str:
     """Redact credentials of every URL inside free text (e.g. an FFmpeg error message)."""
     text = _USERINFO_ANYWHERE.sub(lambda m: f"{m.group('scheme')}***@", text)
-    return _SECRET_QUERY.sub(r"\1***", text)
+    text = _BARE_USERINFO_ANYWHERE.sub(lambda m: f"{m.group('lead') or ''}***@", text)
+    return _redact_params(text)

@@ -73,6 +73,26 @@ def test_bad_url_scheme_is_reported_without_the_password(write):
     assert "hunter2" not in str(issue) and "***" in issue.message
 
 
+def test_a_mistyped_url_scheme_is_reported_at_its_line_without_the_password(write):
+    path = write(
+        "city.yaml",
+        """
+        groups:
+          - id: g
+            cameras:
+              - {id: c1, url: "rtsp:/admin:hunter2@10.0.0.2/s", grid: G1}
+              - {id: c2, url: "rtsp//admin:hunter2@10.0.0.6/s", grid: G1}
+              - {id: c3, url: "rtsp://10.0.0.3/s", grid: G1}
+        """,
+    )
+    issues = issues_of(path)
+    first, second = only(issues, "groups[0].cameras[0].url"), only(issues, "groups[0].cameras[1].url")
+    assert (first.file, first.line, second.line) == ("city.yaml", 4, 5)
+    assert "looks like a mistyped scheme; did you mean 'rtsp://***@10.0.0.2/s'?" in first.message
+    assert "did you mean 'rtsp://***@10.0.0.6/s'?" in second.message
+    assert len(issues) == 2 and all("hunter2" not in str(issue) for issue in issues)
+
+
 def test_polygon_errors(write):
     path = write(
         "city.yaml",
