@@ -16,6 +16,10 @@ _BARE_USERINFO = re.compile(r"(?P<lead>(?:^\s*|/)(?:[A-Za-z][A-Za-z0-9+.-]*(?::/
 _SECRET_QUERY = re.compile(
     r"(?i)([?&;](?:password|passwd|pass|pwd|pw|passphrase|token|access_token|auth_token|api_?key|key|secret|auth"
     r"|signature|sig|credentials?)=)[^&#;]*")
+# Vendors name the password parameter freely (loginpass, loginpas, userpwd, psw, user_password...) and some
+# write it in the path, '_'-joined ('/user=admin_password=x_channel=1'): any name holding pas, pwd or psw
+# after ? & ; / or _ has its value redacted, up to the next separator or '_name='.
+_SECRET_PARAM = re.compile(r"(?i)((?:^|[?&;/_])[\w.-]*?(?:pas|pwd|psw)[\w.-]*=)(?:(?!_[a-z][a-z0-9]*=)[^&#;\s'\"])*")
 # A bare path that is really a URL with a mistyped scheme ('rtsp:/h', 'rtsp:h', 'rtsp//h')...
 _MISTYPED_SCHEME = re.compile(r"^(?P<scheme>rtsps?|https?|file)(?::/*|//+)(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
 # ...or one that holds 'user:password@' (a URL without its scheme).
@@ -23,11 +27,11 @@ _BARE_CREDENTIALS = re.compile(r"(?:^|/)[^\s/:@]+:[^@]*@")
 
 
 def _redact_params(text: str) -> str:
-    return _SECRET_QUERY.sub(r"\1***", text)
+    return _SECRET_PARAM.sub(r"\1***", _SECRET_QUERY.sub(r"\1***", text))
 
 
 def redact_url(url: str) -> str:
-    """Replace user:password (and secret-looking query values) with ``***``.
+    """Replace user:password (and secret-looking query or path parameter values) with ``***``.
 
     Also for strings without ``://`` (``rtsp:/admin:pw@h``, ``rtsp//admin:pw@h``, ``admin:pw@h``).
     """

@@ -48,3 +48,19 @@ def test_userinfo_without_a_scheme_is_redacted(url, shown):
     assert redact_url(url) == shown
     error = f"[Errno 2] No such file or directory: '{url}'"
     assert redact_text(error) == f"[Errno 2] No such file or directory: '{redact_url(url)}'"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    (f"http://h/s?loginpass={SECRET}&userpwd={SECRET}", "http://h/s?loginpass=***&userpwd=***"),
+    (f"http://h/cgi?usr=admin;psw={SECRET}", "http://h/cgi?usr=admin;psw=***"),
+    (f"http://h/cgi?usr=admin&psw={SECRET}&ch=1", "http://h/cgi?usr=admin&psw=***&ch=1"),
+    (f"http://h/a?loginpas={SECRET}&user_password={SECRET}", "http://h/a?loginpas=***&user_password=***"),
+    (f"rtsp://h:554/user=admin_password={SECRET}_channel=1_stream=0.sdp",
+     "rtsp://h:554/user=admin_password=***_channel=1_stream=0.sdp"),
+    (f"http://h/cgi-bin/snap.cgi/LoginPWD={SECRET}/ch1", "http://h/cgi-bin/snap.cgi/LoginPWD=***"),
+    ("rtsp://h/s?pass=SE CRET&ch=1", "rtsp://h/s?pass=***&ch=1"),
+    ("rtsp://h/s?channel=1&subtype=0", "rtsp://h/s?channel=1&subtype=0"),
+])
+def test_vendor_password_parameters_are_redacted(url, shown):
+    assert redact_url(url) == shown
+    assert redact_text(f"cannot open '{url}': 401") == f"cannot open '{shown}': 401"
