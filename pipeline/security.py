@@ -8,10 +8,13 @@ one line naming the address (credentials never) and the setting to check.
 from __future__ import annotations
 
 import logging
+import re
+import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -36,9 +39,66 @@ class TransportError(click.ClickException):
     """A Kafka or Redis server refused us or cannot be reached (one line, address redacted)."""
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_HOST_PORT = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Za-z:.%]+\])(?::\d{1,5})?$")
+_LEADING_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)(?=:|//)")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def unparseable(value: str, schemes: Collection[str] = ()) -> str:
+    """``<unparseable rediss URL, 31 chars>`` (the scheme only when it is one of ``schemes``) or
+    ``<unparseable, 7 chars>``: what a message shows of a value that does not parse. Its text is never shown:
+    it may be a password pasted into the wrong variable, or a URL whose credentials redaction cannot find."""
+    scheme = _LEADING_SCHEME.match(value)
+    if scheme and scheme.group(1).lower() in schemes:
+        return f"<unparseable {scheme.group(1).lower()} URL, {len(value)} chars>"
+    return f"<unparseable, {len(value)} chars>"
+
+
+def shown_url(url: str, schemes: Collection[str] = REDIS_SCHEMES) -> str:
+    """A URL for a message: redacted when it parses as ``scheme://…`` with one of ``schemes``, else
+    :func:`unparseable` (its scheme and length only)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        return unparseable(url, schemes)
+    scheme = parts.scheme.lower()
+    if scheme in schemes and url[:len(scheme) + 3].lower() == f"{scheme}://":
+        return redact_url(url)
+    return unparseable(url, schemes)
+
+
+def _host_port(part: str) -> bool:
+    if _HOST_PORT.match(part):
+        return True
+    try:
+        socket.inet_pton(socket.AF_INET6, part)  # aiokafka takes a bare IPv6 address too
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def kafka_hosts(bootstrap: str) -> str:
-    """Bootstrap servers for display: ``host:port`` only, credentials never."""
-    return ",".join(redact_url(part.strip()).rsplit("@", 1)[-1] for part in bootstrap.split(","))
+    """Bootstrap servers for display: ``host:port`` only, credentials never (an entry that is not
+    ``host:port`` once ``user:password@`` is cut off shows as ``<unparseable, N chars>``)."""
+    shown = []
+    for part in bootstrap.split(","):
+        part = part.strip()
+        host = redact_url(part).rsplit("@", 1)[-1]
+        shown.append(host if _host_port(host) else unparseable(part))
+    return ",".join(shown)
+
+
+def check_bootstrap(bootstrap: str) -> None:
+    """SecurityConfigError unless GUANJIA_KAFKA_BOOTSTRAP is ``host:port[,host:port…]`` (aiokafka would
+    raise a ValueError quoting the bad entry, e.g. a password written as the port)."""
+    parts = [part.strip() for part in bootstrap.split(",")]
+    for n, part in enumerate(parts, 1):
+        if not _host_port(part) and (part or not any(parts)):  # an empty entry (a trailing comma) is skipped
+            raise SecurityConfigError(
+                f"GUANJIA_KAFKA_BOOTSTRAP: entry {n} of {len(parts)} ({unparseable(part)}) is not host:port; write "
+                "host:port[,host:port...], with credentials in GUANJIA_KAFKA_USERNAME/GUANJIA_KAFKA_PASSWORD")
 
 
 def _secret(value: Any) -> str | None:
@@ -66,7 +126,8 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def kafka_security_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka keyword arguments for the configured security (no bootstrap servers)."""
+    """aiokafka keyword arguments for the configured security (no bootstrap servers, but they are checked)."""
+    check_bootstrap(settings.kafka_bootstrap)
     protocol = settings.kafka_security_protocol
     options: dict[str, Any] = {"security_protocol": protocol}
     context = kafka_ssl_context(settings)
@@ -186,19 +247,22 @@ def redis_client(settings: Settings, url: str | None = None, **options: Any) -> 
         if settings.redis_ca_file:
             kwargs.setdefault("ssl_ca_certs", str(settings.redis_ca_file))
     elif settings.redis_ca_file:
-        raise SecurityConfigError(f"GUANJIA_REDIS_CA_FILE is set but {redact_url(url)} is not rediss://; "
+        raise SecurityConfigError(f"GUANJIA_REDIS_CA_FILE is set but {shown_url(url)} is not rediss://; "
                                   "use rediss:// for TLS")
     try:
         return redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
-        raise SecurityConfigError(f"GUANJIA_REDIS_URL {redact_url(url)}: {redact_text(str(exc))}") from None
+        # redis-py could not parse it: show neither the URL nor what its error quotes of it (a port that
+        # is really part of a password with a '/', say)
+        why = _QUOTED.sub("'…'", redact_text(str(exc)))
+        raise SecurityConfigError(f"GUANJIA_REDIS_URL {unparseable(url, REDIS_SCHEMES)}: {why}") from None
 
 
 def redis_error(url: str, exc: BaseException, settings: Settings | None = None) -> TransportError:
     """One line for a Redis failure naming the (redacted) address: refused credentials, TLS or unreachable."""
     import redis
 
-    where = f"Redis at {redact_url(url)}"
+    where = f"Redis at {shown_url(url)}"
     if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError) or "WRONGPASS" in str(exc) \
             or "NOAUTH" in str(exc):
         return TransportError(f"{where} refused the credentials ({type(exc).__name__}): check the URL's user or "

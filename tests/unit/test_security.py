@@ -17,6 +17,7 @@ from pipeline.security import (
     faust_security_settings,
     kafka_client_options,
     kafka_error,
+    kafka_hosts,
     redis_client,
     redis_error,
 )
@@ -163,3 +164,44 @@ def test_settings_and_cameras_keep_credentials_out_of_their_repr():
 
     assert SECRET not in repr(Settings(redis_url=f"redis://:{SECRET}@r:6379/0"))
     assert SECRET not in repr(ResolvedCamera(id="c", url=f"rtsp://a:{SECRET}@h/s", group_id="g", grid="G"))
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    (f"redis:/user:{SECRET}@127.0.0.1/0", "<unparseable redis URL, {n} chars>: "),
+    (f"redis//user:{SECRET}@127.0.0.1/0", "<unparseable redis URL, {n} chars>: "),
+    (SECRET, "<unparseable, {n} chars>: "),
+    (f"redis://user:ab/{SECRET}@127.0.0.1/0", "<unparseable redis URL, {n} chars>: Port could not"),
+])
+def test_an_unparseable_redis_url_is_never_echoed(url, shown):
+    with pytest.raises(SecurityConfigError) as info:
+        redis_client(Settings(redis_url=url))
+    assert str(info.value).startswith("GUANJIA_REDIS_URL " + shown.format(n=len(url))) and "\n" not in str(info.value)
+    assert SECRET not in str(info.value) and "ab/" not in str(info.value)
+
+
+def test_an_unparseable_redis_url_is_never_echoed_by_the_cli(monkeypatch):
+    monkeypatch.setenv("GUANJIA_REDIS_URL", SECRET)
+    result = CliRunner().invoke(cli, ["cameras", "status"])
+    assert result.exit_code == 1 and SECRET not in result.output
+    assert f"GUANJIA_REDIS_URL <unparseable, {len(SECRET)} chars>" in result.output
+
+
+def test_redis_ca_file_error_does_not_echo_an_unparseable_url():
+    with pytest.raises(SecurityConfigError, match="GUANJIA_REDIS_CA_FILE is set but <unparseable, 9 chars>") as info:
+        redis_client(Settings(redis_url=SECRET, redis_ca_file="/ca.pem"))
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize("bootstrap", [f"127.0.0.1:{SECRET}", f"u:{SECRET}@k1:9094", f"k1:9094,{SECRET} x",
+                                       f"[{SECRET}"])
+def test_a_bootstrap_that_is_not_host_port_is_one_line_without_its_text(bootstrap):
+    with pytest.raises(SecurityConfigError, match=r"GUANJIA_KAFKA_BOOTSTRAP: entry \d of \d \(<unparseable, \d+ chars>\) "
+                                                  "is not host:port") as info:
+        kafka_client_options(Settings(kafka_bootstrap=bootstrap))
+    assert SECRET not in str(info.value) and "\n" not in str(info.value)
+    assert SECRET not in kafka_hosts(bootstrap)
+
+
+@pytest.mark.parametrize("bootstrap", ["k:9092", "k1:9092, k2:9093", "10.0.0.1", "[::1]:9092", "::1", "k:9092,"])
+def test_host_port_bootstraps_are_accepted(bootstrap):
+    assert kafka_client_options(Settings(kafka_bootstrap=bootstrap))["bootstrap_servers"] == bootstrap
