@@ -93,6 +93,28 @@ def test_a_mistyped_url_scheme_is_reported_at_its_line_without_the_password(writ
     assert len(issues) == 2 and all("hunter2" not in str(issue) for issue in issues)
 
 
+def test_nan_and_inf_are_refused_where_they_are_written(write):
+    path = write(
+        "city.yaml",
+        """
+        defaults:
+          crowd: {score_threshold: .nan}
+          reconnect: {backoff_cap_s: .inf}
+        groups:
+          - id: g
+            analysis_interval_s: .inf
+            cameras:
+              - {id: c1, url: "rtsp://10.0.0.1/s", grid: G1, lat: .nan}
+        """,
+    )
+    issues = issues_of(path)
+    threshold = only(issues, "defaults.crowd.score_threshold")
+    assert (threshold.file, threshold.line) == ("city.yaml", 2) and "finite number" in threshold.message
+    assert only(issues, "defaults.reconnect.backoff_cap_s").line == 3
+    assert only(issues, "groups[0].analysis_interval_s").line == 6
+    assert only(issues, "groups[0].cameras[0].lat").line == 8
+
+
 def test_polygon_errors(write):
     path = write(
         "city.yaml",
