@@ -106,7 +106,24 @@ def _need(results: Results, key: str, missing: dict[str, str], how: str) -> Figu
 
 
 def make_plan(inputs: PlanInputs, results: Results) -> dict[str, Any]:
-    """The plan: one dict of figures plus what each was computed from and what was missing."""
+    """The plan: one dict of figures plus what each was computed from and what was missing.
+
+    A ValueError (one line) when the inputs or figures give no finite plan: an input so small or large
+    that a count divides by zero or overflows, or a recorded figure of 0.
+    """
+    try:
+        out = _make_plan(inputs, results)
+    except (ZeroDivisionError, OverflowError) as exc:
+        raise ValueError(f"no plan for these inputs ({type(exc).__name__}: {exc}): an input is too small or too "
+                         "large, or a figure in the results file is 0") from None
+    bad = [key for key, value in out["plan"].items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        raise ValueError(f"no plan for these inputs: {', '.join(bad)} would not be a finite number "
+                         "(an input is too small or too large)")
+    return out
+
+
+def _make_plan(inputs: PlanInputs, results: Results) -> dict[str, Any]:
     if inputs.resolution not in RESOLUTIONS:
         raise ValueError(f"unknown resolution {inputs.resolution!r}; use one of {', '.join(RESOLUTIONS)}")
     width, height = RESOLUTIONS[inputs.resolution]

@@ -33,6 +33,14 @@ LABELS = {
 }
 
 
+def _option(field: str) -> str:
+    """The option a PlanInputs field comes from (``interval_s`` → ``--interval``), for error messages."""
+    for param in plan.params:
+        if param.name == field and param.opts:
+            return max(param.opts, key=len)
+    return f"--{field.replace('_', '-')}"
+
+
 @click.command()
 @click.option("--cameras", default=450_000, show_default=True, help="Cameras in the fleet.")
 @click.option("--interval", "interval_s", default=2.0, show_default=True, help="Seconds between analysed frames per camera.")
@@ -67,7 +75,7 @@ def plan(cameras: int, interval_s: float, resolution: str, gop: int, fps: float,
         out = make_plan(inputs, results)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise click.ClickException(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        raise click.ClickException(f"{_option(str(err['loc'][0]))}: {err['msg']}") from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if not results.figures:

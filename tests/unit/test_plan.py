@@ -110,6 +110,23 @@ def test_cli_errors_are_one_line(tmp_path: Path, results_file: Path) -> None:
     assert neg.exit_code == 1 and "--cameras" in neg.output
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--interval", "0"], "Error: --interval: Input should be greater than 0"),
+    (["--interval", "inf"], "Error: --interval: Input should be a finite number"),
+    (["--interval", "nan"], "Error: --interval: Input should be a finite number"),
+    (["--fps", "inf"], "Error: --fps: Input should be a finite number"),
+    (["--bitrate-mbps", "-1"], "Error: --bitrate-mbps: Input should be greater than 0"),
+    (["--interval", "1e-320"], "Error: no plan for these inputs (OverflowError"),
+    (["--fps", "1e-320"], "Error: no plan for these inputs (ZeroDivisionError"),
+    (["--bitrate-mbps", "1e308"], "camera_ingress_gbit_s"),
+])
+def test_out_of_range_inputs_are_one_line_naming_the_option(results_file: Path, args: list[str], needle: str) -> None:
+    res = CliRunner().invoke(plan_cmd, ["--results", str(results_file), *args])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output  # not a traceback
+    assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert "--interval-s" not in res.output
+
+
 def test_the_committed_results_file_gives_a_450k_plan() -> None:
     out = make_plan(PlanInputs(cameras=450_000), load_results())
     assert out["plan"]["ingest_workers"] > 0 and out["plan"]["event_workers"] > 0, out["missing"]
