@@ -9,6 +9,7 @@ pydantic model, so the record or the dead-letter reason and detail are the model
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -148,6 +149,24 @@ def decode_detection(value: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) ->
         except (msgspec.MsgspecError, ValueError):  # ValueError: invalid UTF-8
             pass
     return decode(value, (Detection,), max_bytes)
+
+
+def not_ahead(decoder: Callable[[bytes | None], Any], time_of: Callable[[Any], float], limit_s: float,
+              clock: Callable[[], float] = time.time) -> Callable[[bytes | None], Any]:
+    """``decoder`` that also refuses (``invalid``) a record whose event time is more than ``limit_s`` ahead of ``clock``.
+
+    The rules order a camera's or sensor's inputs by event time, so one input stamped in the future (a wrong
+    clock) would make everything after it late and switch that source's rules off until the clock caught up.
+    """
+
+    def checked(value: bytes | None) -> Any:
+        record = decoder(value)
+        ahead = time_of(record) - clock()
+        if ahead > limit_s:
+            raise DecodeError("invalid", f"event time {ahead:.0f} s ahead of this worker's clock (limit {limit_s:g} s)")
+        return record
+
+    return checked
 
 
 def _first_error(exc: ValidationError) -> str:

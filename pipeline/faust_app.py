@@ -42,7 +42,14 @@ from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from detectors.records import Detection
-from pipeline.codec import DecodeError, DetectionView, dead_letter, decode, decode_detection
+from pipeline.codec import (
+    DecodeError,
+    DetectionView,
+    dead_letter,
+    decode,
+    decode_detection,
+    not_ahead,
+)
 from pipeline.records import Ack, CameraHealth, DeskTick, FireSignal, GovernanceEvent, SensorReading
 from pipeline.rules.engine import RuleEngine
 from pipeline.security import faust_security_settings
@@ -412,15 +419,20 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
                 metrics.observe_event({"rule": e.rule, "action": e.action})  # bounded labels: the rule only
         return state, [(events_t, e.event_id, e.to_json()) for e in out]
 
+    skew = settings.max_clock_skew_s  # inputs from other machines' clocks: far-future times are dead-lettered
+    detection_decoder = not_ahead(decode_detection, lambda d: d.capture_time, skew)
+    reading_decoder = not_ahead(functools.partial(decode, accept=(SensorReading,)), lambda r: r.time, skew)
+    health_decoder = not_ahead(functools.partial(decode, accept=(CameraHealth,)), lambda h: h.time, skew)
+
     @app.agent(detections_t)
     async def detections_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, decode_detection, cameras, lambda d: d.camera_id, on_detection)
+            await run_batch(events, detection_decoder, cameras, lambda d: d.camera_id, on_detection)
 
     @app.agent(sensors_t)
     async def sensors_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, functools.partial(decode, accept=(SensorReading,)), None, lambda r: r.sensor_id,
+            await run_batch(events, reading_decoder, None, lambda r: r.sensor_id,
                             lambda state, r: (None, [(grid_t, r.grid_id, r.to_json())]))
 
     @app.agent(grid_t)
@@ -432,7 +444,7 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
     @app.agent(health_t)
     async def health_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, functools.partial(decode, accept=(CameraHealth,)), health,
+            await run_batch(events, health_decoder, health,
                             lambda h: h.camera_id, on_health)
 
     # event-acks is written by the event hub, so it carries acks only (decoded as an Ack, its "schema" optional, as

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(REPO_ROOT / ".cache", description="Project cache: downloaded models, Kafka jars, clips (GUANJIA_CACHE_DIR).")
     shared_dir: Path = Field(REPO_ROOT.parent / "shared", description="Shared models and data (GUANJIA_SHARED_DIR).")
     out_dir: Path = Field(Path("out"), description="Where demo events and evidence are written (GUANJIA_OUT_DIR).")
+    max_clock_skew_s: float = Field(
+        300.0, gt=0, allow_inf_nan=False,
+        description="The events worker dead-letters detections, sensor readings and camera-health reports stamped more "
+                    "than this many seconds ahead of its own clock: one future time would make every later input of "
+                    "that camera or sensor late, switching its rules off (GUANJIA_MAX_CLOCK_SKEW_S).")
 
     def topic(self, name: str) -> str:
         """Full topic name, e.g. ``topic("detections")`` → ``guanjia.detections.v1``."""

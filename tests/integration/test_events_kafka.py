@@ -209,3 +209,14 @@ def test_the_ack_topic_takes_the_hubs_acks_as_published_and_nothing_else(hub):
     assert evs[1]["routing"]["level"] == opened["routing"]["level"]
     letters = read_until(settings, "dead-letter", lambda m: any(dl["topic"] == settings.topic("event-acks") for dl in m))
     assert [dl["reason"] for dl in letters if dl["topic"] == settings.topic("event-acks")] == ["invalid"]
+
+
+def test_a_detection_stamped_an_hour_ahead_is_dead_lettered_and_does_not_silence_its_camera(hub):
+    settings, worker = hub
+    t0 = time.time()
+    produce(settings, "detections", [det("c3", t0 + 3600, 8, seq=1), det("c3", t0, 8, seq=2)])
+    letters = read_until(settings, "dead-letter", lambda m: any("ahead of this worker's clock" in dl["detail"] for dl in m))
+    (letter,) = [dl for dl in letters if "ahead of this worker's clock" in dl["detail"]]
+    assert letter["reason"] == "invalid" and letter["key"] == "c3"
+    evs = events_of(settings, lambda m: m["camera_id"] == "c3" and m["rule"] == "crowding", lambda e: len(e) >= 1)
+    assert evs[0]["action"] == "opened" and evs[0]["started_at"] == pytest.approx(t0, abs=1e-3) and worker.alive()

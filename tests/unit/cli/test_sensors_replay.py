@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import aiokafka
 import pytest
@@ -84,7 +86,7 @@ def test_all_delivered_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 class Recording(AllDelivered):
     """Keeps (wall time at send, the reading's stamped time) of every reading."""
 
-    sent: list[tuple[float, float]] = []
+    sent: ClassVar[list[tuple[float, float]]] = []
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future:
         Recording.sent.append((time.time(), json.loads(value)["time"]))
@@ -99,7 +101,7 @@ def test_readings_are_stamped_when_sent_never_in_the_future(tmp_path: Path, monk
     assert result.exit_code == 0, result.output
     sent_at, stamped = zip(*Recording.sent)
     assert all(s <= wall + 0.05 for wall, s in zip(sent_at, stamped)), Recording.sent  # was start + 3 s at --speed 10
-    assert [round(b - a, 3) for a, b in zip(stamped, stamped[1:])] == [spacing] * 3
+    assert [round(b - a, 3) for a, b in itertools.pairwise(stamped)] == [spacing] * 3
     assert stamped[-1] == pytest.approx(sent_at[-1], abs=0.05)
 
 

@@ -110,3 +110,14 @@ def test_a_dead_letter_keeps_only_the_head_of_a_huge_key_so_it_can_always_be_sen
     assert letter.key == "\ufffd" * 200 + "…" and len(letter.to_json()) < 2_000
     short = dead_letter(info.value, topic="t", partition=0, offset=1, key=b"cam-1", value=b"x")
     assert short.key == "cam-1"
+
+
+def test_records_stamped_too_far_ahead_of_the_clock_are_refused_and_the_rest_pass():
+    from pipeline.codec import not_ahead
+
+    checked = not_ahead(lambda value: decode(value, (SensorReading,)), lambda r: r.time, 300, clock=lambda: T0)
+    on_time = SensorReading(sensor_id="s", kind="gas", time=T0 + 299, value=1, grid_id="G")
+    assert checked(on_time.to_json()) == on_time
+    with pytest.raises(DecodeError) as info:
+        checked(on_time.model_copy(update={"time": T0 + 3600}).to_json())
+    assert info.value.reason == "invalid" and info.value.detail == "event time 3600 s ahead of this worker's clock (limit 300 s)"
