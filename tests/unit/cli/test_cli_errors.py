@@ -96,12 +96,13 @@ def test_demo_config_has_a_crowding_camera_with_a_zone_and_a_fire_camera():
 
 
 def test_kafka_commands_say_where_kafka_should_be_and_what_to_start():
-    env = {"GUANJIA_KAFKA_BOOTSTRAP": "user:secret@127.0.0.1:1"}
     for args in (["events", "tail"], ["events", "ack", "some-id", "--by", "duty officer"],
                  ["sensors", "replay", str(DEMO_CONFIG.with_name("sensors-demo.csv")), "--speed", "0"]):
-        result = run(args, env=env)
+        result = run(args, env={"GUANJIA_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
         assert_one_line_error(result, "cannot reach Kafka at 127.0.0.1:1", "scripts/services.sh up")
-        assert "secret" not in result.output
+        with_credentials = run(args, env={"GUANJIA_KAFKA_BOOTSTRAP": "user:secret@127.0.0.1:1"})
+        assert_one_line_error(with_credentials, "GUANJIA_KAFKA_BOOTSTRAP", "is not host:port", "GUANJIA_KAFKA_PASSWORD")
+        assert "secret" not in with_credentials.output
 
 
 def test_events_worker_unreachable_kafka_is_one_line():
