@@ -293,9 +293,10 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
         return app.topic(names[short], *(names[m] for m in more),
                          schema=RawSchema(key_serializer="raw", value_serializer="raw"))
 
-    detections_t, sensors_t, health_t = topic("detections"), topic("sensor-readings"), topic("camera-health")
+    sensors_t, health_t = topic("sensor-readings"), topic("camera-health")
     grid_t, changes_t, events_t, dlq_t = topic("grid-signals"), topic("event-changes"), topic("governance-events"), topic("dead-letter")
     desk_in = topic("event-changes", "event-acks")
+    camera_in = topic("detections", "camera-health")  # a camera's frames and its stop, co-partitioned by camera id
 
     def table(name: str) -> Any:
         return app.Table(name, default=None)  # keys and values as JSON
@@ -323,6 +324,8 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
                 msg = event.message
                 try:
                     record = (decoder[msg.topic] if isinstance(decoder, dict) else decoder)(event.value)
+                    if record is None:  # not for this agent (another agent reads the same topic)
+                        continue
                     key = key_of(record)
                     state = touched[key][1] if key in touched else (tbl.data.get(key) if tbl is not None else None)
                     state, out = apply(state if state is not None else {}, record)
@@ -395,8 +398,11 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
     def drafts_out(drafts: list[GovernanceEvent]) -> list:
         return [(changes_t, d.event_id, d.to_json()) for d in drafts]
 
-    def on_detection(state: dict, det: Detection | DetectionView):
-        state, drafts, signals = engine.on_detection(state, det)
+    def on_camera_input(state: dict, item: Detection | DetectionView | CameraHealth):
+        if isinstance(item, CameraHealth):
+            state, drafts, signals = engine.on_camera_health(state, item)
+        else:
+            state, drafts, signals = engine.on_detection(state, item)
         return state, drafts_out(drafts) + [(grid_t, s.grid_id, s.to_json()) for s in signals]
 
     def on_grid(state: dict, item: FireSignal | SensorReading):
@@ -424,10 +430,23 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
     reading_decoder = not_ahead(functools.partial(decode, accept=(SensorReading,)), lambda r: r.time, skew)
     health_decoder = not_ahead(functools.partial(decode, accept=(CameraHealth,)), lambda h: h.time, skew)
 
-    @app.agent(detections_t)
+    def camera_stop(value: bytes | None) -> CameraHealth | None:
+        """A ``stopped`` health report for the camera partition, else None: the health agent reads every report
+        and dead-letters the bad ones, so they are not dead-lettered twice."""
+        if value is None or b"stopped" not in value:
+            return None
+        try:
+            report = health_decoder(value)
+        except DecodeError:
+            return None
+        return report if report.state == "stopped" else None
+
+    camera_decoders = {names["detections"]: detection_decoder, names["camera-health"]: camera_stop}
+
+    @app.agent(camera_in)
     async def detections_agent(stream):
         async for events in stream.take_events(batch, within_s):
-            await run_batch(events, detection_decoder, cameras, lambda d: d.camera_id, on_detection)
+            await run_batch(events, camera_decoders, cameras, lambda d: d.camera_id, on_camera_input)
 
     @app.agent(sensors_t)
     async def sensors_agent(stream):

@@ -220,3 +220,14 @@ def test_a_detection_stamped_an_hour_ahead_is_dead_lettered_and_does_not_silence
     assert letter["reason"] == "invalid" and letter["key"] == "c3"
     evs = events_of(settings, lambda m: m["camera_id"] == "c3" and m["rule"] == "crowding", lambda e: len(e) >= 1)
     assert evs[0]["action"] == "opened" and evs[0]["started_at"] == pytest.approx(t0, abs=1e-3) and worker.alive()
+
+
+def test_a_camera_stopped_on_purpose_closes_its_crowding_event(hub):
+    settings, worker = hub
+    t0 = time.time()
+    produce(settings, "detections", [det("c8", t0, 9, seq=1)])
+    events_of(settings, lambda m: m["camera_id"] == "c8" and m["rule"] == "crowding", lambda e: len(e) >= 1)
+    produce(settings, "camera-health", [health("c8", t0 + 2, "stopped")])
+    evs = events_of(settings, lambda m: m["camera_id"] == "c8" and m["rule"] == "crowding", lambda e: len(e) >= 2)
+    assert [e["action"] for e in evs] == ["opened", "closed"] and evs[1]["ended_at"] == pytest.approx(t0 + 2, abs=1e-3)
+    assert worker.alive()
