@@ -125,7 +125,7 @@ class GovernanceEvent(_Record):
     updated_at: float = Field(..., description="Event time of the input that produced this revision.")
     ended_at: float | None = None
     duration_s: float = Field(0.0, ge=0)
-    value: float = Field(0.0, description="Current level: people, people/m², P(fire) or sensor value.")
+    value: float = Field(0.0, description="Current level, by rule: people or people/m² (crowding), the video's P(fire), 0 when only sensors raised it (fire), the reading (sensor alarm), seconds since the last frame (camera offline).")
     peak: float = Field(0.0, description="Highest level since opened.")
     fused: bool = Field(False, description="Video and sensor evidence agree (one fused event).")
     sources: list[str] = Field(default_factory=list, description="Inputs that contributed, e.g. camera:c1, sensor:s9.")
