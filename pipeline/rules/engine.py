@@ -293,7 +293,7 @@ class RuleEngine:
         return state, self._fire_incident(state, t, place, lat, lon)
 
     def _alarming(self, reading: SensorReading) -> bool:
-        limit = self.defaults.sensors.thresholds.get(reading.kind.value)
+        limit = self.defaults.sensors.thresholds.get(reading.kind)
         return reading.alarm or (limit is not None and reading.value >= limit)
 
     def _fire_incident(self, state: dict, t: float, place: Place, lat, lon) -> list[GovernanceEvent]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from ingest.settings import StrictModel
+from pipeline.records import SensorKind
 
 
 class CrowdingRule(StrictModel):
@@ -40,8 +41,8 @@ class FireRule(StrictModel):
 class SensorRule(StrictModel):
     """IoT sensors: the device's alarm flag, or a value at or above a per-kind threshold, raises an alarm."""
 
-    thresholds: dict[str, float] = Field(
-        default_factory=lambda: {"temperature": 70.0, "gas": 25.0, "water_level": 0.3},
+    thresholds: dict[SensorKind, float] = Field(
+        default_factory=lambda: {SensorKind.temperature: 70.0, SensorKind.gas: 25.0, SensorKind.water_level: 0.3},
         description="Kind → value that raises an alarm (°C, %LEL, m, people); kinds not listed rely on the alarm flag.",
     )
     confidence: float = Field(0.7, ge=0, le=1, description="Confidence of a sensor alarm on its own.")

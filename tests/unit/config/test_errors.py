@@ -115,6 +115,24 @@ def test_nan_and_inf_are_refused_where_they_are_written(write):
     assert only(issues, "groups[0].cameras[0].lat").line == 8
 
 
+def test_an_unknown_sensor_kind_in_the_thresholds_is_refused_with_a_hint(write):
+    path = write(
+        "city.yaml",
+        """
+        defaults:
+          rules:
+            sensors:
+              thresholds: {gass: 10, temperature: 60}
+        groups:
+          - id: g
+            cameras:
+              - {id: c1, url: "rtsp://10.0.0.1/s", grid: G1}
+        """,
+    )
+    issue = only(issues_of(path), "defaults.rules.sensors.thresholds.gass")
+    assert issue.line == 4 and "did you mean 'gas'" in issue.message
+
+
 def test_polygon_errors(write):
     path = write(
         "city.yaml",
