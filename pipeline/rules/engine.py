@@ -287,10 +287,7 @@ class RuleEngine:
         place = Place(state["place"]["grid"], state["place"]["village"], state["place"]["town"])
         if isinstance(item, FireSignal) and item.on and item.evidence_key:
             state["evidence_key"] = item.evidence_key
-        lat, lon = item.lat, item.lon
-        if state.get("closed_at") is not None and t <= state["closed_at"]:
-            return state, []  # recorded, but an input from before the last close cannot reopen it
-        return state, self._fire_incident(state, t, place, lat, lon)
+        return state, self._fire_incident(state, t, place, item.lat, item.lon)
 
     def _alarming(self, reading: SensorReading) -> bool:
         limit = self.defaults.sensors.thresholds.get(reading.kind)
@@ -320,7 +317,8 @@ class RuleEngine:
             trigger = "fire.fused" if fused else ("fire.video" if video_on else "fire.sensor")
             started = min(s["t_on"] for s in on.values())
             if state.get("closed_at") is not None and started <= state["closed_at"]:
-                started = t  # on since before the last close: this event starts now, never before that one ended
+                # on since before the last close (a source's late input): never starts before that event ended
+                started = max(t, state["closed_at"])
             confidence = 1 - (1 - p_video) * (1 - p_sensor) if fused else (p_video if video_on else p_sensor)
             # a fused event names the sources it fused, also one that went quiet inside the window
             named = {k for k, s in sources.items() if s["on"] or (fused and recent_off(s))}

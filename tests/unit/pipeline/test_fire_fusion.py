@@ -117,17 +117,26 @@ def test_sensor_record_is_forgotten_after_the_retention():
     assert set(r.grids["G1"]["alarms"]) == {"gas2"}
 
 
-def test_fire_input_from_before_the_grid_close_does_not_reopen():
+def test_fire_input_from_before_the_grid_close_opens_no_event_before_it_ended():
     r = runner(camera(k=1, n=1, fire_clear_s=0))
     opened = r.feed(reading(0))
     r.feed(det(5, fire=0.9))
     r.feed(reading(10, alarm=False, value=0))
     assert [e.action for e in r.feed(det(200, fire=0.0))] == [EventAction.closed]
-    assert r.feed(reading(0)) == []  # the opening alarm redelivered
-    assert r.feed(reading(50)) == []  # a late alarm from before the close: no event starting before it ended
-    again = r.feed(reading(260))  # the sensor, still alarming, reports again: a new event from now
+    assert r.feed(reading(0)) == []  # the opening alarm redelivered: older than what the sensor told since
+    again = r.feed(reading(50))  # news that arrived late: the sensor alarmed again before the close
     assert [e.action for e in again] == [EventAction.opened] and again[0].event_id != opened[0].event_id
-    assert again[0].started_at == T0 + 260
+    assert again[0].started_at == T0 + 200  # never before the last event ended
+    assert r.feed(reading(260)) == []  # still alarming: the same event
+
+
+def test_a_second_cameras_late_on_after_the_first_ones_close_still_opens_an_event():
+    r = runner(camera("cam1", k=1, n=1, fire_clear_s=0), camera("cam2", k=1, n=1, fire_clear_s=0))
+    r.feed(det(0, fire=0.9, cam="cam1"))
+    assert [e.action for e in r.feed(det(100, fire=0.0, cam="cam1"))] == [EventAction.closed]
+    late = r.feed(det(99, fire=0.9, cam="cam2"))  # cam2 saw it 1 s before cam1's off, ruled after it
+    assert [e.action for e in late] == [EventAction.opened] and late[0].started_at == T0 + 100
+    assert r.feed(det(600, fire=0.9, cam="cam2")) == []  # cam2 keeps it open
 
 
 def test_fused_event_is_placed_and_routed_by_every_input_not_the_last_one():
