@@ -484,6 +484,8 @@ class RuleEngine:
                 state.pop("exhausted", None)  # the next due tick decides again for this routing
             changes["acknowledged_by"] = prev["acknowledged_by"]
             changes["severity"] = max_severity(draft.severity, prev["severity"])
+            if draft.updated_at < prev["updated_at"]:  # an ack or escalation stamped later than the frame behind this
+                changes["updated_at"] = prev["updated_at"]
         pending = state.pop("pending_ack", None)
         state.pop("pending_ack_at", None)
         if pending and changes.get("acknowledged_by", draft.acknowledged_by) is None:

@@ -179,6 +179,12 @@ def test_ack_and_escalation_revisions_carry_their_own_time():
     [acked] = r.feed(Ack(event_id=ev.event_id, by="grid", time=T0 + 50))  # an ack stamped earlier: never back in time
     assert acked.updated_at == T0 + 100
 
+    r = runner(camera(threshold=1, dwell=0, clear_s=0))
+    ev = r.feed(det(0, 20))[0]
+    r.feed(Ack(event_id=ev.event_id, by="grid", time=T0 + 50))  # the hub's clock
+    [up] = r.feed(det(45, 40))  # a frame captured before the ack, ruled after it: the owner's revision
+    assert up.action is EventAction.updated and up.updated_at == T0 + 50  # never back in time either
+
 
 def test_a_camera_stopped_on_purpose_closes_its_crowding_and_fire_events():
     r = runner(camera(threshold=10, dwell=0, clear_s=20, k=1, n=1, fire_clear_s=0, offline_minutes=5))
