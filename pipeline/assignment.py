@@ -236,6 +236,8 @@ class CameraAssignment:
 
     ``on_add(camera)`` / ``on_change(camera)`` / ``on_remove(camera_id)`` may be plain functions or
     coroutines; they run on this member's event loop, one at a time. ``cameras`` is what it owns now.
+    ``on_release(camera_id)`` (optional, default ``on_remove``) closes a camera whose partition went to another
+    member (a rebalance, or this member leaving): the camera goes on elsewhere, it was not removed.
     ``on_deleted(camera_id)`` (optional) follows every tombstone read, also of cameras this member never
     pulled and again when a partition is re-read: e.g. forget the camera's health.
     ``partitions``: the topic's partition count if this member has to create it; ``security``: TLS/SASL
@@ -243,7 +245,7 @@ class CameraAssignment:
     """
 
     def __init__(self, bootstrap: str, topic: str, *, on_add: OnCamera, on_change: OnCamera, on_remove: OnRemove,
-                 on_deleted: OnRemove | None = None,
+                 on_deleted: OnRemove | None = None, on_release: OnRemove | None = None,
                  group_id: str = DEFAULT_GROUP, session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 2_000,
                  environ: Mapping[str, str] | None = None, client_id: str | None = None, partitions: int = 12,
                  security: Security = None):
@@ -258,6 +260,7 @@ class CameraAssignment:
         self.environ = environ
         self._on_add, self._on_change, self._on_remove = on_add, on_change, on_remove
         self._on_deleted = on_deleted
+        self._on_release = on_release or on_remove
         self.cameras: dict[str, ResolvedCamera] = {}
         self._raw: dict[str, bytes] = {}
         self._partition_of: dict[str, int] = {}
@@ -348,7 +351,7 @@ class CameraAssignment:
             self._raw.pop(camera_id, None)
             self._partition_of.pop(camera_id, None)
             if self.cameras.pop(camera_id, None) is not None:
-                await _call(self._on_remove, camera_id)
+                await _call(self._on_release, camera_id)
         self._owned -= partitions
 
 

@@ -108,7 +108,7 @@ def health_record(health: IngestHealth, grid_id: str | None = None) -> CameraHea
         reason = None
     return CameraHealth(camera_id=health.camera_id, time=health.updated_at or time.time(), state=state,
                         last_frame_time=health.last_frame_time, reason=reason[:300] if reason else None,
-                        grid_id=grid_id)
+                        grid_id=grid_id, final=health.state is CameraState.ended)
 
 
 class Perception:
@@ -182,7 +182,7 @@ class Perception:
                 self._pulled.add(cam.id)
             elif not active and cam.id in self._pulled:
                 log.info("camera %s: outside its schedule %s–%s, not pulled", cam.id, cam.schedule.start, cam.schedule.end)
-                self._unpull(cam.id, "outside its schedule")
+                self._unpull(cam.id, "outside its schedule", final=True)
 
     # ---- cameras assigned while running (guanjia worker ingest --assign kafka) ---------------
     def add_camera(self, cam: ResolvedCamera) -> None:
@@ -191,19 +191,27 @@ class Perception:
             self._changes.append(("add", cam))
 
     def remove_camera(self, camera_id: str) -> None:
-        """Stop pulling a camera now (any thread); the detectors forget it at the next step."""
+        """Stop pulling a camera removed from the fleet now (any thread); the detectors forget it at the next step."""
+        self._drop(camera_id, "removed", final=True)
+
+    def release_camera(self, camera_id: str) -> None:
+        """Stop pulling a camera another worker takes over (a rebalance); its open events stay open."""
+        self._drop(camera_id, "released to another worker", final=False)
+
+    def _drop(self, camera_id: str, reason: str, *, final: bool) -> None:
         with self._lock:
             if camera_id in self._pulled:
-                self._unpull(camera_id, "removed")
+                self._unpull(camera_id, reason, final=final)
             self._changes.append(("remove", camera_id))
 
-    def _unpull(self, camera_id: str, reason: str) -> None:
-        """Stop pulling (under the lock) and leave a "stopped" report, so the events worker expects no more."""
+    def _unpull(self, camera_id: str, reason: str, *, final: bool = False) -> None:
+        """Stop pulling (under the lock) and leave a "stopped" report, so the events worker expects no more
+        frames; ``final``: the camera is not coming back, so the events worker closes what it had open."""
         self.pool.remove_camera(camera_id)
         self._pulled.discard(camera_id)
         cam = self.cameras.get(camera_id)
         self._last_words.append(CameraHealth(camera_id=camera_id, time=time.time(), state="stopped", reason=reason,
-                                             grid_id=cam.grid if cam else None))
+                                             grid_id=cam.grid if cam else None, final=final))
 
     def _apply_changes(self) -> bool:
         """Apply queued add/remove calls on the loop's thread (the engine is not shared); True if any."""

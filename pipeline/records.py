@@ -146,6 +146,9 @@ class CameraHealth(_Record):
     last_frame_time: float | None = None
     reason: str | None = Field(None, description="Last error class or reason (never a URL with credentials).")
     grid_id: str | None = None
+    final: bool = Field(False, description="With `stopped`: the camera is not coming back (its file ended, it is outside "
+                                           "its schedule, or it was removed from the fleet), so what it had open closes. "
+                                           "A restart, a worker shutdown or a move to another worker is not final.")
 
 
 class DeadLetter(_Record):

@@ -474,7 +474,8 @@ def ingest(configs: tuple[Path, ...], assign: str, group: str, session_timeout: 
         forgets = RedisWriter("guanjia-health-forget", 10_000)
         member = CameraAssignment(settings.kafka_bootstrap, settings.topic(CAMERAS_TOPIC), group_id=group,
                                   on_add=perception.add_camera, on_change=perception.add_camera,
-                                  on_remove=perception.remove_camera, on_deleted=health_forgetter(publisher, forgets),
+                                  on_remove=perception.remove_camera, on_release=perception.release_camera,
+                                  on_deleted=health_forgetter(publisher, forgets),
                                   session_timeout_ms=int(session_timeout * 1000),
                                   heartbeat_interval_ms=max(1000, int(session_timeout * 1000) // 5),
                                   security=kafka_security_options(settings))

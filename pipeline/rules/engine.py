@@ -3,7 +3,7 @@
 State is partitioned the way Kafka partitions the inputs, and every state is a plain JSON dict:
 
 * camera state (key camera id): crowding per zone and fire k-of-n → event drafts and fire signals; a
-  ``stopped`` health report closes what the camera had open;
+  final ``stopped`` health report (the camera is not coming back) closes what the camera had open;
 * grid state (key grid id): fire signals + sensor readings → fused fire events and sensor alarms;
 * health state (key camera id): camera health → equipment-fault events;
 * desk state (key event id): drafts from the owners above + acks + deadline ticks → the public
@@ -215,9 +215,11 @@ class RuleEngine:
         return state, drafts, signals
 
     def on_camera_health(self, state: dict, health: CameraHealth) -> tuple[dict, list[GovernanceEvent], list[FireSignal]]:
-        """The camera partition's part of a health report: a camera ``stopped`` on purpose (removed, outside
-        its schedule, file ended, worker shut down) sends no more frames, so its open crowding events close
+        """The camera partition's part of a health report: a camera stopped for good (``final``: removed from
+        the fleet, outside its schedule, file ended) sends no more frames, so its open crowding events close
         and its fire source goes off in its grid cell (which closes a fire event no other source keeps on).
+        A stop that is not final (a restart, a worker shutdown, a move to another worker) leaves them open:
+        the camera goes on, and closing would reopen the same situation under new, unacknowledged ids.
 
         Frames from before the stop that are analysed after it are dropped. Other states change nothing
         here (an offline camera gets its camera_offline event from ``on_health``). A camera without camera
@@ -225,7 +227,7 @@ class RuleEngine:
         """
         drafts: list[GovernanceEvent] = []
         signals: list[FireSignal] = []
-        if health.state != "stopped" or not state:
+        if health.state != "stopped" or not health.final or not state:
             return state, drafts, signals
         # the close is never before a frame already applied (a file read faster than real time runs ahead)
         zones, fs = state.get("zones") or {}, state.get("fire") or {}
@@ -421,7 +423,7 @@ class RuleEngine:
         ev = state.get("event")
         if health.state == "stopped":  # not pulled on purpose (removed, outside its schedule, file ended): no fault
             state["offline_since"] = None
-            if ev:  # and a fault already open is over: nobody is to repair a camera taken out of service
+            if ev and health.final:  # a fault already open is over: nobody is to repair a camera taken out of service
                 state["event"] = None
                 return state, [_revise(ev, action=EventAction.closed, status="closed", updated_at=health.time,
                                        ended_at=health.time, duration_s=max(health.time - ev["started_at"], 0.0))]

@@ -54,13 +54,13 @@ class Fleet:
         def on_change(cam: ResolvedCamera) -> None:
             self.events.append((name, "change", cam.id, cam.url))
 
-        def on_remove(camera_id: str) -> None:
+        def on_remove(camera_id: str, kind: str = "remove") -> None:
             if self.holder.get(camera_id) == name:
                 del self.holder[camera_id]
-            self.events.append((name, "remove", camera_id, ""))
+            self.events.append((name, kind, camera_id, ""))
 
         member = CameraAssignment(self.bootstrap, self.topic, group_id=self.group, on_add=on_add, on_change=on_change,
-                                  on_remove=on_remove, on_deleted=lambda cid: self.deleted.append((name, cid)), session_timeout_ms=SESSION_MS, heartbeat_interval_ms=1000,
+                                  on_remove=on_remove, on_release=lambda cid: on_remove(cid, "release"), on_deleted=lambda cid: self.deleted.append((name, cid)), session_timeout_ms=SESSION_MS, heartbeat_interval_ms=1000,
                                   environ=ENV, client_id=name)
         self.members[name] = await member.start()
         return member
@@ -156,6 +156,8 @@ async def _scenario(bootstrap: str, topic: str) -> None:
         await wait_for(lambda: partitioned(list(fleet.owned().values()), expected) and all(fleet.owned().values()),
                        40, "a, b and d share the cameras")
         assert sorted(len(m.partitions) for m in fleet.members.values()) == [4, 4, 4]
+        kinds = {kind for _, kind, _, _ in fleet.events}
+        assert "release" in kinds and "remove" not in kinds  # moved to d: released, not removed from the fleet
 
         # 4. URL change → on_change on its owner only; tombstone → on_remove
         changed, removed = cams[5], cams[7]

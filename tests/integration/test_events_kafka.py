@@ -142,8 +142,8 @@ def test_unacknowledged_event_escalates_and_acknowledged_one_does_not(hub):
     assert "escalated" not in [e["action"] for e in later]
 
 
-def health(cam: str, t: float, state: str) -> tuple[str, bytes]:
-    return cam, CameraHealth(camera_id=cam, time=t, state=state, grid_id="G7").to_json()
+def health(cam: str, t: float, state: str, final: bool = False) -> tuple[str, bytes]:
+    return cam, CameraHealth(camera_id=cam, time=t, state=state, grid_id="G7", final=final).to_json()
 
 
 def test_configured_sensor_threshold_opens_an_alarm(hub):
@@ -227,7 +227,8 @@ def test_a_camera_stopped_on_purpose_closes_its_crowding_event(hub):
     t0 = time.time()
     produce(settings, "detections", [det("c8", t0, 9, seq=1)])
     events_of(settings, lambda m: m["camera_id"] == "c8" and m["rule"] == "crowding", lambda e: len(e) >= 1)
-    produce(settings, "camera-health", [health("c8", t0 + 2, "stopped")])
+    produce(settings, "camera-health", [health("c8", t0 + 1, "stopped")])  # a restart: not final, the event stays
+    produce(settings, "camera-health", [health("c8", t0 + 2, "stopped", final=True)])  # removed from the fleet
     evs = events_of(settings, lambda m: m["camera_id"] == "c8" and m["rule"] == "crowding", lambda e: len(e) >= 2)
     assert [e["action"] for e in evs] == ["opened", "closed"] and evs[1]["ended_at"] == pytest.approx(t0 + 2, abs=1e-3)
     assert worker.alive()

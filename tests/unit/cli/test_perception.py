@@ -79,7 +79,7 @@ def test_health_records_match_the_events_worker_schema():
     down = health_record(snap(CameraState.backoff, last_error_class="ConnectionRefusedError", last_error="refused"))
     assert down.state == "backoff" and down.reason == "ConnectionRefusedError: refused"
     ended = health_record(snap(CameraState.ended))
-    assert ended.state == "stopped" and ended.reason == "end of file"
+    assert ended.state == "stopped" and ended.reason == "end of file" and ended.final and not down.final
     assert b"***" not in ended.to_json() and b"10.0.0.1" not in down.to_json()  # no URL in the record
 
 

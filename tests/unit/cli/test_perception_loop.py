@@ -64,17 +64,21 @@ def test_a_camera_no_longer_pulled_leaves_one_stopped_report_with_the_reason(cli
     path = str(clip(seconds=30, gop=25))
     hour = time.gmtime().tm_hour
     this_hour = Schedule(start=f"{hour:02d}:00", end=f"{(hour + 1) % 24:02d}:00", timezone="UTC")
-    perception = Perception([camera("kept", path), camera("gone", path), camera("night", path, schedule=this_hour)],
-                            backpressure=True)
+    perception = Perception([camera("kept", path), camera("gone", path), camera("night", path, schedule=this_hour),
+                             camera("moved", path)], backpressure=True)
     with perception:
         perception.remove_camera("gone")
+        perception.release_camera("moved")  # its partition went to another worker
         perception.step(lambda det, frame: None, timeout=0.1)
         perception.sync_schedule(time.time() + 2 * 3600)  # two hours on: "night" is outside its window
         first = {r.camera_id: r for r in perception.health_records()}
         again = {r.camera_id: r for r in perception.health_records()}
-    assert (first["gone"].state, first["gone"].reason, first["gone"].grid_id) == ("stopped", "removed", "G-gone")
-    assert (first["night"].state, first["night"].reason) == ("stopped", "outside its schedule")
-    assert first["kept"].state != "stopped" and sorted(first) == ["gone", "kept", "night"]
+    assert (first["gone"].state, first["gone"].reason, first["gone"].grid_id, first["gone"].final) == (
+        "stopped", "removed", "G-gone", True)
+    assert (first["night"].state, first["night"].reason, first["night"].final) == ("stopped", "outside its schedule", True)
+    assert (first["moved"].state, first["moved"].reason, first["moved"].final) == (
+        "stopped", "released to another worker", False)  # it goes on elsewhere: its events stay open
+    assert first["kept"].state != "stopped" and sorted(first) == ["gone", "kept", "moved", "night"]
     assert sorted(again) == ["kept"]  # said once
 
 
@@ -86,6 +90,6 @@ def test_stopping_leaves_a_stopped_report_for_every_pulled_camera_and_start_says
         assert any("1 of 3 cameras are outside their schedule" in r.message for r in caplog.records)
         assert perception.pool.take(timeout=10)
     last = perception.health_records([])  # after the pool stopped: what the worker publishes last
-    assert sorted((r.camera_id, r.state, r.reason) for r in last) == [("a", "stopped", "worker stopped"),
-                                                                      ("b", "stopped", "worker stopped")]
+    assert sorted((r.camera_id, r.state, r.reason, r.final) for r in last) == [("a", "stopped", "worker stopped", False),
+                                                                               ("b", "stopped", "worker stopped", False)]
     assert perception.health_records([]) == []  # said once

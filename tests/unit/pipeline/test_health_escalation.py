@@ -5,8 +5,9 @@ from pipeline.records import Ack, CameraHealth, EventAction
 from .helpers import T0, camera, det, runner
 
 
-def health(t, state, cam="cam1"):
-    return CameraHealth(camera_id=cam, time=T0 + t, state=state, reason=None if state == "streaming" else "ConnectionRefused")
+def health(t, state, cam="cam1", final=False):
+    return CameraHealth(camera_id=cam, time=T0 + t, state=state, reason=None if state == "streaming" else "ConnectionRefused",
+                        final=final)
 
 
 def test_offline_for_x_minutes_opens_fault_and_streaming_closes_it():
@@ -191,13 +192,13 @@ def test_a_camera_stopped_on_purpose_closes_its_crowding_and_fire_events():
     r.feed(health(0, "streaming"))
     opened = r.feed(det(0, 12, fire=0.9))
     assert sorted(e.rule for e in opened) == ["crowding", "fire"]
-    closed = r.feed(health(5, "stopped"))  # removed from the fleet: no more frames will come
+    closed = r.feed(health(5, "stopped", final=True))  # removed from the fleet: no more frames will come
     assert sorted((e.rule, e.action, e.ended_at) for e in closed) == [
         ("crowding", EventAction.closed, T0 + 5), ("fire", EventAction.closed, T0 + 5)]
     assert {e.event_id for e in closed} == {e.event_id for e in opened}
     assert r.feed(det(4, 12, fire=0.9)) == []  # a frame from before the stop, analysed after it
     assert [e for h in range(1, 49) for e in r.tick(T0 + h * 3600)] == []  # nothing left to escalate
-    assert r.feed(health(10**5, "stopped")) == []  # said again: nothing more to close
+    assert r.feed(health(10**5, "stopped", final=True)) == []  # said again: nothing more to close
     again = r.feed(det(10**5 + 1, 12, fire=0.9))  # pulled again: new events
     assert sorted((e.rule, e.action) for e in again) == [("crowding", EventAction.opened), ("fire", EventAction.opened)]
     assert not {e.event_id for e in again} & {e.event_id for e in opened}
@@ -214,7 +215,7 @@ def test_a_stopped_camera_turns_its_fire_source_off_in_a_fused_event():
     r.feed(det(0, fire=0.9))
     fused = r.feed(smoke(1, True))
     assert fused[0].fused
-    assert r.feed(health(5, "stopped")) == []  # the sensor still alarms: the fused event stays open
+    assert r.feed(health(5, "stopped", final=True)) == []  # the sensor still alarms: the fused event stays open
     assert not r.grids["G1"]["sources"]["camera:cam1"]["on"]
     closed = r.feed(smoke(6, False))  # and closes once no source is on
     assert [(e.event_id, e.action) for e in closed] == [(fused[0].event_id, EventAction.closed)]
@@ -226,7 +227,7 @@ def test_a_stop_closes_an_open_camera_offline_event():
     r.feed(health(60, "error"))
     opened = r.feed(health(400, "error"))
     assert [e.rule for e in opened] == ["camera_offline"]
-    closed = r.feed(health(500, "stopped"))  # taken out of service: nobody is to repair it
+    closed = r.feed(health(500, "stopped", final=True))  # taken out of service: nobody is to repair it
     assert [(e.event_id, e.action, e.ended_at) for e in closed] == [(opened[0].event_id, EventAction.closed, T0 + 500)]
     assert [e for h in range(1, 49) for e in r.tick(T0 + h * 3600)] == []
 
@@ -235,5 +236,19 @@ def test_a_stop_reported_before_the_last_frame_time_closes_at_that_frame():
     """A file read faster than real time has capture times ahead of the report clock."""
     r = runner(camera(threshold=10, dwell=0))
     opened = r.feed(det(100, 12))
-    closed = r.feed(health(50, "stopped"))
+    closed = r.feed(health(50, "stopped", final=True))
     assert [(e.event_id, e.ended_at) for e in closed] == [(opened[0].event_id, T0 + 100)]
+
+
+def test_a_stop_that_is_not_final_leaves_the_cameras_events_open_and_acknowledged():
+    """A rebalance, a restart with new settings or a worker shutdown: the camera goes on (here or elsewhere)."""
+    r = runner(camera(threshold=10, dwell=0, clear_s=20, k=1, n=1, fire_clear_s=0, offline_minutes=5))
+    r.feed(health(0, "streaming"))
+    opened = r.feed(det(0, 12, fire=0.9))
+    crowding = next(e for e in opened if e.rule == "crowding")
+    r.feed(Ack(event_id=crowding.event_id, by="G1 网格员", time=T0 + 30))
+    assert r.feed(health(60, "stopped")) == []  # released to another worker
+    assert r.feed(det(65, 12, fire=0.9)) == []  # the new owner's frames: the same events go on
+    assert r.feed(det(100, 0, fire=0.9)) == []
+    [closed] = r.feed(det(125, 0, fire=0.9))  # clear for clear_s
+    assert (closed.event_id, closed.action, closed.acknowledged_by) == (crowding.event_id, EventAction.closed, "G1 网格员")
