@@ -152,8 +152,10 @@ def decode_detection(value: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) ->
 
 
 def not_ahead(decoder: Callable[[bytes | None], Any], time_of: Callable[[Any], float], limit_s: float,
-              clock: Callable[[], float] = time.time) -> Callable[[bytes | None], Any]:
-    """``decoder`` that also refuses (``invalid``) a record whose event time is more than ``limit_s`` ahead of ``clock``.
+              clock: Callable[[], float] = time.time,
+              exempt: Callable[[Any], bool] | None = None) -> Callable[[bytes | None], Any]:
+    """``decoder`` that also refuses (``invalid``) a record whose event time is more than ``limit_s`` ahead of ``clock``,
+    unless ``exempt(record)``.
 
     The rules order a camera's or sensor's inputs by event time, so one input stamped in the future (a wrong
     clock) would make everything after it late and switch that source's rules off until the clock caught up.
@@ -162,7 +164,7 @@ def not_ahead(decoder: Callable[[bytes | None], Any], time_of: Callable[[Any], f
     def checked(value: bytes | None) -> Any:
         record = decoder(value)
         ahead = time_of(record) - clock()
-        if ahead > limit_s:
+        if ahead > limit_s and not (exempt is not None and exempt(record)):
             raise DecodeError("invalid", f"event time {ahead:.0f} s ahead of this worker's clock (limit {limit_s:g} s)")
         return record
 

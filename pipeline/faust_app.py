@@ -42,6 +42,7 @@ from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from detectors.records import Detection
+from ingest.urls import url_scheme
 from pipeline.codec import (
     DecodeError,
     DetectionView,
@@ -249,6 +250,13 @@ class EventsApp(faust.App):
         return FastTransport(self.conf.broker_consumer, self)
 
 
+def _is_file(url: str) -> bool:
+    try:
+        return url_scheme(url) == "file"
+    except ValueError:
+        return False
+
+
 def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = None, batch: int = DEFAULT_BATCH,
                within_s: float = 0.05, tick_s: float = 1.0, offline_every_s: float = OFFLINE_EVERY_S,
                clock: Callable[[], float] = time.time, datadir: str | None = None,
@@ -426,7 +434,9 @@ def create_app(settings: Settings, engine: RuleEngine, *, app_id: str | None = N
         return state, [(events_t, e.event_id, e.to_json()) for e in out]
 
     skew = settings.max_clock_skew_s  # inputs from other machines' clocks: far-future times are dead-lettered
-    detection_decoder = not_ahead(decode_detection, lambda d: d.capture_time, skew)
+    # except a configured file camera's: read faster than it plays, its capture times run ahead by design
+    files = frozenset(cid for cid, cam in engine.cameras.items() if _is_file(cam.url))
+    detection_decoder = not_ahead(decode_detection, lambda d: d.capture_time, skew, exempt=lambda d: d.camera_id in files)
     reading_decoder = not_ahead(functools.partial(decode, accept=(SensorReading,)), lambda r: r.time, skew)
     health_decoder = not_ahead(functools.partial(decode, accept=(CameraHealth,)), lambda h: h.time, skew)
 

@@ -46,7 +46,8 @@ class Settings(BaseSettings):
         300.0, gt=0, allow_inf_nan=False,
         description="The events worker dead-letters detections, sensor readings and camera-health reports stamped more "
                     "than this many seconds ahead of its own clock: one future time would make every later input of "
-                    "that camera or sensor late, switching its rules off (GUANJIA_MAX_CLOCK_SKEW_S).")
+                    "that camera or sensor late, switching its rules off. Detections of cameras whose configured source "
+                    "is a file are exempt (read faster than they play) (GUANJIA_MAX_CLOCK_SKEW_S).")
 
     def topic(self, name: str) -> str:
         """Full topic name, e.g. ``topic("detections")`` → ``guanjia.detections.v1``."""

@@ -37,7 +37,8 @@ def hub(kafka_bootstrap, tmp_path_factory):
     cameras = [{"id": "c1", "url": "rtsp://127.0.0.1:1/a", "grid": "G1", "zones": ZONE},
                {"id": "c2", "url": "rtsp://127.0.0.1:1/b", "grid": "G2", "village": "V2", "zones": ZONE},
                *({"id": cam, "url": f"rtsp://127.0.0.1:1/{cam}", "grid": "G7", "rules": {"offline_minutes": OFFLINE_S / 60}}
-                 for cam in ("c3", "c4"))]
+                 for cam in ("c3", "c4")),
+               {"id": "c9", "url": "recordings/gate.mp4", "grid": "G9", "zones": ZONE}]  # a file, read faster than it plays
     config = write_config(tmp / "cams.yaml", cameras, RULES)
     catalog = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
     gas = catalog["catalog"]["categories"][1]["subcategories"][0]["matters"][0]["items"][0]
@@ -220,6 +221,9 @@ def test_a_detection_stamped_an_hour_ahead_is_dead_lettered_and_does_not_silence
     assert letter["reason"] == "invalid" and letter["key"] == "c3"
     evs = events_of(settings, lambda m: m["camera_id"] == "c3" and m["rule"] == "crowding", lambda e: len(e) >= 1)
     assert evs[0]["action"] == "opened" and evs[0]["started_at"] == pytest.approx(t0, abs=1e-3) and worker.alive()
+    produce(settings, "detections", [det("c9", t0 + 3600, 8, seq=1)])  # a file camera's capture times run ahead
+    ahead = events_of(settings, lambda m: m["camera_id"] == "c9", lambda e: len(e) >= 1)
+    assert ahead[0]["action"] == "opened" and ahead[0]["started_at"] == pytest.approx(t0 + 3600, abs=1e-3)
 
 
 def test_a_camera_stopped_on_purpose_closes_its_crowding_event(hub):
