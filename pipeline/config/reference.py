@@ -64,15 +64,23 @@ def _default(field) -> str:
         value = field.default_factory()
         if isinstance(value, BaseModel):
             return "see below"
-        return f"`{value!r}`" if value not in ([], {}) else "empty"
+        return f"`{_plain(value)!r}`" if value not in ([], {}) else "empty"
     value = field.default
     if value is PydanticUndefined or value is None:
         return "—"
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if isinstance(value, list):
-        value = [v.value if isinstance(v, enum.Enum) else v for v in value]
+    value = _plain(value)
     return f"`{value!r}`" if not isinstance(value, str) else f"`{value}`"
+
+
+def _plain(value):
+    """``value`` with enum members (also list items and mapping keys) written as their values."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 _BOUNDS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤", "min_length": "min length"}
