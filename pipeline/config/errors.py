@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, order=True)
@@ -55,6 +56,18 @@ def read_error(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
+
+
+def whole_file_decode_error(path: Path, exc: UnicodeDecodeError) -> UnicodeDecodeError:
+    """The error of decoding all of ``path`` at once: its offset counts from the file's start, where a streamed
+    read's counts from the chunk it read (``exc``, returned if the file cannot be read again)."""
+    try:
+        path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as whole:
+        return whole
+    except OSError:
+        pass
+    return exc
 
 
 def decode_position(exc: UnicodeDecodeError) -> tuple[int, int]:

@@ -10,7 +10,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.errors import ConfigError, ConfigIssue, format_key_path, read_error
+from pipeline.config.errors import (
+    ConfigError,
+    ConfigIssue,
+    decode_position,
+    format_key_path,
+    read_error,
+    whole_file_decode_error,
+)
 from pipeline.config.inventory import GroupContext, read_inventory
 from pipeline.config.merge import Chain, Layer, deep_merge, split_settings
 from pipeline.config.models import (
@@ -237,7 +244,11 @@ class _CityLoader:
         try:
             cameras = read_inventory(base_dir / inventory, group, self.camera_ids, self.issues, display=display)
         except (OSError, UnicodeDecodeError) as exc:
-            doc.issues.append(doc.issue(path, f"cannot read inventory {inventory!r}: {read_error(exc)}"))
+            where = ""
+            if isinstance(exc, UnicodeDecodeError):
+                exc = whole_file_decode_error(base_dir / inventory, exc)
+                where = "line {}, column {}: ".format(*decode_position(exc))
+            doc.issues.append(doc.issue(path, f"cannot read inventory {inventory!r}: {where}{read_error(exc)}"))
             return
         self.files.append(display)
         self.cameras.extend(cameras)

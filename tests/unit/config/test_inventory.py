@@ -104,6 +104,16 @@ def test_a_gbk_export_is_reported_as_not_utf8(write, tmp_path):
     (tmp_path / "cams" / "inventory.csv").write_bytes("id,url,grid,village\nhm-1,rtsp://h/1,G1,镇安\n".encode("gbk"))
     issue = only(issues_of(path), "groups[0].inventory")
     assert issue.line == 6 and "not UTF-8 text" in issue.message and "save it as UTF-8" in issue.message
+    assert "line 2, column 20: not UTF-8 text (byte 0xd5 at offset 39)" in issue.message  # where in the CSV
+
+
+def test_a_bad_byte_deep_in_a_large_inventory_is_placed_by_its_line(write, tmp_path):
+    path = write("city.yaml", GROUP)
+    (tmp_path / "cams").mkdir()
+    rows = "".join(f"hm-{i},rtsp://h/{i},G1,V\n" for i in range(20_000))  # past any read chunk
+    (tmp_path / "cams" / "inventory.csv").write_bytes(b"id,url,grid,village\n" + rows.encode() + b"hm-x,rtsp://h/x,G1,\xff\n")
+    issue = only(issues_of(path), "groups[0].inventory")
+    assert "line 20002, column 20: not UTF-8 text (byte 0xff at offset 557819)" in issue.message
 
 
 def test_the_same_inventory_in_two_groups_is_reported_at_the_second_group(write):
