@@ -175,9 +175,10 @@ class Perception:
 
     def _sync_schedule(self, now: float) -> None:
         self._next_schedule_check = time.monotonic() + self._schedule_check_s
+        leaving = {item for kind, item in self._changes if kind == "remove"}  # dropped already, forgotten next step
         for cam in self.cameras.values():
             active = in_schedule(cam.schedule, now)
-            if active and cam.id not in self._pulled:
+            if active and cam.id not in self._pulled and cam.id not in leaving:
                 self.pool.add_camera(camera_source(cam, self.backpressure))
                 self._pulled.add(cam.id)
             elif not active and cam.id in self._pulled:

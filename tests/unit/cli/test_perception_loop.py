@@ -82,6 +82,19 @@ def test_a_camera_no_longer_pulled_leaves_one_stopped_report_with_the_reason(cli
     assert sorted(again) == ["kept"]  # said once
 
 
+def test_a_removed_camera_is_not_pulled_again_before_the_loop_forgets_it(clip):
+    path = str(clip(seconds=30, gop=25))
+    perception = Perception([camera("kept", path), camera("gone", path)], backpressure=True)
+    with perception:
+        perception.remove_camera("gone")  # from the assignment thread, between two steps
+        perception.sync_schedule(time.time())  # the step's schedule check runs before the next step applies it
+        records = {r.camera_id: r for r in perception.health_records()}
+        perception.step(lambda det, frame: None, timeout=0.1)
+        later = {r.camera_id: r for r in perception.health_records()}
+    assert (records["gone"].state, records["gone"].final) == ("stopped", True)
+    assert sorted(later) == ["kept"]  # not pulled again, so no second, non-final stop
+
+
 def test_stopping_leaves_a_stopped_report_for_every_pulled_camera_and_start_says_who_waits(clip, caplog):
     path = str(clip(seconds=30, gop=25))
     perception = Perception([camera("a", path), camera("b", path), camera("later", path, schedule=closed_now())],
