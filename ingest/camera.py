@@ -73,7 +73,7 @@ class CameraReader:
         self.last_error: str | None = None
         self._future: Future | None = None
         self._has_streamed = False  # connected at least once in this pool
-        self._open_failed = False  # the last open failed (with _has_streamed: retries on the retry lane)
+        self._open_failed = False  # the last open failed (without _has_streamed: retries on the retry lane)
         self._container = None
         self._packets = None
         self._codec = None
