@@ -83,6 +83,9 @@ def _catalog_errors(catalog: Catalog) -> list[InitErrorDetails]:
     They are raised as one ValidationError whose locations pydantic appends to ``catalog``'s own, so
     ``guanjia config validate`` reports the line of the offending item, not the top of the catalog.
     """
+    # imported here: importing pipeline.config loads the whole config loader
+    from pipeline.config.errors import format_key_path
+
     errors: list[InitErrorDetails] = []
     codes: dict[str, Loc] = {}  # code -> where it was first written
     triggers: dict[str, tuple[str, Loc]] = {}  # trigger -> (item code, where)
@@ -95,7 +98,7 @@ def _catalog_errors(catalog: Catalog) -> list[InitErrorDetails]:
         if parent is not None and not node.code.startswith(parent + "."):
             error((*loc, "code"), node.code, f"code {node.code} does not extend its parent's code {parent}")
         if node.code in codes:
-            error((*loc, "code"), node.code, f"duplicate code {node.code} (first at {_key_path(codes[node.code])})")
+            error((*loc, "code"), node.code, f"duplicate code {node.code} (first at {format_key_path(('catalog', *codes[node.code]))})")
         else:
             codes[node.code] = (*loc, "code")
 
@@ -116,7 +119,7 @@ def _catalog_errors(catalog: Catalog) -> list[InitErrorDetails]:
                     if item.trigger in triggers:
                         first_code, first_loc = triggers[item.trigger]
                         error((*item_loc, "trigger"), item.trigger,
-                              f"trigger {item.trigger!r} is already on item {first_code} (at {_key_path(first_loc)}); "
+                              f"trigger {item.trigger!r} is already on item {first_code} (at {format_key_path(('catalog', *first_loc))}); "
                               "each trigger belongs to one item")
                     else:
                         triggers[item.trigger] = (item.code, (*item_loc, "trigger"))
@@ -125,10 +128,6 @@ def _catalog_errors(catalog: Catalog) -> list[InitErrorDetails]:
             error((), sorted(triggers), f"no catalog item has trigger {trigger!r}; every trigger the rules raise needs one")
     return errors
 
-
-def _key_path(loc: Loc) -> str:
-    """``("categories", 0, "code")`` → ``catalog.categories[0].code`` (the path as error lines print it)."""
-    return "catalog" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
 class LevelUnit(StrictModel):
