@@ -52,18 +52,23 @@ def resolve_file_url(url: str, base_dir: str | Path) -> str:
     normpath and an absolute ``${DIR}`` nested under ``base_dir``. The worker resolves it once filled
     (:func:`deferred_base_dir`, :meth:`ResolvedCamera.url_base_dir`).
     """
-    if url and "://" not in url and not os.path.isabs(url):
-        if templates_kept() and has_template(url):
-            return url
-        return os.path.normpath(os.path.join(base_dir, url))
-    return url
+    if not _relative_path(url) or _left_for_the_worker(url):
+        return url
+    return os.path.normpath(os.path.join(base_dir, url))
 
 
 def deferred_base_dir(url: str, base_dir: str | Path) -> str | None:
     """``base_dir`` when :func:`resolve_file_url` left ``url`` for resolving after its templates are filled."""
-    if url and "://" not in url and not os.path.isabs(url) and templates_kept() and has_template(url):
-        return str(base_dir)
-    return None
+    return str(base_dir) if _relative_path(url) and _left_for_the_worker(url) else None
+
+
+def _relative_path(url: str) -> bool:
+    return bool(url) and "://" not in url and not os.path.isabs(url)
+
+
+def _left_for_the_worker(url: str) -> bool:
+    """A relative path that still holds a template while templates are kept: resolved once filled."""
+    return templates_kept() and has_template(url)
 
 
 def check_zone_names(zones: list[Zone]) -> list[Zone]:
